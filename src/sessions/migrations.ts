@@ -1,0 +1,79 @@
+/**
+ * Versioned schema migrations, ordered, append-only: never edit a shipped entry, add a
+ * new one. The same SQL runs on PostgreSQL and on embedded PGlite. Applied versions are
+ * recorded in `schema_migrations`; the runner (sql-store.ts) holds a
+ * `pg_advisory_lock` so two replicas starting at once apply each migration once.
+ *
+ * Column notes:
+ * - times are `timestamptz` written from the service clock (never `now()`), so tests
+ *   can inject time and every replica agrees on what "expired" means.
+ * - token hashes are SHA-256, base64url text: the same type in pg and PGlite (bytea
+ *   comes back as Buffer in one and Uint8Array in the other).
+ */
+
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+/** pg_advisory_lock key: an arbitrary constant, "portcull" as ASCII bytes */
+export const MIGRATION_LOCK_KEY = '8083546657707107436'
+
+export const MIGRATIONS: readonly Migration[] = Object.freeze([
+  {
+    version: 1,
+    name: 'users, sessions, refresh tokens, revocations',
+    sql: `
+CREATE TABLE users (
+  id            text PRIMARY KEY,
+  name          text NOT NULL UNIQUE,
+  password_hash text NOT NULL,
+  scopes        text[] NOT NULL DEFAULT '{}',
+  claims        jsonb NOT NULL DEFAULT '{}'::jsonb,
+  disabled      boolean NOT NULL DEFAULT false,
+  created_at    timestamptz NOT NULL,
+  updated_at    timestamptz NOT NULL
+);
+
+CREATE TABLE sessions (
+  id            text PRIMARY KEY,
+  user_id       text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  created_at    timestamptz NOT NULL,
+  last_used_at  timestamptz NOT NULL,
+  expires_at    timestamptz NOT NULL,
+  user_agent    text,
+  ip            text,
+  revoked_at    timestamptz,
+  revoke_reason text
+);
+CREATE INDEX sessions_user_id_idx ON sessions (user_id);
+
+-- one row per refresh token ever issued; a session's rows form its token family
+CREATE TABLE refresh_tokens (
+  token_hash       text PRIMARY KEY,
+  session_id       text NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  created_at       timestamptz NOT NULL,
+  expires_at       timestamptz NOT NULL,
+  spent_at         timestamptz,
+  successor_hash   text,
+  -- the successor's plaintext sealed with AES-256-GCM under HKDF(this token's plaintext):
+  -- only a holder of this (spent) token can open it, during the reuse grace window
+  successor_sealed text
+);
+CREATE INDEX refresh_tokens_session_id_idx ON refresh_tokens (session_id);
+CREATE INDEX refresh_tokens_expires_at_idx ON refresh_tokens (expires_at);
+
+-- the revocation feed: replicas load live rows at start and LISTEN for new ones
+CREATE TABLE revocations (
+  id            bigserial PRIMARY KEY,
+  kind          text NOT NULL CHECK (kind IN ('jti', 'session', 'user')),
+  value         text NOT NULL,
+  expires_at    timestamptz NOT NULL,
+  issued_before timestamptz,
+  created_at    timestamptz NOT NULL
+);
+CREATE INDEX revocations_expires_at_idx ON revocations (expires_at);
+`,
+  },
+])
