@@ -1,0 +1,70 @@
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyReply } from 'fastify'
+import { ErrorCode, GatewayError } from '../src/errors.js'
+
+/**
+ * Every error leaves as JSON with a stable `code`; 401/403/400-auth errors also carry
+ * WWW-Authenticate (RFC 6750 §3). Client input never yields a 500 or a stack trace:
+ * only messages of errors below 500 reach the client, the rest goes to the log.
+ */
+export interface ErrorBody {
+  statusCode: number
+  code: string
+  error?: string
+  message: string
+}
+
+export default fp(async function errors (app, opts: { realm: string }) {
+  const realm = `Bearer realm="${opts.realm}"`
+
+  app.setErrorHandler((err: FastifyError | GatewayError, request, reply) => {
+    const e = toGatewayError(err)
+    if (e.statusCode >= 500) request.log.error({ err, code: e.code }, 'request failed')
+    else if (e.cause !== undefined) request.log.debug({ code: e.code, cause: String(e.cause) }, 'request refused')
+    return sendError(reply, e, realm)
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    return sendError(reply, new GatewayError(ErrorCode.notFound, 404, 'no route matches this path'), realm)
+  })
+}, { name: 'portcullis-errors', fastify: '5.x' })
+
+/** Fastify's own errors (bad JSON, too large, wrong media type…) keep their 4xx status; others become 500. */
+export function toGatewayError (err: FastifyError | GatewayError | Error): GatewayError {
+  if (err instanceof GatewayError) return err
+  const status = (err as FastifyError).statusCode
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    const code = status === 413 ? ErrorCode.payloadTooLarge : status === 415 ? ErrorCode.unsupportedMediaType : ErrorCode.badRequest
+    return new GatewayError(code, status, publicMessage(status), { cause: err })
+  }
+  return new GatewayError(ErrorCode.internal, 500, 'internal error', { cause: err })
+}
+
+function publicMessage (status: number): string {
+  switch (status) {
+    case 413: return 'the request body is too large'
+    case 415: return 'the request body has an unsupported media type'
+    case 404: return 'not found'
+    default: return 'the request is malformed'
+  }
+}
+
+export function sendError (reply: FastifyReply, e: GatewayError, realm: string): FastifyReply {
+  const body: ErrorBody = { statusCode: e.statusCode, code: e.code, message: e.message }
+  if (e.oauthError !== undefined) body.error = e.oauthError
+  reply.code(e.statusCode)
+  if (e.statusCode === 401 || e.statusCode === 403 || e.oauthError === 'invalid_request') {
+    reply.header('www-authenticate', challenge(realm, e))
+  }
+  if (e.retryAfterSec !== undefined) reply.header('retry-after', String(e.retryAfterSec))
+  reply.header('cache-control', 'no-store')
+  return reply.type('application/json; charset=utf-8').send(body)
+}
+
+function challenge (realm: string, e: GatewayError): string {
+  if (e.oauthError === undefined || e.oauthError === 'invalid_grant') return realm
+  let value = `${realm}, error="${e.oauthError}"`
+  if (e.oauthError === 'insufficient_scope' && e.scope !== undefined) value += `, scope="${e.scope}"`
+  else value += `, error_description="${e.message.replaceAll('"', "'")}"`
+  return value
+}

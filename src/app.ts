@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { pino, type Logger } from 'pino'
+import type { GatewayConfig } from './config/types.js'
+import { buildKeySet, type KeySet } from './tokens/keys.js'
+import { TokenSigner } from './tokens/signer.js'
+import { TokenVerifier } from './tokens/verifier.js'
+import { Denylist } from './pipeline/denylist.js'
+import { HeaderRewriter } from './pipeline/headers.js'
+import errorsPlugin from '../plugins/errors.js'
+import authPlugin from '../plugins/auth.js'
+import proxyPlugin from '../plugins/proxy.js'
+import jwksPlugin from '../plugins/jwks.js'
+import accessLogPlugin from '../plugins/access-log.js'
+import healthPlugin from '../plugins/health.js'
+
+export interface GatewayDeps {
+  /** epoch ms; tests inject one instead of sleeping */
+  clock?: () => number
+  /** a pino logger; default: JSON to stdout through an asynchronous destination */
+  logger?: Logger
+  denylist?: Denylist
+}
+
+/** The assembled gateway: the public listener, the admin listener and the core they share. */
+export interface Gateway {
+  config: GatewayConfig
+  app: FastifyInstance
+  admin: FastifyInstance
+  keys: KeySet
+  signer: TokenSigner
+  verifier: TokenVerifier
+  denylist: Denylist
+  logger: Logger
+  /** reasons the gateway is not ready; components push checks here */
+  readiness: Array<() => string | undefined>
+  close: () => Promise<void>
+}
+
+/** Default logger: JSON lines, asynchronous and buffered so logging never blocks the hot path. */
+export function defaultLogger (level: string): Logger {
+  return pino({
+    level,
+    base: { pid: process.pid },
+    // belt and braces: nothing logs these on purpose
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'password', 'refresh_token', 'access_token'], censor: '[redacted]' },
+  }, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
+}
+
+/** Builds (but does not start) the gateway from a validated configuration. Everything per-route is compiled here. */
+export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
+  const clock = deps.clock ?? Date.now
+  const logger = deps.logger ?? defaultLogger(config.logging.level)
+  const keys = buildKeySet(config.tokens.algorithm, config.tokens.keys)
+  const signer = new TokenSigner(keys, { issuer: config.tokens.issuer, audience: config.tokens.audience, accessTokenTtlSec: config.tokens.accessTokenTtlSec, clock })
+  const verifier = new TokenVerifier(keys, config)
+  const denylist = deps.denylist ?? new Denylist()
+  const rewriter = new HeaderRewriter(config)
+  const readiness: Array<() => string | undefined> = []
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }), // replaced by one decision line per request
+    requestIdHeader: false,
+    genReqId: (req) => HeaderRewriter.requestId(req.headers['x-request-id'], randomUUID),
+    trustProxy: config.server.trustProxy as boolean | string[],
+    requestTimeout: config.server.requestTimeoutMs,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    bodyLimit: config.server.bodyLimitBytes,
+    // matching ignores case so /API/Admin cannot slip past a guard on /api/admin
+    routerOptions: { caseSensitive: false, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
+    return503OnClosing: true,
+  })
+  await app.register(errorsPlugin, { realm: config.server.realm })
+  await app.register(authPlugin, { verifier, denylist, clock })
+  if (config.logging.decisions) await app.register(accessLogPlugin)
+  await app.register(jwksPlugin, { keys })
+  await app.register(proxyPlugin, { config, rewriter })
+
+  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+  await admin.register(errorsPlugin, { realm: config.server.realm })
+  await admin.register(healthPlugin, {
+    notReady: () => readiness.map(check => check()).filter((r): r is string => r !== undefined),
+  })
+
+  return {
+    config,
+    app,
+    admin,
+    keys,
+    signer,
+    verifier,
+    denylist,
+    logger,
+    readiness,
+    close: async () => {
+      await Promise.allSettled([app.close(), admin.close()])
+    },
+  }
+}

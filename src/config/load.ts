@@ -1,0 +1,106 @@
+import { readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { Ajv, type ErrorObject } from 'ajv'
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
+import { configSchema } from '../../config/schema.js'
+import { ConfigError, type ConfigProblem } from '../errors.js'
+import { resolvePlaceholders } from './env.js'
+import { normalize } from './checks.js'
+import type { GatewayConfig } from './types.js'
+
+export interface LoadOptions {
+  /** environment for ${VAR} placeholders; the loader is the only reader of process.env */
+  env?: Readonly<Record<string, string | undefined>>
+  /** directory that relative key files resolve against; default: the config file's */
+  baseDir?: string
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: false, verbose: true })
+const validate = ajv.compile(configSchema)
+
+/** Reads, resolves, validates and freezes a gateway.yaml. Throws ConfigError listing every problem. */
+export function loadConfigFile (file: string, options: LoadOptions = {}): GatewayConfig {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError([{ path: '', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }], file)
+  }
+  return loadConfigText(text, { baseDir: dirname(resolve(file)), ...options }, file)
+}
+
+export function loadConfigText (text: string, options: LoadOptions = {}, source = 'gateway.yaml'): GatewayConfig {
+  const env = options.env ?? process.env
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const problems: ConfigProblem[] = []
+  for (const e of doc.errors) {
+    problems.push({ path: '', message: e.message.split('\n')[0] ?? e.message, line: e.linePos?.[0]?.line })
+  }
+  if (problems.length > 0) throw new ConfigError(problems, source)
+
+  const raw = resolvePlaceholders(doc.toJS() ?? {}, env, problems)
+  if (!validate(raw)) problems.push(...ajvProblems(validate.errors ?? []))
+  if (problems.length === 0) {
+    const config = normalize(raw as Record<string, unknown>, { baseDir: options.baseDir ?? process.cwd(), source }, problems)
+    if (problems.length === 0) return deepFreeze(config)
+  }
+  throw new ConfigError(dedupe(problems).map(p => ({ ...p, line: p.line ?? lineOf(doc, lineCounter, p.path) })), source)
+}
+
+/** The errors of anyOf branches are noise: one message per anyOf, from its schema's description. */
+function ajvProblems (errors: ErrorObject[]): ConfigProblem[] {
+  const anyOfPaths = errors.filter(e => e.keyword === 'anyOf').map(e => e.instancePath)
+  return errors
+    .filter(e => e.keyword === 'anyOf' || !anyOfPaths.some(p => e.instancePath === p || e.instancePath.startsWith(p + '/')))
+    .map(ajvProblem)
+}
+
+function ajvProblem (e: ErrorObject): ConfigProblem {
+  const path = e.instancePath
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return { path: `${path}/${String(e.params.additionalProperty)}`, message: 'unknown setting' }
+    case 'required':
+      return { path: `${path}/${String(e.params.missingProperty)}`, message: 'is required' }
+    case 'enum':
+      return { path, message: `must be one of ${(e.params.allowedValues as unknown[]).map(v => JSON.stringify(v)).join(', ')}` }
+    case 'pattern':
+      return { path, message: 'has an invalid format' }
+    case 'anyOf': {
+      const description = (e.parentSchema as { description?: string } | undefined)?.description
+      return { path, message: description === undefined ? 'is not a valid value' : `must be ${description}` }
+    }
+    default:
+      return { path, message: e.message ?? 'is invalid' }
+  }
+}
+
+/** anyOf produces one error per branch plus its own; keep one message per path, the most specific. */
+function dedupe (problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>()
+  const out: ConfigProblem[] = []
+  for (const p of problems) {
+    const key = `${p.path}\u0000${p.message}`
+    if (!seen.has(key)) { seen.add(key); out.push(p) }
+  }
+  return out
+}
+
+function lineOf (doc: Document, counter: LineCounter, path: string): number | undefined {
+  const segments = path.split('/').slice(1).map(s => /^[0-9]+$/.test(s) ? Number(s) : s)
+  // walk up until a node exists (an unknown or missing key points at its parent)
+  for (let n = segments.length; n >= 1; n--) {
+    const node = doc.getIn(segments.slice(0, n), true)
+    if (isNode(node) && node.range !== undefined && node.range !== null) return counter.linePos(node.range[0]).line
+  }
+  return undefined
+}
+
+function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

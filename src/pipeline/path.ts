@@ -1,0 +1,34 @@
+import { ErrorCode, GatewayError } from '../errors.js'
+
+/**
+ * The path that is authorized must be exactly the path that is forwarded. Rather than
+ * normalizing (and risking a different reading than the upstream's), the gateway refuses
+ * every path that some server could read differently: dot segments, encoded dots, slashes
+ * and backslashes (plain or double-encoded), empty segments, `;` path parameters, NUL and
+ * control bytes, fragments, invalid percent-encoding, non-origin-form targets.
+ * See CVE-2021-39162 (Envoy), CVE-2023-44487-era path tricks, and @fastify/http-proxy's
+ * prefix escape fix; RFC 3986 §5.2.4 for dot segments.
+ */
+
+// %2e . | %2f / | %5c \ | %00 NUL | %25 followed by 2e/2f/5c (double encoding) | %3b ;
+const ENCODED_TRICKS = /%(?:2e|2f|5c|00|3b|25(?:2e|2f|5c|00|3b|25))/i
+const BAD_CHARS = /[\\;#\u0000-\u001f\u007f\s]/ // eslint-disable-line no-control-regex
+const BAD_PERCENT = /%(?![0-9a-fA-F]{2})/
+const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
+
+export function pathRejected (why: string): GatewayError {
+  return new GatewayError(ErrorCode.pathRejected, 400, `the request path is ambiguous (${why}) and was refused`)
+}
+
+/** Returns the path part of a request target, or throws 400 when it could be read two ways. */
+export function checkPath (url: string): string {
+  const q = url.indexOf('?')
+  const path = q === -1 ? url : url.slice(0, q)
+  if (path.charCodeAt(0) !== 47 /* / */) throw pathRejected('not an absolute path')
+  if (path.includes('//')) throw pathRejected('empty segment')
+  if (BAD_CHARS.test(path)) throw pathRejected('forbidden character')
+  if (BAD_PERCENT.test(path)) throw pathRejected('invalid percent-encoding')
+  if (ENCODED_TRICKS.test(path)) throw pathRejected('encoded separator or dot')
+  if (DOT_SEGMENT.test(path)) throw pathRejected('dot segment')
+  return path
+}

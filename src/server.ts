@@ -1,0 +1,43 @@
+import type { Gateway } from './app.js'
+
+export interface Listening {
+  port: number
+  adminPort: number
+  /** stop accepting, let in-flight requests finish (bounded by server.shutdownTimeout), close everything */
+  shutdown: (signal?: string) => Promise<void>
+}
+
+/** Starts both listeners; SIGTERM/SIGINT drain and exit 0. `server.ts` listens, `app.ts` builds. */
+export async function listen (gateway: Gateway, options: { handleSignals?: boolean } = {}): Promise<Listening> {
+  const { config, app, admin, logger } = gateway
+  await app.listen({ host: config.server.host, port: config.server.port })
+  await admin.listen({ host: config.admin.host, port: config.admin.port })
+  const port = (app.server.address() as { port: number }).port
+  const adminPort = (admin.server.address() as { port: number }).port
+  logger.info({ port, adminPort, routes: config.routes.length }, 'portcullis listening')
+
+  let closing: Promise<void> | undefined
+  const shutdown = (signal = 'shutdown'): Promise<void> => {
+    closing ??= (async () => {
+      logger.info({ signal }, 'draining: no new connections, waiting for in-flight requests')
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), config.server.shutdownTimeoutMs) })
+      const outcome = await Promise.race([gateway.close().then(() => 'closed' as const), timeout])
+      clearTimeout(timer)
+      if (outcome === 'timeout') {
+        logger.warn({ timeoutMs: config.server.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections')
+        app.server.closeAllConnections()
+        admin.server.closeAllConnections()
+      }
+      logger.info('stopped')
+      logger.flush()
+    })()
+    return closing
+  }
+  if (options.handleSignals !== false) {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
+    }
+  }
+  return { port, adminPort, shutdown }
+}
