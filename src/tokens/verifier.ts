@@ -30,6 +30,7 @@ const REQUIRED_CLAIMS = ['exp', 'iat', 'iss', 'aud', 'sub', 'jti']
  */
 export class TokenVerifier {
   readonly #byKid: Map<string, Verify>
+  readonly #algorithm: string
   readonly #onlyKey: Verify | undefined
   readonly #skewMs: number
   readonly #maxLifetimeSec: number
@@ -40,6 +41,7 @@ export class TokenVerifier {
   constructor (keys: KeySet, config: GatewayConfig) {
     const t = config.tokens
     this.#byKid = new Map()
+    this.#algorithm = keys.algorithm
     for (const { kid, key } of keys.verifying.values()) {
       this.#byKid.set(kid, createVerifier({
         key,
@@ -95,6 +97,11 @@ export class TokenVerifier {
     }
     if (header === null || typeof header !== 'object' || Array.isArray(header)) {
       throw invalidToken(ErrorCode.tokenMalformed, 'the access token is malformed')
+    }
+    // the algorithm is pinned by configuration; a token naming another (none, HS256 against
+    // a public key…) is refused before any key is touched (RFC 8725 §3.1, §2.1)
+    if ((header as { alg?: unknown }).alg !== this.#algorithm) {
+      throw invalidToken(ErrorCode.tokenBadAlgorithm, 'the access token uses an algorithm this gateway does not accept')
     }
     const kid = (header as { kid?: unknown }).kid
     if (kid === undefined && this.#onlyKey !== undefined) return this.#onlyKey
