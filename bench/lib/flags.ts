@@ -1,0 +1,76 @@
+/** Command-line flags of bench/run.ts. */
+
+export interface Flags {
+  reps: number
+  durationSec: number
+  warmupSec: number
+  scaleReps: number
+  coldTokens: number
+  /** configuration ids (or prefixes ending in *) to run; empty = all */
+  only: string[]
+  skip: Set<string>
+  build: boolean
+  profile: boolean
+  smoke: boolean
+  quick: boolean
+  verbose: boolean
+  store: 'pg' | 'embedded' | 'auto'
+  help: boolean
+}
+
+export const USAGE = `usage: npm run bench -- [flags]
+  --quick            1 repetition × 2 s (warm-up 1 s), scale checks once
+  --smoke            a subset, ~2 s per configuration, for CI; exits 1 when a run fails
+  --reps N           repetitions of the round-robin (default 6)
+  --duration S       measured seconds per run (default 6)
+  --warmup S         warm-up seconds per run (default 2)
+  --scale-reps N     repetitions of each scale-check pair (default 3)
+  --cold-tokens N    distinct tokens in each cold file (default 200000)
+  --only a,b,c*      run only these configuration ids (prefix with *)
+  --skip x,y         skip parts: matrix, scale, sessions, startup
+  --profile          also take a CPU profile of portcullis (EdDSA) under load
+  --store pg|embedded  session store for the portcullis runs (default: pg when installed)
+  --no-build         do not run npm run build first (use dist/ as it is, or tsx)
+  --verbose          keep every log file
+`
+
+export function parseFlags (argv: readonly string[]): Flags {
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 2, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false }
+  const num = (i: number): number => {
+    const v = Number(argv[i + 1])
+    if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
+    return v
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    switch (a) {
+      case '--quick': f.quick = true; f.reps = 1; f.durationSec = 2; f.warmupSec = 1; f.scaleReps = 1; break
+      case '--smoke': f.smoke = true; f.reps = 1; f.durationSec = 1.5; f.warmupSec = 0.5; f.scaleReps = 1; f.skip.add('scale'); f.skip.add('sessions'); break
+      case '--reps': f.reps = num(i); i++; break
+      case '--duration': f.durationSec = num(i); i++; break
+      case '--warmup': f.warmupSec = num(i); i++; break
+      case '--scale-reps': f.scaleReps = num(i); i++; break
+      case '--cold-tokens': f.coldTokens = num(i); i++; break
+      case '--only': f.only = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
+      case '--skip': for (const s of String(argv[i + 1] ?? '').split(',')) f.skip.add(s); i++; break
+      case '--profile': f.profile = true; break
+      case '--no-build': f.build = false; break
+      case '--verbose': f.verbose = true; break
+      case '--store': {
+        const v = argv[i + 1]
+        if (v !== 'pg' && v !== 'embedded') throw new Error('--store takes pg or embedded')
+        f.store = v
+        i++
+        break
+      }
+      case '--help': case '-h': f.help = true; break
+      default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)
+    }
+  }
+  return f
+}
+
+export function selected (f: Flags, id: string): boolean {
+  if (f.only.length === 0) return true
+  return f.only.some((o) => o.endsWith('*') ? id.startsWith(o.slice(0, -1)) : o === id)
+}

@@ -1,0 +1,87 @@
+/**
+ * Scale checks: each a pair (the gateway without the load, the gateway with it), run
+ * alternately; the figure is the median of variant ÷ the base run just before it.
+ */
+import { measure, type Config, type Ctx, type RunRecord } from './configs.js'
+import { max, median, min } from './stats.js'
+import { fmt } from './report.js'
+
+export interface ScaleCheck {
+  name: string
+  base: Config
+  variant: Config
+  /** what the ratio means, for the table */
+  note: string
+  /** bytes per request and response, for MB/s */
+  bodyBytes?: number
+}
+
+export interface ScaleResult {
+  name: string
+  note: string
+  pairs: number
+  ratio: number
+  ratioMin: number
+  ratioMax: number
+  baseRps: number
+  variantRps: number
+  baseP99Ms: number
+  variantP99Ms: number
+  baseRssMiB: number
+  variantRssMiB: number
+  variantMBps?: number
+  skipped?: string
+  errors: string[]
+  records: RunRecord[]
+}
+
+export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nextSeq: () => number, log: (s: string) => void): Promise<ScaleResult> {
+  const records: RunRecord[] = []
+  const ratios: number[] = []
+  for (let rep = 0; rep < reps; rep++) {
+    const b = await measure(sc.base, ctx, nextSeq(), rep)
+    log(line(b))
+    const v = await measure(sc.variant, ctx, nextSeq(), rep)
+    log(line(v))
+    records.push(b, v)
+    if (b.ok && v.ok) ratios.push(v.rps / b.rps)
+  }
+  const ok = (id: string): RunRecord[] => records.filter((r) => r.ok && r.id === id)
+  const variantRps = median(ok(sc.variant.id).map((r) => r.rps))
+  return {
+    name: sc.name,
+    note: sc.note,
+    pairs: ratios.length,
+    ratio: median(ratios),
+    ratioMin: min(ratios),
+    ratioMax: max(ratios),
+    baseRps: median(ok(sc.base.id).map((r) => r.rps)),
+    variantRps,
+    baseP99Ms: median(ok(sc.base.id).map((r) => r.p99Us)) / 1000,
+    variantP99Ms: median(ok(sc.variant.id).map((r) => r.p99Us)) / 1000,
+    baseRssMiB: median(ok(sc.base.id).map((r) => r.peakRssKiB)) / 1024,
+    variantRssMiB: median(ok(sc.variant.id).map((r) => r.peakRssKiB)) / 1024,
+    ...(sc.bodyBytes !== undefined ? { variantMBps: variantRps * sc.bodyBytes / 1e6 } : {}),
+    errors: [...new Set(records.filter((r) => !r.ok).map((r) => `${r.id}: ${r.error ?? 'failed'}`))],
+    records,
+  }
+}
+
+export function line (r: RunRecord): string {
+  if (!r.ok) return `  ${r.id.padEnd(28)} FAILED: ${r.error ?? ''}`
+  return `  ${r.id.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s  p50 ${fmt(r.p50Us / 1000, 2)} ms  p99 ${fmt(r.p99Us / 1000, 2)} ms  ${fmt(r.cpuUsPerReq, 1)} µs/req  RSS ${fmt(r.peakRssKiB / 1024)} MiB  SUT core ${fmt(r.sutCoreShare * 100)}%  upstream core ${fmt(r.upstreamCoreShare * 100)}%`
+}
+
+export function scaleTable (rows: readonly ScaleResult[]): string {
+  const lines = [
+    '| check | ratio (min–max) | base req/s | with load req/s | p99 ms base → load | peak RSS MiB base → load | what the ratio is |',
+    '|---|---:|---:|---:|---:|---:|---|',
+  ]
+  for (const r of rows) {
+    if (r.skipped !== undefined) { lines.push(`| ${r.name} | skipped | | | | | ${r.skipped} |`); continue }
+    const range = r.pairs > 1 ? ` (${fmt(r.ratioMin, 2)}–${fmt(r.ratioMax, 2)})` : ''
+    const mbps = r.variantMBps !== undefined ? ` (${fmt(r.variantMBps)} MB/s each way)` : ''
+    lines.push(`| ${r.name} | ${fmt(r.ratio, 3)}${range} | ${fmt(r.baseRps)} | ${fmt(r.variantRps)}${mbps} | ${fmt(r.baseP99Ms, 2)} → ${fmt(r.variantP99Ms, 2)} | ${fmt(r.baseRssMiB)} → ${fmt(r.variantRssMiB)} | ${r.note} |`)
+  }
+  return lines.join('\n')
+}
