@@ -1,0 +1,330 @@
+import t from 'tap'
+import { stringify } from 'yaml'
+import { extractBearer } from '../../src/pipeline/extract.js'
+import { compilePolicy, satisfies } from '../../src/pipeline/authorize.js'
+import { checkPath } from '../../src/pipeline/path.js'
+import { Denylist, type RevocableClaims } from '../../src/pipeline/denylist.js'
+import { identityHeaders } from '../../src/tokens/identity.js'
+import { TokenVerifier } from '../../src/tokens/verifier.js'
+import { buildKeySet } from '../../src/tokens/keys.js'
+import { loadConfigText } from '../../src/config/load.js'
+import type { GatewayConfig, RouteConfig } from '../../src/config/types.js'
+import { GatewayError } from '../../src/errors.js'
+import { baseConfig, goodClaims, makeKey, signWith } from '../fixtures/gateway.js'
+
+// The pure stages of the pipeline, one table per stage: no server, no sockets.
+
+/** the GatewayError code a function throws, or 'ok' when it returns */
+function outcome (fn: () => unknown): string {
+  try {
+    fn()
+    return 'ok'
+  } catch (err) {
+    if (err instanceof GatewayError) return err.code
+    throw err
+  }
+}
+
+t.test('extractBearer', async (t) => {
+  const rows: Array<[name: string, header: string | undefined, expected: string | undefined | 'malformed_authorization']> = [
+    ['no header', undefined, undefined],
+    ['empty header', '', undefined],
+    ['Basic scheme is not ours', 'Basic YWxpY2U6cHc=', undefined],
+    ['Bearerx is another scheme', 'Bearerx abc', undefined],
+    ['DPoP scheme is not ours', 'DPoP abc', undefined],
+    ['tab instead of space: another scheme', 'bearer\tabc', undefined],
+    ['plain token', 'Bearer abc.def.ghi', 'abc.def.ghi'],
+    ['scheme is case-insensitive', 'bEaReR abc', 'abc'],
+    ['several spaces before the token', 'Bearer    abc', 'abc'],
+    ['b64token characters', 'Bearer A-Z_a.z~0+9/==', 'A-Z_a.z~0+9/=='],
+    ['Bearer alone', 'Bearer', 'malformed_authorization'],
+    ['Bearer and a space', 'Bearer ', 'malformed_authorization'],
+    ['two tokens', 'Bearer a b', 'malformed_authorization'],
+    ['non-ASCII token', 'Bearer ä', 'malformed_authorization'],
+    ['padding in the middle', 'Bearer a=b', 'malformed_authorization'],
+    ['trailing space', 'Bearer abc ', 'malformed_authorization'],
+    ['quoted token', 'Bearer "abc"', 'malformed_authorization'],
+  ]
+  for (const [name, header, expected] of rows) {
+    if (expected === 'malformed_authorization') {
+      t.equal(outcome(() => extractBearer(header)), expected, name)
+      try { extractBearer(header) } catch (err) {
+        t.equal((err as GatewayError).statusCode, 400, `${name}: 400`)
+        t.equal((err as GatewayError).oauthError, 'invalid_request', `${name}: invalid_request`)
+      }
+    } else {
+      t.equal(extractBearer(header), expected, name)
+    }
+  }
+})
+
+function route (overrides: Partial<RouteConfig>): RouteConfig {
+  return {
+    name: 'r',
+    prefix: '/api',
+    upstream: 'http://127.0.0.1:1',
+    upstreamOrigin: 'http://127.0.0.1:1',
+    rewritePrefix: '/api',
+    methods: undefined,
+    auth: 'required',
+    scopes: {},
+    timeoutMs: 30_000,
+    connections: 1,
+    websocket: false,
+    allowShadow: false,
+    ...overrides,
+  }
+}
+
+t.test('satisfies and compilePolicy', async (t) => {
+  const policy = compilePolicy(route({
+    methods: ['GET', 'HEAD', 'POST', 'DELETE'],
+    scopes: {
+      GET: { allOf: ['orders:read', 'tenant:a'], anyOf: [] },
+      POST: { allOf: [], anyOf: ['orders:write', 'admin'] },
+      '*': { allOf: ['admin'], anyOf: [] },
+    },
+  }))
+  t.same([...(policy.methods ?? [])].sort(), ['DELETE', 'GET', 'HEAD', 'POST'], 'methods compiled to a set')
+  t.equal(policy.name, 'r')
+  t.equal(policy.auth, 'required')
+  t.equal(policy.scopes.get('GET')?.challenge, 'orders:read tenant:a', 'challenge lists every scope of the rule')
+  t.equal(policy.scopes.get('POST')?.challenge, 'orders:write admin')
+
+  const rows: Array<[method: string, granted: string[], ok: boolean, why: string]> = [
+    ['GET', ['orders:read', 'tenant:a'], true, 'a list needs all of its scopes: all present'],
+    ['GET', ['orders:read'], false, 'a list needs all of its scopes: one missing'],
+    ['GET', ['tenant:a', 'orders:read', 'extra'], true, 'extra scopes do not hurt'],
+    ['GET', ['admin'], false, 'the method rule replaces "*", it does not add to it'],
+    ['GET', [], false, 'no scopes at all'],
+    ['HEAD', ['orders:read', 'tenant:a'], true, 'HEAD falls back to the GET rule'],
+    ['HEAD', ['admin'], false, 'HEAD uses GET, not "*"'],
+    ['POST', ['orders:write'], true, 'anyOf: the first alternative'],
+    ['POST', ['admin'], true, 'anyOf: the second alternative'],
+    ['POST', ['orders:read'], false, 'anyOf: none of the alternatives'],
+    ['POST', [], false, 'anyOf with nothing granted'],
+    ['DELETE', ['admin'], true, '"*" applies to a method without its own rule'],
+    ['DELETE', ['orders:write'], false, '"*" list not satisfied'],
+    ['PUT', ['admin'], true, '"*" is compiled for every method (the method check is separate)'],
+  ]
+  for (const [method, granted, ok, why] of rows) {
+    const requirement = policy.scopes.get(method)
+    t.ok(requirement !== undefined, `${method}: has a requirement`)
+    if (requirement !== undefined) t.equal(satisfies(requirement, new Set(granted)), ok, `${method} with [${granted.join(' ')}]: ${why}`)
+  }
+
+  // HEAD has its own rule: it wins over GET
+  const headOwn = compilePolicy(route({ scopes: { GET: { allOf: ['a'], anyOf: [] }, HEAD: { allOf: ['h'], anyOf: [] } } }))
+  t.equal(headOwn.scopes.get('HEAD')?.challenge, 'h', 'HEAD with its own rule uses it')
+  // no GET rule: HEAD falls back to "*"
+  const star = compilePolicy(route({ scopes: { '*': { allOf: ['s'], anyOf: [] } } }))
+  t.equal(star.scopes.get('HEAD')?.challenge, 's', 'HEAD without GET rule uses "*"')
+  // no rules at all: no requirement for any method, every method allowed
+  const open = compilePolicy(route({}))
+  t.equal(open.scopes.size, 0, 'no scopes configured → no requirement')
+  t.equal(open.methods, undefined, 'no methods configured → every method')
+  // only a GET rule: other methods need nothing
+  const getOnly = compilePolicy(route({ scopes: { GET: { allOf: ['r'], anyOf: [] } } }))
+  t.equal(getOnly.scopes.get('POST'), undefined, 'POST needs nothing when only GET has a rule')
+  // allOf and anyOf together
+  const both = { allOf: ['a', 'b'], anyOf: ['x', 'y'], challenge: '' }
+  t.equal(satisfies(both, new Set(['a', 'b', 'y'])), true, 'allOf + one of anyOf')
+  t.equal(satisfies(both, new Set(['a', 'b'])), false, 'allOf without any of anyOf')
+  t.equal(satisfies(both, new Set(['a', 'x', 'y'])), false, 'anyOf without all of allOf')
+  t.equal(satisfies({ allOf: [], anyOf: [], challenge: '' }, new Set()), true, 'empty requirement is satisfied')
+})
+
+t.test('checkPath', async (t) => {
+  const rows: Array<[url: string, expected: string]> = [
+    ['/', '/'],
+    ['/api/orders', '/api/orders'],
+    ['/api/orders?x=1&y=../..', '/api/orders'],
+    ['/api/orders/', '/api/orders/'],
+    ['/api/%41bc', '/api/%41bc'],
+    ['/api/a.b/c..d/...', '/api/a.b/c..d/...'],
+    ['/api/a%20b', '/api/a%20b'],
+    ['api/orders', 'path_rejected'],
+    ['*', 'path_rejected'],
+    ['http://evil.test/api', 'path_rejected'],
+    ['//evil.test/api', 'path_rejected'],
+    ['/api//admin', 'path_rejected'],
+    ['/api/../admin', 'path_rejected'],
+    ['/api/./admin', 'path_rejected'],
+    ['/api/..', 'path_rejected'],
+    ['/api/.', 'path_rejected'],
+    ['/api/%2e%2e/admin', 'path_rejected'],
+    ['/api/%2E./admin', 'path_rejected'],
+    ['/api%2fadmin', 'path_rejected'],
+    ['/api%2Fadmin', 'path_rejected'],
+    ['/api%5cadmin', 'path_rejected'],
+    ['/api/%252e%252e/admin', 'path_rejected'],
+    ['/api/%252fadmin', 'path_rejected'],
+    ['/api/%25252e', 'path_rejected'],
+    ['/api\\admin', 'path_rejected'],
+    ['/api;jsessionid=1', 'path_rejected'],
+    ['/api/%3badmin', 'path_rejected'],
+    ['/api/%00', 'path_rejected'],
+    ['/api/a\u0000b', 'path_rejected'],
+    ['/api/a\tb', 'path_rejected'],
+    ['/api/a b', 'path_rejected'],
+    ['/api/a\u007fb', 'path_rejected'],
+    ['/api#frag', 'path_rejected'],
+    ['/api/%zz', 'path_rejected'],
+    ['/api/%4', 'path_rejected'],
+    ['/api/%', 'path_rejected'],
+  ]
+  for (const [url, expected] of rows) {
+    if (expected === 'path_rejected') {
+      t.equal(outcome(() => checkPath(url)), 'path_rejected', `${JSON.stringify(url)} refused`)
+    } else {
+      t.equal(checkPath(url), expected, `${JSON.stringify(url)} → ${expected}`)
+    }
+  }
+  try { checkPath('/a/../b') } catch (err) { t.equal((err as GatewayError).statusCode, 400, 'a refused path is a 400') }
+})
+
+t.test('Denylist', async (t) => {
+  const d = new Denylist()
+  t.equal(d.size, 0)
+  t.equal(d.check({ jti: 'j1', sub: 'alice', iat: 100 }), undefined, 'empty denylist revokes nothing')
+
+  d.add({ kind: 'jti', value: 'j1', expiresAtSec: 1000 })
+  d.add({ kind: 'session', value: 's1', expiresAtSec: 2000 })
+  d.add({ kind: 'user', value: 'bob', issuedBeforeSec: 500, expiresAtSec: 3000 })
+
+  const rows: Array<[name: string, claims: RevocableClaims, expected: string | undefined]> = [
+    ['revoked jti', { jti: 'j1', sub: 'alice', iat: 100 }, 'token_revoked'],
+    ['other jti', { jti: 'j2', sub: 'alice', iat: 100 }, undefined],
+    ['revoked session', { jti: 'j3', sid: 's1', sub: 'alice', iat: 100 }, 'session_revoked'],
+    ['other session', { jti: 'j3', sid: 's2', sub: 'alice', iat: 100 }, undefined],
+    ['user token issued before the cut-off', { jti: 'j4', sub: 'bob', iat: 499 }, 'user_revoked'],
+    ['user token issued at the cut-off', { jti: 'j4', sub: 'bob', iat: 500 }, 'user_revoked'],
+    ['user token issued after the cut-off', { jti: 'j4', sub: 'bob', iat: 501 }, undefined],
+    ['user cut-off needs a numeric iat', { jti: 'j4', sub: 'bob', iat: '1' }, undefined],
+    ['another user', { jti: 'j4', sub: 'carol', iat: 1 }, undefined],
+    ['jti as a number does not match', { jti: 1, sub: 'alice', iat: 1 }, undefined],
+  ]
+  for (const [name, claims, expected] of rows) t.equal(d.check(claims), expected, name)
+  t.equal(d.size, 3)
+
+  // later entries never shorten what is known
+  d.add({ kind: 'jti', value: 'j1', expiresAtSec: 10 })
+  d.add({ kind: 'user', value: 'bob', issuedBeforeSec: 100, expiresAtSec: 50 })
+  t.equal(d.check({ jti: 'j1' }), 'token_revoked', 'a shorter expiry for the same jti does not shorten it')
+  t.equal(d.check({ sub: 'bob', iat: 400 }), 'user_revoked', 'an earlier cut-off does not replace a later one')
+  d.add({ kind: 'user', value: 'bob', issuedBeforeSec: 800, expiresAtSec: 3000 })
+  t.equal(d.check({ sub: 'bob', iat: 700 }), 'user_revoked', 'a later cut-off extends the revocation')
+
+  // prune by expiry: an entry stays while a token it covers can still be valid
+  t.equal(d.prune(1000), 0, 'nothing past its expiry at t=1000 (expiry is inclusive)')
+  t.equal(d.prune(1001), 1, 'the jti entry leaves after its expiry')
+  t.equal(d.check({ jti: 'j1' }), undefined, 'pruned jti no longer revoked')
+  t.equal(d.check({ sid: 's1' }), 'session_revoked', 'session still there')
+  t.equal(d.prune(2001), 1, 'the session leaves')
+  t.equal(d.check({ sub: 'bob', iat: 1 }), 'user_revoked', 'user still there')
+  t.equal(d.prune(3001), 1, 'the user leaves')
+  t.equal(d.size, 0, 'empty after pruning everything')
+  t.equal(d.check({ sub: 'bob', iat: 1 }), undefined)
+
+  // replace swaps the whole state
+  d.add({ kind: 'jti', value: 'old', expiresAtSec: 9999 })
+  d.replace([{ kind: 'jti', value: 'new', expiresAtSec: 9999 }, { kind: 'user', value: 'eve', expiresAtSec: 9999 }])
+  t.equal(d.check({ jti: 'old' }), undefined, 'replace drops the old entries')
+  t.equal(d.check({ jti: 'new' }), 'token_revoked', 'replace adds the new ones')
+  t.equal(d.check({ sub: 'eve', iat: 9000 }), 'user_revoked', 'a user entry without issuedBefore cuts off at its expiry')
+  t.equal(d.size, 2)
+})
+
+t.test('identityHeaders', async (t) => {
+  const identity: GatewayConfig['identity'] = {
+    headers: { sub: 'x-user-id', scope: 'x-user-scopes', n: 'x-user-n', b: 'x-user-b', roles: 'x-user-roles', obj: 'x-user-obj', name: 'x-user-name', missing: 'x-user-missing', nul: 'x-user-nul' },
+    claimsHeader: '',
+    reservedPrefix: 'x-user-',
+    forwardAuthorization: false,
+    forwardRefreshCookie: false,
+  }
+  const headers = new Map(identityHeaders({
+    sub: 'alice',
+    scope: 'a b',
+    n: 42.5,
+    b: false,
+    roles: ['admin', 'ops'],
+    obj: { tenant: 't1', level: 2, nested: { x: [1] } },
+    name: 'Zoë 日本',
+    nul: null,
+  }, identity))
+  t.equal(headers.get('x-user-id'), 'alice', 'strings as-is')
+  t.equal(headers.get('x-user-scopes'), 'a b', 'strings with spaces as-is')
+  t.equal(headers.get('x-user-n'), '42.5', 'numbers as text')
+  t.equal(headers.get('x-user-b'), 'false', 'booleans as text')
+  t.equal(headers.get('x-user-roles'), '["admin","ops"]', 'arrays as compact JSON')
+  t.equal(headers.get('x-user-obj'), '{"tenant":"t1","level":2,"nested":{"x":[1]}}', 'objects as compact JSON')
+  t.equal(Buffer.from(headers.get('x-user-name') ?? '', 'latin1').toString('utf8'), 'Zoë 日本', 'non-ASCII: the latin1 string carries the UTF-8 bytes')
+  t.same([...Buffer.from(headers.get('x-user-name') ?? '', 'latin1')].slice(2, 4), [0xc3, 0xab], 'ë is sent as UTF-8 C3 AB')
+  t.notOk(headers.has('x-user-missing'), 'missing claim → no header')
+  t.notOk(headers.has('x-user-nul'), 'null claim → no header')
+
+  const unsafe: Array<[name: string, value: unknown]> = [
+    ['CR', 'alice\rx'],
+    ['LF', 'alice\nx'],
+    ['CRLF header injection', 'alice\r\nx-user-admin: 1'],
+    ['NUL', 'alice\u0000'],
+    ['other C0 control', 'alice\u0001'],
+    ['DEL', 'alice\u007f'],
+    ['DEL inside an array element (JSON does not escape it)', ['ok', 'a\u007fb']],
+  ]
+  for (const [name, value] of unsafe) {
+    t.equal(outcome(() => identityHeaders({ sub: value }, identity)), 'token_invalid_claim', `${name} → token_invalid_claim`)
+  }
+  t.equal(outcome(() => identityHeaders({ sub: 'a\tb' }, identity)), 'ok', 'a tab is a legal header character')
+  // inside arrays and objects JSON escapes CR/LF/NUL, so the header value itself stays clean
+  t.same(identityHeaders({ sub: ['a\nb', 'c\u0000'] }, { ...identity, headers: { sub: 'x-user-id' } }), [['x-user-id', '["a\\nb","c\\u0000"]']], 'CR/LF/NUL inside JSON are escaped, not sent raw')
+
+  const withClaims = identityHeaders({ sub: 'alice', x: 1 }, { ...identity, headers: { sub: 'x-user-id' }, claimsHeader: 'x-user-claims' })
+  t.same(withClaims[0], ['x-user-id', 'alice'])
+  t.equal(withClaims[1]?.[0], 'x-user-claims', 'claims header present when configured')
+  t.same(JSON.parse(Buffer.from(withClaims[1]?.[1] ?? '', 'base64url').toString('utf8')), { sub: 'alice', x: 1 }, 'claims header is base64url JSON of all claims')
+})
+
+t.test('TokenVerifier cache: a cached token still expires by the injected clock; size is bounded', async (t) => {
+  const key = makeKey('EdDSA')
+  const load = (cacheSize: number): GatewayConfig => loadConfigText(stringify(baseConfig(key, [{ name: 'r', prefix: '/r', upstream: 'http://127.0.0.1:1', auth: 'required' }], { tokens: { verifyCacheSize: cacheSize } })), { env: {} })
+  const config = load(3)
+  const keys = buildKeySet(config.tokens.algorithm, config.tokens.keys)
+  const verifier = new TokenVerifier(keys, config)
+  const skewSec = config.tokens.clockSkewSec
+  t.equal(skewSec, 30)
+
+  const t0 = Date.UTC(2030, 0, 1)
+  const iat = t0 / 1000
+  const exp = iat + 600
+  const token = signWith(key, goodClaims({ sub: 'alice' }, iat))
+  t.equal(verifier.verify(token, t0).sub, 'alice', 'verifies at t0')
+  t.equal(verifier.cacheSize, 1, 'and is cached')
+  t.equal(verifier.verify(token, t0 + 1000).sub, 'alice', 'served from the cache a second later')
+  t.equal(verifier.cacheSize, 1)
+  t.equal(outcome(() => verifier.verify(token, (exp + skewSec - 1) * 1000)), 'ok', 'still valid within the skew after exp')
+  t.equal(outcome(() => verifier.verify(token, (exp + skewSec) * 1000)), 'token_expired', 'expired at exp + skew')
+  t.equal(outcome(() => verifier.verify(token, (exp + skewSec + 1) * 1000)), 'token_expired', 'expired at exp + skew + 1 although cached')
+
+  // nbf is also honoured for a cached token
+  const later = signWith(key, goodClaims({ nbf: iat + 100 }, iat))
+  t.equal(outcome(() => verifier.verify(later, (iat + 100) * 1000)), 'ok', 'valid at nbf')
+  t.equal(outcome(() => verifier.verify(later, (iat + 100 - skewSec - 1) * 1000)), 'token_not_yet_valid', 'cached, but not valid before nbf − skew')
+
+  // a token that failed is not cached: the same text fails again
+  const forged = signWith(makeKey('EdDSA'), goodClaims({}, iat))
+  t.equal(outcome(() => verifier.verify(forged, t0)), 'token_invalid_signature')
+  t.equal(outcome(() => verifier.verify(forged, t0)), 'token_invalid_signature', 'a failed token is not cached')
+
+  // bounded: five distinct tokens through a cache of three
+  for (let i = 0; i < 5; i++) verifier.verify(signWith(key, goodClaims({ sub: `u${i}` }, iat)), t0)
+  t.equal(verifier.cacheSize, 3, 'the cache never grows past verifyCacheSize')
+
+  // a cache of size 0 is off
+  const c0 = load(0)
+  const uncached = new TokenVerifier(buildKeySet(c0.tokens.algorithm, c0.tokens.keys), c0)
+  uncached.verify(token, t0)
+  t.equal(uncached.cacheSize, 0, 'verifyCacheSize 0 disables the cache')
+  t.equal(outcome(() => uncached.verify(token, (exp + skewSec + 1) * 1000)), 'token_expired', 'and expiry still applies')
+})
