@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply } from 'fastify'
 import { ErrorCode, GatewayError } from '../src/errors.js'
+import { pathRejected } from '../src/pipeline/path.js'
 
 /**
  * Every error leaves as JSON with a stable `code`; 401/403/400-auth errors also carry
@@ -32,6 +33,8 @@ export default fp(async function errors (app, opts: { realm: string }) {
 /** Fastify's own errors (bad JSON, too large, wrong media type…) keep their 4xx status; others become 500. */
 export function toGatewayError (err: FastifyError | GatewayError | Error): GatewayError {
   if (err instanceof GatewayError) return err
+  // the router refused a URL it cannot decode: the same verdict as our path checks
+  if ((err as FastifyError).code === 'FST_ERR_BAD_URL') return pathRejected('undecodable')
   const status = (err as FastifyError).statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) {
     const code = status === 413 ? ErrorCode.payloadTooLarge : status === 415 ? ErrorCode.unsupportedMediaType : ErrorCode.badRequest

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { pino, type Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
@@ -7,7 +8,7 @@ import { TokenSigner } from './tokens/signer.js'
 import { TokenVerifier } from './tokens/verifier.js'
 import { Denylist } from './pipeline/denylist.js'
 import { HeaderRewriter } from './pipeline/headers.js'
-import errorsPlugin from '../plugins/errors.js'
+import errorsPlugin, { sendError, toGatewayError } from '../plugins/errors.js'
 import authPlugin from '../plugins/auth.js'
 import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
@@ -47,6 +48,16 @@ export function defaultLogger (level: string): Logger {
   }, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
 }
 
+const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request', message: 'the request is malformed' })
+
+/** Node's parser refused the request (bad request line, bad header): a JSON 400, then close. */
+function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
+  const body = status === 431 ? CLIENT_ERROR_BODY.replace('400', '431').replace('the request is malformed', 'the request headers are too large') : CLIENT_ERROR_BODY
+  socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+}
+
 /** Builds (but does not start) the gateway from a validated configuration. Everything per-route is compiled here. */
 export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const clock = deps.clock ?? Date.now
@@ -70,6 +81,9 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     // matching ignores case so /API/Admin cannot slip past a guard on /api/admin
     routerOptions: { caseSensitive: false, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
     return503OnClosing: true,
+    // errors raised before routing (an undecodable URL) get the same JSON shape as ours
+    frameworkErrors: (err, _request, reply) => { sendError(reply, toGatewayError(err), config.server.realm) },
+    clientErrorHandler: writeClientError,
   })
   await app.register(errorsPlugin, { realm: config.server.realm })
   await app.register(authPlugin, { verifier, denylist, clock })

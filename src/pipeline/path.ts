@@ -12,6 +12,9 @@ import { ErrorCode, GatewayError } from '../errors.js'
 
 // %2e . | %2f / | %5c \ | %00 NUL | %25 followed by 2e/2f/5c (double encoding) | %3b ;
 const ENCODED_TRICKS = /%(?:2e|2f|5c|00|3b|25(?:2e|2f|5c|00|3b|25))/i
+// an encoded unreserved character (ALPHA DIGIT - . _ ~) has no reason to be encoded
+// (RFC 3986 §2.3, §6.2.2.2); a router and an upstream may disagree on decoding it
+const ENCODED_UNRESERVED = /%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f|7e)/i
 const BAD_CHARS = /[\\;#\u0000-\u001f\u007f\s]/ // eslint-disable-line no-control-regex
 const BAD_PERCENT = /%(?![0-9a-fA-F]{2})/
 const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
@@ -29,6 +32,7 @@ export function checkPath (url: string): string {
   if (BAD_CHARS.test(path)) throw pathRejected('forbidden character')
   if (BAD_PERCENT.test(path)) throw pathRejected('invalid percent-encoding')
   if (ENCODED_TRICKS.test(path)) throw pathRejected('encoded separator or dot')
+  if (ENCODED_UNRESERVED.test(path)) throw pathRejected('needlessly encoded character')
   if (DOT_SEGMENT.test(path)) throw pathRejected('dot segment')
   return path
 }
