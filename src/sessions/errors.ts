@@ -91,3 +91,10 @@ export class InvalidUserInputError extends SessionsError {
     this.path = path
   }
 }
+
+/** The CLI could not read a password (no terminal, empty input, interrupted). */
+export class PasswordInputError extends SessionsError {
+  constructor (message: string) {
+    super('password_input', 400, message)
+  }
+}

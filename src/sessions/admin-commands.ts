@@ -1,0 +1,111 @@
+/**
+ * The `portcullis users|sessions|migrate` commands as plain functions: src/cli.ts
+ * parses arguments, reads passwords with readPassword(), calls these and prints the
+ * result. They return data, never a password hash or a token.
+ */
+import { SessionNotFoundError, UserNotFoundError } from './errors.js'
+import { revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
+import type { RevocationTiming } from './revoke.js'
+import { DEFAULT_SESSION_OPTIONS, toSessionInfos } from './service.js'
+import type { SessionInfo } from './service.js'
+import { openStore } from './store.js'
+import type { OpenStoreOptions, Store, UserRecord } from './store.js'
+import { addUser, setClaims, setDisabled, setPassword, setScopes } from './users.js'
+
+export interface AdminOptions {
+  clock?: () => number
+  /** sizes revocation entries; pass the configured access token TTL */
+  accessTokenTtlSec?: number
+  clockSkewSec?: number
+}
+
+/** a user as shown to operators: everything but the password hash */
+export interface UserSummary {
+  id: string
+  name: string
+  scopes: string[]
+  claims: Record<string, unknown>
+  disabled: boolean
+  createdAt: Date
+  updatedAt: Date
+}
+
+function summary (u: UserRecord): UserSummary {
+  return { id: u.id, name: u.name, scopes: u.scopes, claims: u.claims, disabled: u.disabled, createdAt: u.createdAt, updatedAt: u.updatedAt }
+}
+
+function resolve (opts: AdminOptions = {}): { now: number, timing: RevocationTiming } {
+  return {
+    now: (opts.clock ?? Date.now)(),
+    timing: {
+      accessTokenTtlSec: opts.accessTokenTtlSec ?? DEFAULT_SESSION_OPTIONS.accessTokenTtlSec,
+      clockSkewSec: opts.clockSkewSec ?? DEFAULT_SESSION_OPTIONS.clockSkewSec,
+    },
+  }
+}
+
+export async function usersAdd (store: Store, input: { name: string, password: string, scopes?: string[], claims?: Record<string, unknown>, disabled?: boolean }, opts?: AdminOptions): Promise<UserSummary> {
+  return summary(await addUser(store, input, resolve(opts).now))
+}
+
+export async function usersList (store: Store): Promise<UserSummary[]> {
+  return (await store.listUsers()).map(summary)
+}
+
+/** disables the user and revokes all their sessions and access tokens */
+export async function usersDisable (store: Store, name: string, opts?: AdminOptions): Promise<UserSummary> {
+  const { now, timing } = resolve(opts)
+  return summary(await setDisabled(store, name, true, now, timing))
+}
+
+export async function usersEnable (store: Store, name: string, opts?: AdminOptions): Promise<UserSummary> {
+  const { now, timing } = resolve(opts)
+  return summary(await setDisabled(store, name, false, now, timing))
+}
+
+/** sets a new password; the user's sessions are revoked unless keepSessions */
+export async function usersPasswd (store: Store, name: string, password: string, opts?: AdminOptions & { keepSessions?: boolean }): Promise<UserSummary> {
+  const { now, timing } = resolve(opts)
+  return summary(await setPassword(store, name, password, now, timing, { revokeSessions: opts?.keepSessions !== true }))
+}
+
+export async function usersSetScopes (store: Store, name: string, scopes: string[], opts?: AdminOptions): Promise<UserSummary> {
+  return summary(await setScopes(store, name, scopes, resolve(opts).now))
+}
+
+export async function usersSetClaims (store: Store, name: string, claims: Record<string, unknown>, opts?: AdminOptions): Promise<UserSummary> {
+  return summary(await setClaims(store, name, claims, resolve(opts).now))
+}
+
+export async function sessionsList (store: Store, user: string, opts?: AdminOptions): Promise<SessionInfo[]> {
+  const u = await store.findUserByName(user)
+  if (u === undefined) throw new UserNotFoundError(user)
+  return toSessionInfos(await store.listSessionsByUser(u.id), resolve(opts).now)
+}
+
+/**
+ * `{ user }`: every session of the user and every access token issued to them so far;
+ * `{ session }`: one session and its access tokens. Returns the session ids revoked.
+ */
+export async function sessionsRevoke (store: Store, target: { user: string } | { session: string }, opts?: AdminOptions): Promise<string[]> {
+  const { now, timing } = resolve(opts)
+  if ('user' in target) {
+    const u = await store.findUserByName(target.user)
+    if (u === undefined) throw new UserNotFoundError(target.user)
+    return await store.transaction(async (tx) => await revokeUserTx(tx, u.id, now, RevokeReason.admin, timing))
+  }
+  return await store.transaction(async (tx) => {
+    if (await tx.getSession(target.session) === undefined) throw new SessionNotFoundError(target.session)
+    return (await revokeSessionTx(tx, target.session, now, RevokeReason.admin, timing)) ? [target.session] : []
+  })
+}
+
+/** `portcullis migrate`: applies pending migrations and returns the versions applied */
+export async function migrate (opts: Pick<OpenStoreOptions, 'url' | 'dataDir' | 'logger'>): Promise<number[]> {
+  const store = await openStore({ ...opts, migrate: false })
+  try {
+    return await store.migrate()
+  } finally {
+    await store.close()
+  }
+}
