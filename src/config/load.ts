@@ -35,7 +35,8 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const problems: ConfigProblem[] = []
   for (const e of doc.errors) {
-    problems.push({ path: '', message: e.message.split('\n')[0] ?? e.message, line: e.linePos?.[0]?.line })
+    // linePos is only filled in with prettyErrors; the offset always is
+    problems.push({ path: '', message: e.message.split('\n')[0] ?? e.message, line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line })
   }
   if (problems.length > 0) throw new ConfigError(problems, source)
 
