@@ -259,6 +259,7 @@ async function scaleChecks (ctx: Ctx, database: string | undefined, notes: strin
     variant: { id: 'portcullis-EdDSA-1MB', kind: 'portcullis', alg: 'EdDSA', database, bigBody: true },
     note: 'portcullis ÷ bare, both streaming a 1 MiB POST body to the upstream and its 1 MiB echo back',
     bodyBytes: 1024 * 1024,
+    reference: { id: 'direct-1MB', kind: 'direct', bigBody: true },
   })
   out.push({
     name: '1,000 concurrent connections',

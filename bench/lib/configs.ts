@@ -243,6 +243,7 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     rec.sutCoreShare = (cpu1 - cpu0) / wallUs
     rec.upstreamCoreShare = l.upstream === l.sut ? NaN : (up1 - up0) / wallUs
     rec.peakRssKiB = mem.hwm
+    if (w.requests < common.connections) throw new Error(`only ${w.requests} responses in ${ctx.durationSec} s with ${common.connections} connections: too short a window for this load`)
     const errs = errorCount(w)
     if (errs > 0) throw new Error(`${errs} errors in the measured window (status ${w.statusErrors}, connect ${w.connectErrors}, read ${w.readErrors}, write ${w.writeErrors}, timeout ${w.timeouts})`)
     if (w.wrapped > 0) throw new Error(`the cold token file ran out (${ctx.pools.coldCount} tokens): raise --cold-tokens`)

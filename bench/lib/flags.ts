@@ -19,11 +19,11 @@ export interface Flags {
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
-  --quick            1 repetition × 2 s (warm-up 1 s), scale checks once
+  --quick            1 repetition × 2 s (warm-up 2 s), scale checks once
   --smoke            a subset, ~2 s per configuration, for CI; exits 1 when a run fails
   --reps N           repetitions of the round-robin (default 6)
-  --duration S       measured seconds per run (default 6)
-  --warmup S         warm-up seconds per run (default 2)
+  --duration S       measured seconds per run, whole (default 6)
+  --warmup S         warm-up seconds per run, whole (default 3)
   --scale-reps N     repetitions of each scale-check pair (default 3)
   --cold-tokens N    distinct tokens in each cold file (default 200000)
   --only a,b,c*      run only these configuration ids (prefix with *)
@@ -35,7 +35,7 @@ export const USAGE = `usage: npm run bench -- [flags]
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 2, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -44,8 +44,8 @@ export function parseFlags (argv: readonly string[]): Flags {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     switch (a) {
-      case '--quick': f.quick = true; f.reps = 1; f.durationSec = 2; f.warmupSec = 1; f.scaleReps = 1; break
-      case '--smoke': f.smoke = true; f.reps = 1; f.durationSec = 1.5; f.warmupSec = 0.5; f.scaleReps = 1; f.skip.add('scale'); f.skip.add('sessions'); break
+      case '--quick': f.quick = true; f.reps = 1; f.durationSec = 2; f.warmupSec = 2; f.scaleReps = 1; break
+      case '--smoke': f.smoke = true; f.reps = 1; f.durationSec = 1; f.warmupSec = 1; f.scaleReps = 1; f.skip.add('scale'); f.skip.add('sessions'); break
       case '--reps': f.reps = num(i); i++; break
       case '--duration': f.durationSec = num(i); i++; break
       case '--warmup': f.warmupSec = num(i); i++; break

@@ -1,10 +1,10 @@
 /**
  * portcullis under test: its gateway.yaml and how to start it.
- * Prefers the compiled build (`dist/src/cli.js`, what production runs) and falls back to
- * tsx on the sources when the build is absent or fails.
+ * Prefers compiled JS (what production runs) and falls back to tsx on the sources when
+ * the build fails.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
@@ -62,23 +62,29 @@ export interface GatewayCommand {
   note: string
 }
 
-/** undefined when the gateway's CLI does not exist yet */
-export function gatewayCommand (opts: { build: boolean, nodeArgs?: string[] }): GatewayCommand | undefined {
-  const nodeArgs = opts.nodeArgs ?? []
+/**
+ * How to start the gateway; undefined when its CLI does not exist yet.
+ * The build goes to bench/results/build (git-ignored, inside the repo so that node_modules
+ * resolve), not to dist/: other work on this machine may clean dist/ in the middle of a run.
+ */
+export function gatewayCommand (opts: { build: boolean }): GatewayCommand | undefined {
   if (!existsSync(join(ROOT, 'src/cli.ts'))) return undefined
+  const outDir = join(ROOT, 'bench/results/build')
+  const built = join(outDir, 'src/cli.js')
   let note = ''
   if (opts.build) {
-    const r = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' })
-    if (r.status !== 0) note = `npm run build failed, running the sources with tsx: ${(r.stdout + r.stderr).trim().split('\n').slice(0, 5).join(' | ')}`
+    rmSync(outDir, { recursive: true, force: true })
+    const tsc = join(ROOT, 'node_modules/.bin/tsc')
+    const r = spawnSync(tsc, ['-p', join(ROOT, 'tsconfig.build.json'), '--outDir', outDir, '--sourceMap', 'false'], { cwd: ROOT, encoding: 'utf8' })
+    if (r.status !== 0) note = `the build (tsc -p tsconfig.build.json) failed, running the sources with tsx: ${(r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' | ')}`
   }
-  const dist = join(ROOT, 'dist/src/cli.js')
-  if (existsSync(dist) && note === '') {
-    return { cmd: process.execPath, args: (c) => [...nodeArgs, dist, 'start', '-c', c], mode: 'dist', note: opts.build ? 'compiled (npm run build)' : 'compiled (existing dist/)' }
+  if (existsSync(built) && note === '') {
+    return { cmd: process.execPath, args: (c) => [built, 'start', '-c', c], mode: 'dist', note: `compiled JS (tsc -p tsconfig.build.json${opts.build ? '' : ', previous build'})` }
   }
   return {
     cmd: process.execPath,
-    args: (c) => [...nodeArgs, '--import', 'tsx', join(ROOT, 'src/cli.ts'), 'start', '-c', c],
+    args: (c) => ['--import', 'tsx', join(ROOT, 'src/cli.ts'), 'start', '-c', c],
     mode: 'tsx',
-    note: note || 'sources through tsx (no dist/)',
+    note: note || 'sources through tsx (no build)',
   }
 }

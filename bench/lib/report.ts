@@ -64,12 +64,12 @@ const f = (x: number, digits = 0): string => Number.isFinite(x) ? x.toLocaleStri
 
 export function markdownTable (rows: readonly Summary[]): string {
   const lines = [
-    '| configuration | req/s | ×bare (min–max) | ×direct | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | runs |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| configuration | req/s | ×bare (min–max) | ×direct | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | log lines/req | runs |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for (const s of rows) {
     const range = s.runs > 1 ? ` (${f(s.vsBareMin, 2)}–${f(s.vsBareMax, 2)})` : ''
-    lines.push(`| ${s.id} | ${f(s.rps)} | ${f(s.vsBare, 2)}${range} | ${f(s.vsDirect, 2)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${f(s.cpuUsPerReq, 1)} | ${f(s.peakRssMiB)} | ${s.runs}${s.failed > 0 ? ` (+${s.failed} failed)` : ''} |`)
+    lines.push(`| ${s.id} | ${f(s.rps)} | ${f(s.vsBare, 2)}${range} | ${f(s.vsDirect, 2)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${f(s.cpuUsPerReq, 1)} | ${f(s.peakRssMiB)} | ${f(s.logLinesPerReq, 2)} | ${s.runs}${s.failed > 0 ? ` (+${s.failed} failed)` : ''} |`)
   }
   return lines.join('\n')
 }

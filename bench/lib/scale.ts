@@ -14,6 +14,8 @@ export interface ScaleCheck {
   note: string
   /** bytes per request and response, for MB/s */
   bodyBytes?: number
+  /** run once per repetition for context (e.g. the upstream alone), shown beside the ratio */
+  reference?: Config
 }
 
 export interface ScaleResult {
@@ -30,6 +32,8 @@ export interface ScaleResult {
   baseRssMiB: number
   variantRssMiB: number
   variantMBps?: number
+  referenceId?: string
+  referenceRps?: number
   skipped?: string
   errors: string[]
   records: RunRecord[]
@@ -44,6 +48,11 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
     const v = await measure(sc.variant, ctx, nextSeq(), rep)
     log(line(v))
     records.push(b, v)
+    if (sc.reference !== undefined) {
+      const r = await measure(sc.reference, ctx, nextSeq(), rep)
+      log(line(r))
+      records.push(r)
+    }
     if (b.ok && v.ok) ratios.push(v.rps / b.rps)
   }
   const ok = (id: string): RunRecord[] => records.filter((r) => r.ok && r.id === id)
@@ -62,6 +71,7 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
     baseRssMiB: median(ok(sc.base.id).map((r) => r.peakRssKiB)) / 1024,
     variantRssMiB: median(ok(sc.variant.id).map((r) => r.peakRssKiB)) / 1024,
     ...(sc.bodyBytes !== undefined ? { variantMBps: variantRps * sc.bodyBytes / 1e6 } : {}),
+    ...(sc.reference !== undefined ? { referenceId: sc.reference.id, referenceRps: median(ok(sc.reference.id).map((r) => r.rps)) } : {}),
     errors: [...new Set(records.filter((r) => !r.ok).map((r) => `${r.id}: ${r.error ?? 'failed'}`))],
     records,
   }
@@ -81,7 +91,8 @@ export function scaleTable (rows: readonly ScaleResult[]): string {
     if (r.skipped !== undefined) { lines.push(`| ${r.name} | skipped | | | | | ${r.skipped} |`); continue }
     const range = r.pairs > 1 ? ` (${fmt(r.ratioMin, 2)}–${fmt(r.ratioMax, 2)})` : ''
     const mbps = r.variantMBps !== undefined ? ` (${fmt(r.variantMBps)} MB/s each way)` : ''
-    lines.push(`| ${r.name} | ${fmt(r.ratio, 3)}${range} | ${fmt(r.baseRps)} | ${fmt(r.variantRps)}${mbps} | ${fmt(r.baseP99Ms, 2)} → ${fmt(r.variantP99Ms, 2)} | ${fmt(r.baseRssMiB)} → ${fmt(r.variantRssMiB)} | ${r.note} |`)
+    const ref = r.referenceId !== undefined ? ` (${r.referenceId}: ${fmt(r.referenceRps ?? NaN)} req/s)` : ''
+    lines.push(`| ${r.name} | ${fmt(r.ratio, 3)}${range} | ${fmt(r.baseRps)} | ${fmt(r.variantRps)}${mbps} | ${fmt(r.baseP99Ms, 2)} → ${fmt(r.variantP99Ms, 2)} | ${fmt(r.baseRssMiB)} → ${fmt(r.variantRssMiB)} | ${r.note}${ref} |`)
   }
   return lines.join('\n')
 }

@@ -43,7 +43,8 @@ export interface WrkOptions {
 
 export async function runWrk (o: WrkOptions): Promise<WrkResult> {
   const wrkArgs = [
-    '-t1', `-c${o.connections}`, `-d${o.durationSec}s`, '--timeout', `${o.timeoutSec ?? 10}s`,
+    // wrk takes whole seconds
+    '-t1', `-c${o.connections}`, `-d${Math.max(1, Math.round(o.durationSec))}s`, '--timeout', `${o.timeoutSec ?? 10}s`,
     '-s', o.script?.file ?? LOAD_SCRIPT, o.url, '--',
     ...(o.script?.args ?? [o.tokenFile ?? '-', o.method ?? 'GET', o.path, String(o.offset ?? 0), o.bodyFile ?? '-', o.mode ?? 'pool']),
   ]

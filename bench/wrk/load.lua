@@ -13,7 +13,6 @@
 -- done() prints one line "WRKJSON {...}" that the runner parses.
 
 local reqs = {}
-local tokens = {}
 local n = 0
 local i = 0
 local method, path, body, cold
@@ -38,13 +37,11 @@ function init(args)
     for line in io.lines(tokenFile) do
       if #line > 0 then
         n = n + 1
-        if body then
-          tokens[n] = line
-        else
-          -- pre-format every request once: request() then costs a table read
-          headers["Authorization"] = "Bearer " .. line
-          reqs[n] = wrk.format(method, path, headers)
-        end
+        -- pre-format every request once: request() then costs a table read
+        headers["Authorization"] = "Bearer " .. line
+        reqs[n] = wrk.format(method, path, headers, body)
+        -- with a body (1 MB) keep 16 pre-formatted requests, not one per token
+        if body and n >= 16 then break end
       end
     end
     headers["Authorization"] = nil
@@ -66,10 +63,6 @@ function request()
   if i > n then
     i = 1
     if cold then wrapped = wrapped + 1 end
-  end
-  if body then
-    headers["Authorization"] = "Bearer " .. tokens[i]
-    return wrk.format(method, path, headers, body)
   end
   return reqs[i]
 end
