@@ -48,6 +48,7 @@ CREATE TABLE sessions (
   revoke_reason text
 );
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
 
 -- one row per refresh token ever issued; a session's rows form its token family
 CREATE TABLE refresh_tokens (

@@ -270,12 +270,15 @@ export class SqlStore extends SqlQueries implements Store {
     return await this.#driver.listen(REVOCATION_CHANNEL, onPayload, onLost)
   }
 
-  async purgeExpired (now: Date): Promise<{ refreshTokens: number, revocations: number }> {
-    // a spent token is kept until its own expiry: presenting it later must still be
-    // recognised as reuse (theft), not answered as "unknown"
+  async purgeExpired (now: Date): Promise<{ sessions: number, refreshTokens: number, revocations: number }> {
+    // A session past its absolute expiry can never refresh again: it goes, with its
+    // token family (ON DELETE CASCADE). A spent token of a live session is kept until
+    // its own expiry: presenting it later must still be recognised as reuse (theft),
+    // not answered as "unknown".
+    const s = await this.q.query('DELETE FROM sessions WHERE expires_at < $1 RETURNING 1', [now])
     const rt = await this.q.query('DELETE FROM refresh_tokens WHERE expires_at < $1 RETURNING 1', [now])
     const rv = await this.q.query('DELETE FROM revocations WHERE expires_at < $1 RETURNING 1', [now])
-    return { refreshTokens: rt.length, revocations: rv.length }
+    return { sessions: s.length, refreshTokens: rt.length, revocations: rv.length }
   }
 
   async close (): Promise<void> {

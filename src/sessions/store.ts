@@ -127,8 +127,12 @@ export interface Store extends StoreQueries {
    * reload, because notifications sent meanwhile are gone.
    */
   listenRevocations: (onPayload: (payload: string) => void, onLost: (err: Error) => void) => Promise<StoreListener>
-  /** deletes refresh tokens and revocations that expired before `now` */
-  purgeExpired: (now: Date) => Promise<{ refreshTokens: number, revocations: number }>
+  /**
+   * Deletes sessions past their absolute expiry (with their tokens), expired refresh
+   * tokens and expired revocations. Idempotent and cheap (indexed): safe to run from
+   * every replica, e.g. hourly.
+   */
+  purgeExpired: (now: Date) => Promise<{ sessions: number, refreshTokens: number, revocations: number }>
   close: () => Promise<void>
 }
 
