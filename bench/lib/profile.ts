@@ -79,7 +79,8 @@ export function summarizeProfile (p: CpuProfile, topN = 25): { busyMs: number, i
 export async function runProfile (ctx: Ctx, database: string | undefined, log: (s: string) => void): Promise<ProfileResult | undefined> {
   const profDir = join(ctx.dir, 'cpu-prof')
   mkdirSync(profDir, { recursive: true })
-  const run = await measure({ id: 'portcullis-EdDSA-profiled', kind: 'portcullis', alg: 'EdDSA', database, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] }, ctx, 999, 0)
+  // a longer measured window, so that start-up and warm-up weigh little in the whole-process profile
+  const run = await measure({ id: 'portcullis-EdDSA-profiled', kind: 'portcullis', alg: 'EdDSA', database, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] }, { ...ctx, durationSec: Math.max(ctx.durationSec, 15) }, 999, 0)
   const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))
   if (files.length === 0) { log(`  no .cpuprofile written (did the gateway exit cleanly on SIGTERM?) ${run.error ?? ''}`); return undefined }
   const file = join(profDir, files[0] as string)
