@@ -227,7 +227,8 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     if (needsTokens && warm.statusErrors > 0) throw new Error(`warm-up: ${warm.statusErrors} error responses of ${warm.requests}`)
     // a warm pool means every token of it was seen once: on a slow minute the warm-up may not
     // have cycled through the 10,000 tokens yet, so it goes on until it has (at most 3 more rounds)
-    for (let extra = 0; needsTokens && c.cold !== true && warm.requests < POOL_SIZE && extra < 3; extra++) {
+    const warmPool = needsTokens && c.cold !== true
+    for (let extra = 0; warmPool && warm.requests < POOL_SIZE && extra < 3; extra++) {
       const more = await runWrk({ ...common, durationSec: ctx.warmupSec })
       warm.requests += more.requests
     }
