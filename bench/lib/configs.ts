@@ -227,10 +227,11 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     if (needsTokens && warm.statusErrors > 0) throw new Error(`warm-up: ${warm.statusErrors} error responses of ${warm.requests}`)
     // a warm pool means every token of it was seen once: on a slow minute the warm-up may not
     // have cycled through the 10,000 tokens yet, so it goes on until it has (at most 3 more rounds)
-    const warmPool = needsTokens && c.cold !== true
-    for (let extra = 0; warmPool && warm.requests < POOL_SIZE && extra < 3; extra++) {
-      const more = await runWrk({ ...common, durationSec: ctx.warmupSec })
-      warm.requests += more.requests
+    if (needsTokens && c.cold !== true) {
+      for (let extra = 0; warm.requests < POOL_SIZE && extra < 3; extra++) {
+        const more = await runWrk({ ...common, durationSec: ctx.warmupSec })
+        warm.requests += more.requests
+      }
     }
     // cold: the measured window starts past every token the warm-up could have sent
     const offset = c.cold === true ? warm.requests + common.connections + 100 : 0
