@@ -110,7 +110,7 @@ async function main (): Promise<void> {
   process.once('SIGTERM', () => { cleanup(); process.exit(143) })
   try {
     const t0 = Date.now()
-    const gateway = gatewayCommand({ build: flags.build })
+    const gateway = gatewayCommand({ build: flags.build, entry: flags.gatewayEntry })
     if (gateway === undefined) notes.push('portcullis is not built yet (no src/cli.ts): its configurations are skipped')
     else notes.push(`portcullis runs as ${gateway.note}`)
 
@@ -172,6 +172,7 @@ async function main (): Promise<void> {
     if (!flags.skip.has('scale') && gateway !== undefined) {
       for (const sc of await scaleChecks(ctx, database, notes)) {
         if ('skipped' in sc) { scale.push(sc.skipped); continue }
+        if (!selected(flags, sc.variant.id)) continue
         log(`scale check: ${sc.name}`)
         scale.push(await runScaleCheck(sc, ctx, flags.scaleReps, nextSeq, log))
       }

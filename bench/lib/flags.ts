@@ -16,6 +16,8 @@ export interface Flags {
   verbose: boolean
   store: 'pg' | 'embedded' | 'auto'
   help: boolean
+  /** another entry point to run as `node --import tsx ENTRY start -c FILE` (e.g. another checkout) */
+  gatewayEntry: string | undefined
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -26,16 +28,17 @@ export const USAGE = `usage: npm run bench -- [flags]
   --warmup S         warm-up seconds per run, whole (default 3)
   --scale-reps N     repetitions of each scale-check pair (default 3)
   --cold-tokens N    distinct tokens in each cold file (default 200000)
-  --only a,b,c*      run only these configuration ids (prefix with *)
+  --only a,b,c*      run only these configuration ids (c* = prefix); scale checks by variant id
   --skip x,y         skip parts: matrix, scale, sessions, startup
   --profile          also take a CPU profile of portcullis (EdDSA) under load
   --store pg|embedded  session store for the portcullis runs (default: pg when installed)
   --no-build         do not run npm run build first (use dist/ as it is, or tsx)
-  --verbose          keep every log file
+  --verbose          keep every log file (and the temp dir)
+  --gateway-entry F  run portcullis as: node --import tsx F start -c FILE (another checkout)
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -63,6 +66,7 @@ export function parseFlags (argv: readonly string[]): Flags {
         i++
         break
       }
+      case '--gateway-entry': f.gatewayEntry = String(argv[i + 1]); i++; break
       case '--help': case '-h': f.help = true; break
       default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)
     }

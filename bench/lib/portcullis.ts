@@ -67,7 +67,9 @@ export interface GatewayCommand {
  * The build goes to bench/results/build (git-ignored, inside the repo so that node_modules
  * resolve), not to dist/: other work on this machine may clean dist/ in the middle of a run.
  */
-export function gatewayCommand (opts: { build: boolean }): GatewayCommand | undefined {
+export function gatewayCommand (opts: { build: boolean, entry?: string | undefined }): GatewayCommand | undefined {
+  const entry = opts.entry
+  if (entry !== undefined) return { cmd: process.execPath, args: (c) => ['--import', 'tsx', entry, 'start', '-c', c], mode: 'tsx', note: `${entry} through tsx (--gateway-entry)` }
   if (!existsSync(join(ROOT, 'src/cli.ts'))) return undefined
   const outDir = join(ROOT, 'bench/results/build')
   const built = join(outDir, 'src/cli.js')

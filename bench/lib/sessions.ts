@@ -13,7 +13,7 @@ import { writeGatewayYaml } from './portcullis.js'
 import { cpuUs, freePort, memKiB, start, stop, waitUntil, type Started } from './proc.js'
 import { fmt } from './report.js'
 import { median } from './stats.js'
-import { errorCount, rps, runWrk, SESSIONS_SCRIPT, type WrkResult } from './wrk.js'
+import { errorCount, rps, runWrk, SESSIONS_SCRIPT } from './wrk.js'
 
 /** the product's parameters (src/sessions/passwords.ts): argon2id, m=19456 KiB, t=2, p=1 */
 const ARGON2 = { algorithm: 2, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const
@@ -120,15 +120,16 @@ export async function runSessions (ctx: Ctx, flags: Flags, log: (s: string) => v
 }
 
 async function measureEndpoint (gw: Started, ctx: Ctx, flags: Flags, endpoint: string, connections: number, args: string[], base: string, note: string): Promise<EndpointResult> {
-  const opts = { url: base, core: ctx.loadCore, connections, path: args[2] ?? '/', timeoutSec: 10, script: { file: SESSIONS_SCRIPT, args } }
-  // the refresh warm-up spends tokens and queues their successors: the measured run continues
-  // from a fresh file only if we re-read them, so refresh is measured without a separate warm-up
-  let warm: WrkResult | undefined
-  if (args[0] === 'login') warm = await runWrk({ ...opts, durationSec: Math.min(2, flags.warmupSec) })
+  const opts = { url: base, core: ctx.loadCore, connections, path: args[2] ?? '/', timeoutSec: 10 }
+  // refresh: the warm-up hands its unspent tokens (successors included) to the measured run
+  const isRefresh = args[0] === 'refresh'
+  const warmArgs = isRefresh ? [...args.slice(0, 3), `${args[1] ?? ''}.after-warmup`] : args
+  const warm = await runWrk({ ...opts, durationSec: Math.min(2, flags.warmupSec), script: { file: SESSIONS_SCRIPT, args: warmArgs } })
+  const measuredArgs = isRefresh ? [args[0] ?? 'refresh', `${args[1] ?? ''}.after-warmup`, args[2] ?? '/'] : args
   const c0 = cpuUs(gw.pid)
-  const w = await runWrk({ ...opts, durationSec: flags.durationSec })
+  const w = await runWrk({ ...opts, durationSec: flags.durationSec, script: { file: SESSIONS_SCRIPT, args: measuredArgs } })
   const c1 = cpuUs(gw.pid)
-  const r: EndpointResult = {
+  return {
     endpoint,
     connections,
     rps: rps(w),
@@ -136,10 +137,10 @@ async function measureEndpoint (gw: Started, ctx: Ctx, flags: Flags, endpoint: s
     p99Ms: w.p99Us / 1000,
     cpuUsPerReq: (c1 - c0) / w.requests,
     peakRssMiB: memKiB(gw.pid).hwm / 1024,
-    errors: errorCount(w) + w.wrapped + (warm?.statusErrors ?? 0),
+    // `wrapped` counts requests sent with no token left (refresh): errors too
+    errors: errorCount(w) + w.wrapped + warm.statusErrors + warm.wrapped,
     note,
   }
-  return r
 }
 
 export function sessionsTable (s: SessionsResult): string {

@@ -3,19 +3,21 @@
 --   refresh FILE has one refresh token a line (at least as many as connections). Each
 --           request spends the token at the head of the queue; response() takes the new
 --           refresh token out of the JSON body and queues it, so no token is presented twice
---           (a second use would be treated as theft and revoke the session).
+--           (a second use would be treated as theft and revoke the session). A 4th argument
+--           names a file where done() writes the tokens still unspent, for the next run.
 -- done() prints "WRKJSON {...}" like load.lua.
 
 local mode, path
 local reqs = {}
 local n, i = 0, 0
-local queue = {}
-local head, tail = 1, 1
+queue = {}
+head, tail = 1, 1
 local hdrs = { ["Content-Type"] = "application/json" }
 missing = 0
 
 function init(args)
   mode = args[1]
+  outFile = args[4]  -- global: done() reads it from the thread
   path = args[3]
   for line in io.lines(args[2]) do
     if #line > 0 then
@@ -65,6 +67,16 @@ function done(summary, latency, requests)
   local m = 0
   for _, t in ipairs(threads) do
     m = m + (t:get("missing") or 0)
+    -- done() runs in wrk's main Lua state: the thread's globals are read with t:get
+    local out = t:get("outFile")
+    if out then
+      local q, h, tl = t:get("queue"), t:get("head"), t:get("tail")
+      local f = assert(io.open(out, "w"))
+      for k = h, tl - 1 do
+        if q[k] then f:write(q[k], "\n") end
+      end
+      f:close()
+    end
   end
   local e = summary.errors
   io.write(string.format(
