@@ -20,6 +20,7 @@ import { line, runScaleCheck, scaleTable, type ScaleCheck, type ScaleResult } fr
 import { runSessions, type SessionsResult, sessionsTable } from './lib/sessions.js'
 import { runStartup, startupTable, type StartupResult } from './lib/startup.js'
 import { runProfile, type ProfileResult } from './lib/profile.js'
+import { targetsTable } from './lib/targets.js'
 import { ALGORITHMS, makeKeys, type Algorithm, type KeyMaterial } from './lib/tokens.js'
 
 const BENCH = join(ROOT, 'bench')
@@ -210,6 +211,7 @@ async function main (): Promise<void> {
     const failures = summary.filter((s) => s.errors.length > 0)
     if (failures.length > 0) md.push('Failed runs:', ...failures.map((s) => `- ${s.id}: ${s.errors.join(' / ')}`), '')
     if (scale.length > 0) md.push('### Scale checks', '', scaleTable(scale), '')
+    if (summary.length > 0 && !flags.smoke) md.push('### Targets (issue 4)', '', targetsTable(summary, scale), '')
     if (sessions !== undefined) md.push('### Session endpoints (PostgreSQL)', '', sessionsTable(sessions), '')
     if (startup.length > 0) md.push('### Startup', '', startupTable(startup), '')
     if (profile !== undefined) md.push('### Where the microseconds go (portcullis-EdDSA, self time)', '', profile.table, '')
