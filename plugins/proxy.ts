@@ -55,7 +55,9 @@ export default fp(async function proxy (app, opts: ProxyPluginOptions) {
       upstream: route.upstreamOrigin,
       prefix: route.prefix,
       rewritePrefix: route.rewritePrefix,
-      httpMethods: [...(route.methods ?? HTTP_METHODS)],
+      // every method is routed so that one outside `methods` reaches the auth hook's 405
+      // (registering only `methods` made the router answer 404 route_not_found instead)
+      httpMethods: [...HTTP_METHODS],
       config: { policy: compilePolicy(route) },
       undici: pool as never, // a shared Pool instance; reply-from accepts a Dispatcher
       disableRequestLogging: true, // the decision log line is the one line per request
