@@ -61,6 +61,8 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   }
   if (e.retryAfterSec !== undefined) reply.header('retry-after', String(e.retryAfterSec))
   reply.header('cache-control', 'no-store')
+  // the gateway's own answers carry the request id too, like proxied ones (headers.ts response())
+  reply.header('x-request-id', reply.request.id)
   return reply.type('application/json; charset=utf-8').send(body)
 }
 
