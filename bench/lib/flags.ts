@@ -32,7 +32,7 @@ export const USAGE = `usage: npm run bench -- [flags]
   --skip x,y         skip parts: matrix, scale, sessions, startup
   --profile          also take a CPU profile of portcullis (EdDSA) under load
   --store pg|embedded  session store for the portcullis runs (default: pg when installed)
-  --no-build         do not run npm run build first (use dist/ as it is, or tsx)
+  --no-build         do not compile the gateway first (reuse bench/results/build, or tsx)
   --verbose          keep every log file (and the temp dir)
   --gateway-entry F  run portcullis as: node --import tsx F start -c FILE (another checkout)
 `
