@@ -14,6 +14,12 @@ import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
 import accessLogPlugin from '../plugins/access-log.js'
 import healthPlugin from '../plugins/health.js'
+import sessionsPlugin from '../plugins/sessions.js'
+import adminApiPlugin from '../plugins/admin-api.js'
+import { SessionService } from './sessions/service.js'
+import { RevocationFeed } from './sessions/revocation-feed.js'
+import { LoginThrottle } from './sessions/throttle.js'
+import type { Store } from './sessions/store.js'
 
 export interface GatewayDeps {
   /** epoch ms; tests inject one instead of sleeping */
@@ -21,6 +27,12 @@ export interface GatewayDeps {
   /** a pino logger; default: JSON to stdout through an asynchronous destination */
   logger?: Logger
   denylist?: Denylist
+  /**
+   * The session store (PostgreSQL or embedded). With one, the gateway serves the auth
+   * endpoints, the admin API and follows revocations; it takes ownership and closes it.
+   * Without one it is a pure verifier (tests of the core, benchmarks).
+   */
+  store?: Store
 }
 
 /** The assembled gateway: the public listener, the admin listener and the core they share. */
@@ -35,6 +47,7 @@ export interface Gateway {
   logger: Logger
   /** reasons the gateway is not ready; components push checks here */
   readiness: Array<() => string | undefined>
+  sessions: { service: SessionService, feed: RevocationFeed, store: Store } | undefined
   close: () => Promise<void>
 }
 
@@ -90,12 +103,40 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
   if (config.logging.decisions) await app.register(accessLogPlugin)
   await app.register(jwksPlugin, { keys })
   await app.register(proxyPlugin, { config, rewriter })
+  const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   await admin.register(errorsPlugin, { realm: config.server.realm })
   await admin.register(healthPlugin, {
     notReady: () => readiness.map(check => check()).filter((r): r is string => r !== undefined),
   })
+  if (sessions !== undefined && config.admin.token !== '') {
+    await admin.register(adminApiPlugin, { token: config.admin.token, service: sessions.service, store: sessions.store })
+  }
+
+  /** login/refresh/logout on the public listener, revocations followed from the store */
+  async function wireSessions (store: Store): Promise<NonNullable<Gateway['sessions']>> {
+    const t = config.tokens
+    const service = new SessionService({
+      store,
+      clock,
+      signAccessToken: (input) => signer.sign(input),
+      throttle: new LoginThrottle({ clock }),
+      options: {
+        refreshTokenTtlSec: t.refreshTokenTtlSec,
+        sessionMaxAgeSec: t.sessionMaxAgeSec,
+        reuseGraceSec: t.refresh.reuseGraceSec,
+        accessTokenTtlSec: t.accessTokenTtlSec,
+        clockSkewSec: t.clockSkewSec,
+      },
+    })
+    const feed = new RevocationFeed({ store, denylist, clock, logger })
+    // the denylist is complete before the first request is served (fail closed)
+    await feed.start()
+    readiness.push(() => feed.ready ? undefined : `revocation feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`)
+    await app.register(sessionsPlugin, { config, service, verifier, clock })
+    return { service, feed, store }
+  }
 
   return {
     config,
@@ -107,8 +148,13 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     denylist,
     logger,
     readiness,
+    sessions,
     close: async () => {
       await Promise.allSettled([app.close(), admin.close()])
+      if (sessions !== undefined) {
+        await sessions.feed.close()
+        await sessions.store.close()
+      }
     },
   }
 }
