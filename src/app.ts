@@ -61,6 +61,8 @@ export function defaultLogger (level: string): Logger {
   }, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
 }
 
+const PURGE_INTERVAL_MS = 3_600_000
+
 const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request', message: 'the request is malformed' })
 
 /** Node's parser refused the request (bad request line, bad header): a JSON 400, then close. */
@@ -135,6 +137,13 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     await feed.start()
     readiness.push(() => feed.ready ? undefined : `revocation feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`)
     await app.register(sessionsPlugin, { config, service, verifier, clock })
+    // expired refresh tokens, sessions and revocations leave the database; idempotent, so
+    // every replica may run it
+    const purge = setInterval(() => {
+      store.purgeExpired(new Date(clock())).catch((err: unknown) => logger.warn({ err: String(err) }, 'purge of expired sessions failed'))
+    }, PURGE_INTERVAL_MS)
+    purge.unref()
+    app.addHook('onClose', async () => { clearInterval(purge) })
     return { service, feed, store }
   }
 
