@@ -87,6 +87,34 @@ export function normalize (raw: Raw, ctx: NormalizeContext, problems: ConfigProb
   }
 }
 
+/**
+ * When the schema already failed, the semantic checks still run, each on its own part
+ * of the tree and guarded (a malformed part makes only its own check give up), so one
+ * start lists every problem of the file.
+ */
+export function bestEffortChecks (raw: Raw, ctx: NormalizeContext): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const guard = (fn: () => unknown): void => {
+    const before = problems.length
+    try { fn() } catch { problems.length = before }
+  }
+  const t = raw?.tokens
+  let algorithm: Algorithm | undefined
+  guard(() => { algorithm = checkAlgorithm(t.algorithm, problems) })
+  guard(() => checkKeys(t.keys, algorithm, ctx, problems))
+  guard(() => checkLifetimes({
+    accessTokenTtlSec: durationSec(t.accessTokenTtl ?? '10m'),
+    clockSkewSec: durationSec(t.clockSkew ?? '30s'),
+    refreshTokenTtlSec: durationSec(t.refreshTokenTtl ?? '14d'),
+    sessionMaxAgeSec: durationSec(t.sessionMaxAge ?? '30d'),
+    reuseGraceSec: durationSec(t.refresh?.reuseGrace ?? '10s'),
+  }, problems))
+  guard(() => checkIdentityHeaders({ headers: raw.identity?.headers ?? {} }, problems))
+  guard(() => checkTrustProxy(raw.server?.trustProxy ?? false, problems))
+  guard(() => checkRoutes(raw.routes, problems))
+  return problems
+}
+
 export function checkAlgorithm (alg: string, problems: ConfigProblem[]): Algorithm | undefined {
   if (/^none$/i.test(alg)) {
     problems.push({ path: '/tokens/algorithm', message: '"none" means unsigned tokens and is refused (RFC 8725 §3.1)' })
@@ -127,7 +155,8 @@ export function checkKeys (keys: Raw[], alg: Algorithm | undefined, ctx: Normali
       }
       const pem = privatePem ?? publicPem
       if (pem !== undefined) {
-        const keyObject = parseKey(pem, privatePem !== undefined, `${path}/${privatePem !== undefined ? 'privateKeyFile' : 'publicKeyFile'}`, problems)
+        const field = privatePem !== undefined ? (k.privateKey !== undefined ? 'privateKey' : 'privateKeyFile') : (k.publicKey !== undefined ? 'publicKey' : 'publicKeyFile')
+        const keyObject = parseKey(pem, privatePem !== undefined, `${path}/${field}`, problems)
         if (keyObject !== undefined) checkKeyMatchesAlgorithm(keyObject, alg, path, problems)
       }
       if (privatePem !== undefined) key.privateKeyPem = privatePem

@@ -5,7 +5,7 @@ import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
 import { configSchema } from '../../config/schema.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
-import { normalize } from './checks.js'
+import { bestEffortChecks, normalize } from './checks.js'
 import type { GatewayConfig } from './types.js'
 
 export interface LoadOptions {
@@ -40,10 +40,18 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   }
   if (problems.length > 0) throw new ConfigError(problems, source)
 
-  const raw = resolvePlaceholders(doc.toJS() ?? {}, env, problems)
-  if (!validate(raw)) problems.push(...ajvProblems(validate.errors ?? []))
-  if (problems.length === 0) {
-    const config = normalize(raw as Record<string, unknown>, { baseDir: options.baseDir ?? process.cwd(), source }, problems)
+  const raw = resolvePlaceholders(doc.toJS() ?? {}, env, problems) as Record<string, unknown>
+  const ctx = { baseDir: options.baseDir ?? process.cwd(), source }
+  if (!validate(raw)) {
+    const schemaProblems = ajvProblems(validate.errors ?? [])
+    problems.push(...schemaProblems)
+    // add the semantic problems of the parts the schema did not already fault
+    const related = (a: string, b: string): boolean => a === b || a.startsWith(b + '/') || b.startsWith(a + '/')
+    for (const p of bestEffortChecks(raw, ctx)) {
+      if (!schemaProblems.some(s => related(s.path, p.path))) problems.push(p)
+    }
+  } else if (problems.length === 0) {
+    const config = normalize(raw, ctx, problems)
     if (problems.length === 0) return deepFreeze(config)
   }
   throw new ConfigError(dedupe(problems).map(p => ({ ...p, line: p.line ?? lineOf(doc, lineCounter, p.path) })), source)
