@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, GatewayError, invalidToken } from '../src/errors.js'
 import { checkPath } from '../src/pipeline/path.js'
 import { extractBearer } from '../src/pipeline/extract.js'
@@ -37,7 +37,7 @@ export default fp(async function auth (app, opts: AuthPluginOptions) {
     const state: AuthState = { route: policy.name, granted: false, reason: Reason.pending, token: undefined }
     request.auth = state
     try {
-      authorize(request, policy, state)
+      authorize(request, reply, policy, state)
       state.granted = true
       done()
     } catch (err) {
@@ -46,9 +46,10 @@ export default fp(async function auth (app, opts: AuthPluginOptions) {
     }
   })
 
-  function authorize (request: FastifyRequest, policy: RoutePolicy, state: AuthState): void {
+  function authorize (request: FastifyRequest, reply: FastifyReply, policy: RoutePolicy, state: AuthState): void {
     const method = request.method
     if (policy.methods !== undefined && !policy.methods.has(method)) {
+      reply.header('allow', policy.allow) // RFC 9110 §15.5.6
       throw new GatewayError(ErrorCode.methodNotAllowed, 405, `${method} is not allowed on this route`)
     }
     if (policy.auth === 'public') { state.reason = Reason.public; return }

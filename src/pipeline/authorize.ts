@@ -7,6 +7,8 @@ export interface RoutePolicy {
   readonly auth: AuthMode
   /** undefined: every method is allowed */
   readonly methods: ReadonlySet<string> | undefined
+  /** the Allow header of a 405 */
+  readonly allow: string
   /** method → requirement (the method's own rule, else "*"); absent: no scope needed */
   readonly scopes: ReadonlyMap<string, CompiledRequirement>
 }
@@ -30,6 +32,7 @@ export function compilePolicy (route: RouteConfig): RoutePolicy {
     name: route.name,
     auth: route.auth,
     methods: route.methods === undefined ? undefined : new Set(route.methods),
+    allow: (route.methods ?? HTTP_METHODS).join(', '),
     scopes,
   }
 }

@@ -178,7 +178,8 @@ export function translateJwtError (err: unknown): GatewayError {
 
 /**
  * Verified tokens by their exact text (signature included, so nothing forged can hit),
- * bounded; the oldest insertion leaves first. Entries past exp are dropped on read.
+ * bounded; the oldest insertion leaves first. An entry past its exp is refused on every read
+ * (the time check runs on hits too) until newer entries push it out.
  */
 class VerifiedCache {
   readonly #map = new Map<string, VerifiedToken>()

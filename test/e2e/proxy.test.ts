@@ -190,6 +190,7 @@ t.test('proxying through real sockets', async (t) => {
       const res = await send(gw.url, '/api/orders/1', { method, headers: bearer })
       t.equal(res.status, 405, `${method}: 405`)
       t.equal(res.json().code, 'method_not_allowed', `${method}: code`)
+      t.match(String(res.headers.allow), /^GET\b.*\bHEAD\b|^HEAD\b.*\bGET\b/, `${method}: Allow lists the route's methods`)
     }
     const anon = await send(gw.url, '/api/orders/1', { method: 'DELETE' })
     t.equal(anon.status, 405, 'the method is refused before the credentials are looked at')
