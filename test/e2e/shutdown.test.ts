@@ -10,12 +10,23 @@ import { createPublicKey } from 'node:crypto'
 import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, signWith } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
+import { pgAvailability, startPostgres } from '../fixtures/pg.js'
 
 // The real process, as an orchestrator runs it: `portcullis start`, then SIGTERM with
 // requests in flight. Timing here is the subject (drain, shutdown timeout), so it is real time.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const READY_TIMEOUT_MS = 30_000
+const READY_TIMEOUT_MS = 90_000
+
+/**
+ * The store the spawned gateways use: a throwaway PostgreSQL when the binaries exist (about
+ * a second to start), else the embedded store (PGlite: its first create takes several
+ * seconds and much more under load, hence the generous readiness timeout).
+ */
+let databaseUrl: string | undefined
+t.before(async () => {
+  if (pgAvailability().available) databaseUrl = (await startPostgres(t)).url
+})
 
 async function freePort (): Promise<number> {
   const srv = createServer()
@@ -64,7 +75,7 @@ async function startOnce (t: Test, key: TestKey, upstream: RecordingUpstream, sh
     admin: { port: adminPort },
     logging: { level: 'warn' },
   })
-  config.database = { dataDir: join(dir, 'data') }
+  config.database = databaseUrl === undefined ? { dataDir: join(dir, 'data') } : { url: databaseUrl }
   const file = join(dir, 'gateway.yaml')
   writeFileSync(file, stringify(config))
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'start', '-c', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
