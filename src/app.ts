@@ -14,6 +14,7 @@ import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
 import accessLogPlugin from '../plugins/access-log.js'
 import healthPlugin from '../plugins/health.js'
+import metricsPlugin from '../plugins/metrics.js'
 import sessionsPlugin from '../plugins/sessions.js'
 import adminApiPlugin from '../plugins/admin-api.js'
 import { SessionService } from './sessions/service.js'
@@ -112,6 +113,7 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
   await admin.register(healthPlugin, {
     notReady: () => readiness.map(check => check()).filter((r): r is string => r !== undefined),
   })
+  await admin.register(metricsPlugin, { gateway: app, denylist, verifier, ready: () => readiness.every(check => check() === undefined) })
   if (sessions !== undefined && config.admin.token !== '') {
     await admin.register(adminApiPlugin, { token: config.admin.token, service: sessions.service, store: sessions.store })
   }
