@@ -49,7 +49,7 @@ export default fp(async function metrics (admin, opts: MetricsOptions) {
       `portcullis_ready ${opts.ready() ? 1 : 0}`,
       '# HELP portcullis_start_time_seconds Start time of the process.',
       '# TYPE portcullis_start_time_seconds gauge',
-      `portcullis_start_time_seconds ${startedAtSec}`,
+      `portcullis_start_time_seconds ${startedAtSec}`
     )
     reply.type('text/plain; version=0.0.4; charset=utf-8').send(lines.join('\n') + '\n')
   })
