@@ -15,12 +15,12 @@ import { gatewayCommand, ROOT } from './lib/portcullis.js'
 import { startPg, type PgCluster } from './lib/pg.js'
 import { TokenPools } from './lib/pools.js'
 import { freePort, stopAllSync, which } from './lib/proc.js'
-import { markdownTable, summarize, type Summary } from './lib/report.js'
-import { line, runScaleCheck, scaleTable, type ScaleCheck, type ScaleResult } from './lib/scale.js'
-import { runSessions, type SessionsResult, sessionsTable } from './lib/sessions.js'
-import { runStartup, startupTable, type StartupResult } from './lib/startup.js'
+import { summarize, type Summary } from './lib/report.js'
+import { mergeResults, renderReport, type ReportData } from './lib/render.js'
+import { line, runScaleCheck, type ScaleCheck, type ScaleResult } from './lib/scale.js'
+import { runSessions, type SessionsResult } from './lib/sessions.js'
+import { runStartup, type StartupResult } from './lib/startup.js'
 import { runProfile, type ProfileResult } from './lib/profile.js'
-import { targetsTable } from './lib/targets.js'
 import { ALGORITHMS, makeKeys, type Algorithm, type KeyMaterial } from './lib/tokens.js'
 
 const BENCH = join(ROOT, 'bench')
@@ -96,6 +96,10 @@ function schedule (configs: readonly Config[], reps: number, every: number): Arr
 async function main (): Promise<void> {
   const flags = parseFlags(process.argv.slice(2))
   if (flags.help) { process.stdout.write(USAGE); return }
+  if (flags.render.length > 0) {
+    process.stdout.write(renderReport(mergeResults(flags.render), flags.render.length > 1 ? flags.render.map((f) => f.replace(/^.*\//, '')).join(' + ') : undefined) + '\n')
+    return
+  }
   const pre = preflight(flags)
   const notes = [...pre.notes]
   const multiCore = cpus().length >= 2 && which('taskset') !== undefined
@@ -197,32 +201,26 @@ async function main (): Promise<void> {
     }
 
     // report
-    const m = machine()
-    const md = [
-      `## portcullis benchmark — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
-      '',
-      `Machine: ${m.cpu ?? ''}, ${m.memoryGiB ?? ''} GiB, Linux ${m.kernel ?? ''}, Node ${m.node ?? ''}, ${m.wrk ?? ''}, ${m.nginx ?? ''}; commit ${m.commit ?? ''}; load before: ${m.load ?? ''}.`,
-      `Method: system under test on core 0, wrk -t1 -c50 and the upstream on core 1; ${flags.reps} repetition(s) × ${flags.durationSec} s after ${flags.warmupSec} s warm-up, fresh processes per run; ×bare = median of ratios to the nearest bare run.`,
-      '',
-      ...notes.map((n) => `- ${n}`),
-      '',
-    ]
-    if (summary.length > 0) md.push('### Throughput, latency, CPU', '', markdownTable(summary), '')
-    const failures = summary.filter((s) => s.errors.length > 0)
-    if (failures.length > 0) md.push('Failed runs:', ...failures.map((s) => `- ${s.id}: ${s.errors.join(' / ')}`), '')
-    if (scale.length > 0) md.push('### Scale checks', '', scaleTable(scale), '')
-    if (summary.length > 0 && !flags.smoke) md.push('### Targets (issue 4)', '', targetsTable(summary, scale), '')
-    if (sessions !== undefined) md.push('### Session endpoints (PostgreSQL)', '', sessionsTable(sessions), '')
-    if (startup.length > 0) md.push('### Startup', '', startupTable(startup), '')
-    if (profile !== undefined) md.push('### Where the microseconds go (portcullis-EdDSA, self time)', '', profile.table, '')
-    md.push(`Total time ${Math.round((Date.now() - t0) / 1000)} s (token minting ${Math.round(ctx.pools.mintSec)} s).`)
-    const text = md.join('\n')
+    const data: ReportData = {
+      takenAt: new Date().toISOString(),
+      machine: machine(),
+      flags,
+      notes,
+      records,
+      scale,
+      sessions,
+      startup,
+      profile,
+      totalSec: (Date.now() - t0) / 1000,
+      mintSec: ctx.pools.mintSec,
+    }
+    const text = renderReport(data)
     process.stdout.write(text + '\n')
 
     const resultsDir = join(BENCH, 'results')
     mkdirSync(resultsDir, { recursive: true })
     const stamp = new Date().toISOString().replace(/[:.]/g, '-')
-    const json = { machine: m, flags: { ...flags, skip: [...flags.skip] }, notes, summary, records, scale: scale.map(({ records: r, ...rest }) => ({ ...rest, records: r })), sessions, startup, profile }
+    const json = { ...data, flags: { ...flags, skip: [...flags.skip] }, summary }
     const name = flags.smoke ? 'smoke' : flags.quick ? 'quick' : 'full'
     writeFileSync(join(resultsDir, `${name}-${stamp}.json`), JSON.stringify(json, null, 2))
     writeFileSync(join(resultsDir, `${name}-latest.json`), JSON.stringify(json, null, 2))

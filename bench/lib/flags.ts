@@ -18,6 +18,8 @@ export interface Flags {
   help: boolean
   /** another entry point to run as `node --import tsx ENTRY start -c FILE` (e.g. another checkout) */
   gatewayEntry: string | undefined
+  /** results JSON files to redraw (merged in order) instead of running */
+  render: string[]
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -34,11 +36,12 @@ export const USAGE = `usage: npm run bench -- [flags]
   --store pg|embedded  session store for the portcullis runs (default: pg when installed)
   --no-build         do not compile the gateway first (reuse bench/results/build, or tsx)
   --verbose          keep every log file (and the temp dir)
+  --render a.json[,b.json]  redraw the report from saved results (later files replace sections)
   --gateway-entry F  run portcullis as: node --import tsx F start -c FILE (another checkout)
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [] }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -66,6 +69,7 @@ export function parseFlags (argv: readonly string[]): Flags {
         i++
         break
       }
+      case '--render': f.render = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
       case '--gateway-entry': f.gatewayEntry = String(argv[i + 1]); i++; break
       case '--help': case '-h': f.help = true; break
       default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)

@@ -17,6 +17,9 @@ export interface Summary {
   vsBareMax: number
   /** vsBare ÷ (direct's vsBare): the share of the upstream's own limit */
   vsDirect: number
+  /** median of (nearest bare run's CPU µs/req ÷ this run's): the same ratio from CPU cost,
+   *  which does not move when a neighbour takes part of the core away */
+  vsBareCpu: number
   upstreamCoreShare: number
   sutCoreShare: number
   logLinesPerReq: number
@@ -28,6 +31,10 @@ export function summarize (records: readonly RunRecord[], order: readonly string
   const ratio = (r: RunRecord): number => {
     const a = nearest(r, anchors.filter((x) => x !== r))
     return a === undefined ? NaN : r.rps / a.rps
+  }
+  const cpuRatio = (r: RunRecord): number => {
+    const a = nearest(r, anchors.filter((x) => x !== r))
+    return a === undefined ? NaN : a.cpuUsPerReq / r.cpuUsPerReq
   }
   const directRatios = records.filter((r) => r.id === 'direct' && r.ok).map(ratio)
   const direct = median(directRatios)
@@ -51,6 +58,7 @@ export function summarize (records: readonly RunRecord[], order: readonly string
       vsBareMin: min(ratios),
       vsBareMax: max(ratios),
       vsDirect: vsBare / direct,
+      vsBareCpu: id === anchorId ? 1 : median(ok.map(cpuRatio).filter(Number.isFinite)),
       upstreamCoreShare: median(ok.map((r) => r.upstreamCoreShare).filter(Number.isFinite)),
       sutCoreShare: median(ok.map((r) => r.sutCoreShare)),
       logLinesPerReq: median(ok.map((r) => r.logLinesPerReq).filter(Number.isFinite)),
@@ -64,12 +72,12 @@ const f = (x: number, digits = 0): string => Number.isFinite(x) ? x.toLocaleStri
 
 export function markdownTable (rows: readonly Summary[]): string {
   const lines = [
-    '| configuration | req/s | ×bare (min–max) | ×direct | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | log lines/req | runs |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| configuration | req/s | ×bare (min–max) | ×direct | ×bare by CPU | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | log lines/req | runs |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for (const s of rows) {
     const range = s.runs > 1 ? ` (${f(s.vsBareMin, 2)}–${f(s.vsBareMax, 2)})` : ''
-    lines.push(`| ${s.id} | ${f(s.rps)} | ${f(s.vsBare, 2)}${range} | ${f(s.vsDirect, 2)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${f(s.cpuUsPerReq, 1)} | ${f(s.peakRssMiB)} | ${f(s.logLinesPerReq, 2)} | ${s.runs}${s.failed > 0 ? ` (+${s.failed} failed)` : ''} |`)
+    lines.push(`| ${s.id} | ${f(s.rps)} | ${f(s.vsBare, 2)}${range} | ${f(s.vsDirect, 2)} | ${f(s.vsBareCpu, 2)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${f(s.cpuUsPerReq, 1)} | ${f(s.peakRssMiB)} | ${f(s.logLinesPerReq, 2)} | ${s.runs}${s.failed > 0 ? ` (+${s.failed} failed)` : ''} |`)
   }
   return lines.join('\n')
 }
