@@ -113,7 +113,8 @@ export class HeaderRewriter {
 }
 
 function connectionNominated (value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined || value === '') return undefined
+  // the common values name no header: skip the split (every upstream response has one)
+  if (value === undefined || value === '' || value === 'keep-alive' || value === 'close') return undefined
   const names = new Set<string>()
   for (const v of ([] as string[]).concat(value)) {
     for (const token of v.split(',')) {
