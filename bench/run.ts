@@ -67,6 +67,7 @@ function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, data
   if (hasNginx) list.push({ id: 'nginx', kind: 'nginx' })
   if (hasGateway) {
     for (const alg of ALGORITHMS) list.push({ id: `portcullis-${alg}`, kind: 'portcullis', alg, database })
+    list.push({ id: 'portcullis-EdDSA-no-decision-log', kind: 'portcullis', alg: 'EdDSA', database, noDecisionLog: true })
     list.push({ id: 'portcullis-HS256-cold', kind: 'portcullis', alg: 'HS256', cold: true, database })
     list.push({ id: 'portcullis-ES256-cold', kind: 'portcullis', alg: 'ES256', cold: true, database })
   }

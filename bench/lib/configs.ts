@@ -33,6 +33,8 @@ export interface Config {
   connections?: number
   /** 1 MB POST bodies echoed back by the upstream */
   bigBody?: boolean
+  /** portcullis without its decision log line (what that line costs) */
+  noDecisionLog?: boolean
   /** extra node arguments for the system under test (e.g. --cpu-prof) */
   nodeArgs?: string[]
 }
@@ -138,6 +140,7 @@ async function launch (c: Config, ctx: Ctx, logDir: string): Promise<Launched> {
         databaseUrl: c.database !== undefined && ctx.pg !== undefined ? ctx.pg.url(c.database) : '',
         dataDir,
         extraRoutes: c.extraRoutes ?? 0,
+        decisions: c.noDecisionLog !== true,
       })
       const g = ctx.gateway
       sut = start({ name: 'portcullis', core: ctx.sutCore, cmd: g.cmd, args: [...(c.nodeArgs ?? []), ...g.args(file)], env: NODE_ENV, cwd: ROOT, logFile })

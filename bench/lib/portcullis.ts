@@ -24,6 +24,8 @@ export interface GatewayYamlOptions {
   dataDir: string
   /** extra routes /r0 … /r(N-1), all to the same upstream, before the /api route */
   extraRoutes?: number
+  /** the per-request decision log line (default on, as users run it) */
+  decisions?: boolean
 }
 
 export function writeGatewayYaml (o: GatewayYamlOptions): string {
@@ -47,7 +49,7 @@ export function writeGatewayYaml (o: GatewayYamlOptions): string {
       refresh: { transport: 'body' },
     },
     identity: { headers: { sub: 'x-user-id', scope: 'x-user-scopes' } },
-    logging: { level: 'info', decisions: true },
+    logging: { level: 'info', decisions: o.decisions ?? true },
     routes,
   }
   writeFileSync(o.file, stringify(doc))
