@@ -23,8 +23,8 @@ export default fp(async function errors (app, opts: { realm: string }) {
 
   app.setErrorHandler((err: FastifyError | GatewayError, request, reply) => {
     const e = toGatewayError(err)
-    if (e.statusCode >= 500) request.log.error({ err, code: e.code }, 'request failed')
-    else if (e.cause !== undefined) request.log.debug({ code: e.code, cause: String(e.cause) }, 'request refused')
+    if (e.statusCode >= 500) request.log.error({ err, code: e.code, reqId: request.id }, 'request failed')
+    else if (e.cause !== undefined) request.log.debug({ code: e.code, reqId: request.id, cause: String(e.cause) }, 'request refused')
     return sendError(reply, e, realm)
   })
 

@@ -88,6 +88,8 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // replaced by one decision line per request
+    // no child logger per request (it costs on every request); lines that need the id log it
+    childLoggerFactory: (parent) => parent,
     requestIdHeader: false,
     genReqId: (req) => HeaderRewriter.requestId(req.headers['x-request-id'], randomUUID),
     trustProxy: config.server.trustProxy as boolean | string[],
@@ -103,7 +105,7 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
   })
   await app.register(errorsPlugin, { realm: config.server.realm })
   await app.register(authPlugin, { verifier, denylist, clock })
-  if (config.logging.decisions) await app.register(accessLogPlugin)
+  if (config.logging.decisions) await app.register(accessLogPlugin, { logger })
   await app.register(jwksPlugin, { keys })
   await app.register(proxyPlugin, { config, rewriter })
   const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)

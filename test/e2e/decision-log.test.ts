@@ -1,0 +1,31 @@
+import t from 'tap'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { startUpstream } from '../fixtures/upstream.js'
+import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
+
+t.test('one JSON decision line per request, with route, granted, reason, sub, status; never the token or query', async (t) => {
+  const key = makeKey('EdDSA')
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  let out = ''
+  const sink = new Writable({ write (chunk, _enc, cb) { out += String(chunk); cb() } })
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', scopes: { GET: ['orders:read'] } }]), {
+    logger: pino({ level: 'info' }, sink),
+  })
+  const token = signWith(key, goodClaims({ sub: 'al"ice' }))
+  await raw(gw.url, '/api/x?access_token=SECRET', { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-1' } })
+  await raw(gw.url, '/api/x', { headers: { 'x-request-id': 'req-2' } })
+  await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signWith(key, goodClaims({ scope: 'other' }))}`, 'x-request-id': 'req-3' } })
+  await raw(gw.url, '/nowhere', { headers: { 'x-request-id': 'req-4' } })
+  const lines = out.trim().split('\n').map(l => JSON.parse(l)).filter(l => l.msg === 'decision')
+  t.equal(lines.length, 4, 'one line per request')
+  const byId = Object.fromEntries(lines.map(l => [l.reqId, l]))
+  t.match(byId['req-1'], { route: 'orders', granted: true, reason: 'granted', sub: 'al"ice', method: 'GET', path: '/api/x', status: 200, level: 30 })
+  t.type(byId['req-1'].ms, 'number')
+  t.match(byId['req-2'], { route: 'orders', granted: false, reason: 'missing_token', sub: null, status: 401 })
+  t.match(byId['req-3'], { granted: false, reason: 'insufficient_scope', sub: 'alice', status: 403 })
+  t.match(byId['req-4'], { route: null, granted: false, reason: 'unrouted', status: 404 })
+  t.notMatch(out, token.slice(-20), 'no token in the log')
+  t.notMatch(out, 'SECRET', 'no query string in the log')
+})
