@@ -32,7 +32,7 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
       ',"method":"' + request.method + '"' +
       ',"path":' + JSON.stringify(q === -1 ? url : url.slice(0, q)) +
       ',"status":' + reply.statusCode +
-      ',"ms":' + (Math.round(reply.elapsedTime * 100) / 100) + '}\n',
+      ',"ms":' + (Math.round(reply.elapsedTime * 100) / 100) + '}\n'
     )
     done()
   })
