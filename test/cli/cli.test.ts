@@ -70,7 +70,7 @@ t.test('check: a bad file exits 1 and lists every problem as "- /path: message (
   const problemLines = run.stderr.split('\n').filter(l => l.startsWith('- '))
   for (const l of problemLines) t.match(l, /^- \/[^:]*: .+ \(line \d+\)$/, `format: ${l}`)
   const byPath = problemLines.map(l => /^- (\S+): .* \(line (\d+)\)$/.exec(l)).map(m => `${m?.[1]}@${m?.[2]}`).sort()
-  t.same(byPath, ['/routes/0/auth@15', '/server/colour@3', '/server/port@2', '/tokens/keys/0/kid@9'], 'every problem, with its line')
+  t.same(byPath, ['/routes/0/auth@15', '/server/colour@3', '/server/port@2', '/tokens/keys/0/kid@9', '/tokens/keys/0/privateKeyFile@10'], 'every problem (schema and semantic), with its line')
   t.match(run.stderr, /refusing to start/)
 
   const semantic = await cli('check', '-c', join(t.testdir({ 'x.yaml': stringify(config({ kid: 'k1', privateKeyFile: './missing.pem' })) }), 'x.yaml'))
