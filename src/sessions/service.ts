@@ -82,15 +82,9 @@ export interface AccessClaims {
   sub?: unknown
 }
 
-export interface SessionInfo {
+/** a session as shown to operators: the stored record, keyed by `sid`, plus whether it is live */
+export interface SessionInfo extends Omit<SessionRecord, 'id' | 'userId'> {
   sid: string
-  createdAt: Date
-  lastUsedAt: Date
-  expiresAt: Date
-  userAgent: string | null
-  ip: string | null
-  revokedAt: Date | null
-  revokeReason: string | null
   /** not revoked and not past its absolute expiry */
   active: boolean
 }
