@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { ErrorCode, GatewayError, invalidToken } from '../src/errors.js'
 import { checkPath } from '../src/pipeline/path.js'
 import { extractBearer } from '../src/pipeline/extract.js'
@@ -15,16 +15,18 @@ export interface AuthPluginOptions {
 }
 
 /**
- * The request pipeline up to the proxy, as one onRequest hook:
+ * The request pipeline up to the proxy:
  * check path → (route matched by the router) → method → extract → verify → revocation → authorize.
- * The route's policy comes from its Fastify route config, compiled at boot.
- * Every request gets its path checked, including ones no route matches.
+ *
+ * Every request gets its path checked in a global onRequest hook, including ones no route
+ * matches. The rest runs in the route's own onRequest hook, made by `app.guard(policy)` at
+ * boot with the route's compiled policy bound in: nothing is looked up per request.
  */
 export default fp(async function auth (app, opts: AuthPluginOptions) {
   const { verifier, denylist, clock } = opts
   app.decorateRequest('auth', undefined)
 
-  app.addHook('onRequest', (request, reply, done) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     try {
       checkPath(request.url)
     } catch (err) {
@@ -32,17 +34,21 @@ export default fp(async function auth (app, opts: AuthPluginOptions) {
       done(err as GatewayError)
       return
     }
-    const policy = request.routeOptions.config.policy
-    if (policy === undefined) { done(); return }
-    const state: AuthState = { route: policy.name, granted: false, reason: Reason.pending, token: undefined }
-    request.auth = state
-    try {
-      authorize(request, reply, policy, state)
-      state.granted = true
-      done()
-    } catch (err) {
-      state.reason = (err as GatewayError).code ?? Reason.pending
-      done(err as GatewayError)
+    done()
+  })
+
+  app.decorate('guard', function guard (policy: RoutePolicy): onRequestHookHandler {
+    return function guardRoute (request, reply, done) {
+      const state: AuthState = { route: policy.name, granted: false, reason: Reason.pending, token: undefined }
+      request.auth = state
+      try {
+        authorize(request, reply, policy, state)
+        state.granted = true
+        done()
+      } catch (err) {
+        state.reason = (err as GatewayError).code ?? Reason.pending
+        done(err as GatewayError)
+      }
     }
   })
 
@@ -79,11 +85,11 @@ function refused (route: string, reason: string): AuthState {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** set by the auth hook; undefined on routes it does not guard */
+    /** set by the route's guard; undefined on routes it does not guard */
     auth: AuthState | undefined
   }
-  interface FastifyContextConfig {
-    /** the compiled policy of a proxied route */
-    policy?: RoutePolicy
+  interface FastifyInstance {
+    /** the onRequest hook that authorizes requests on a route with this policy (built at boot) */
+    guard: (policy: RoutePolicy) => onRequestHookHandler
   }
 }

@@ -1,7 +1,7 @@
 import { HTTP_METHODS } from '../../config/schema.js'
 import type { AuthMode, RouteConfig, ScopeRequirement } from '../config/types.js'
 
-/** A route's policy, compiled once at boot and carried in the Fastify route config. */
+/** A route's policy, compiled once at boot and bound into the route's guard hook (plugins/auth.ts). */
 export interface RoutePolicy {
   readonly name: string
   readonly auth: AuthMode

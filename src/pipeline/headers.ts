@@ -13,6 +13,8 @@ import type { IdentityHeader } from '../tokens/identity.js'
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
   'proxy-authorization', 'proxy-authenticate', 'http2-settings',
+  // Node's server already answered a 100-continue; the upstream gets the body without asking
+  'expect',
 ])
 // Set by the gateway from what it saw; inbound copies survive only from a trusted proxy
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'])
@@ -90,20 +92,53 @@ export class HeaderRewriter {
     return out
   }
 
-  /** response headers for the client: hop-by-hop and Connection-nominated ones removed */
+  /**
+   * Response headers for the client as a flat `[name, value, …]` list for `writeHead`:
+   * hop-by-hop and Connection-nominated headers removed, the refresh cookie never set or
+   * cleared by an upstream, `x-request-id` the gateway's, `location` mapped by the route.
+   * `headers` is undici's parsed object (lower-case names); it is read, not changed.
+   */
+  responseList (headers: Readonly<Record<string, string | string[] | undefined>>, requestId: string, paths: { location: (value: string) => string }): Array<string | string[]> {
+    const out: Array<string | string[]> = []
+    const nominated = connectionNominated(headers.connection)
+    for (const name in headers) {
+      const value = headers[name]
+      if (value === undefined || this.#dropsResponseHeader(name, nominated)) continue
+      if (name === 'set-cookie') {
+        const kept = this.#keepCookies(value)
+        if (kept.length > 0) out.push(name, kept)
+      } else if (name === 'location' && typeof value === 'string') {
+        out.push(name, paths.location(value))
+      } else {
+        out.push(name, value)
+      }
+    }
+    out.push('x-request-id', requestId)
+    return out
+  }
+
+  /** the same rules on a header object, changed in place (the WebSocket routes' proxy hands one over) */
   response (headers: Record<string, string | string[] | number | undefined>, requestId: string): Record<string, string | string[] | number | undefined> {
     const nominated = connectionNominated(headers.connection as string | undefined)
     for (const name of Object.keys(headers)) {
-      if (HOP_BY_HOP.has(name) || nominated?.has(name) === true) delete headers[name]
+      if (this.#dropsResponseHeader(name, nominated)) delete headers[name]
     }
-    if (this.#refreshCookie !== undefined && headers['set-cookie'] !== undefined) {
-      // an upstream must not plant or clear the gateway's refresh cookie
-      const prefix = this.#refreshCookie + '='
-      const list = ([] as Array<string | number>).concat(headers['set-cookie']).map(String).filter(c => !c.trimStart().startsWith(prefix))
-      headers['set-cookie'] = list
-    }
+    const cookies = headers['set-cookie']
+    if (cookies !== undefined) headers['set-cookie'] = this.#keepCookies(([] as Array<string | number>).concat(cookies).map(String))
     headers['x-request-id'] = requestId
     return headers
+  }
+
+  #dropsResponseHeader (name: string, nominated: Set<string> | undefined): boolean {
+    return HOP_BY_HOP.has(name) || name === 'x-request-id' || (nominated !== undefined && nominated.has(name))
+  }
+
+  /** an upstream must not plant or clear the gateway's refresh cookie */
+  #keepCookies (value: string | string[]): string[] {
+    const list = typeof value === 'string' ? [value] : value
+    if (this.#refreshCookie === undefined) return list
+    const prefix = this.#refreshCookie + '='
+    return list.filter(c => !c.trimStart().startsWith(prefix))
   }
 
   /** the request id to use: the client's when well-formed, else a new one */

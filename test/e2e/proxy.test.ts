@@ -51,6 +51,12 @@ t.test('proxying through real sockets', async (t) => {
       res.end(BIG_RESPONSE)
     } else if (path.startsWith('/hang')) {
       // never answers
+    } else if (path.startsWith('/slow')) {
+      // never answers; records when the gateway gives up on the request
+      res.on('close', () => { slowClosedAt.push(Date.now()) })
+    } else if (path.startsWith('/orders/moved')) {
+      res.writeHead(302, { location: path === '/orders/moved/out' ? 'https://elsewhere.test/orders/1' : '/orders/new-home?from=moved' })
+      res.end()
     } else if (path.startsWith('/reset')) {
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 100_000 })
       res.write('partial-')
@@ -69,6 +75,7 @@ t.test('proxying through real sockets', async (t) => {
     }
   })
   t.teardown(() => upstream.close())
+  const slowClosedAt: number[] = []
   const BIG_RESPONSE = randomBytes(1024 * 1024)
   const down = await deadPort()
 
@@ -78,6 +85,7 @@ t.test('proxying through real sockets', async (t) => {
     { name: 'big', prefix: '/big', upstream: upstream.url, auth: 'required' },
     { name: 'down', prefix: '/down', upstream: `http://127.0.0.1:${down}`, auth: 'required' },
     { name: 'hang', prefix: '/hang', upstream: upstream.url, auth: 'required', timeout: '300ms' },
+    { name: 'slow', prefix: '/slow', upstream: upstream.url, auth: 'required', timeout: '20s' },
     { name: 'reset', prefix: '/reset', upstream: upstream.url, auth: 'required' },
     { name: 'hop', prefix: '/hop', upstream: upstream.url, auth: 'required' },
     { name: 'maybe', prefix: '/maybe', upstream: upstream.url, auth: 'optional' },
@@ -172,6 +180,39 @@ t.test('proxying through real sockets', async (t) => {
     const again = await send(gw.url, '/reset/y', { headers: bearer }).then(() => 'completed', () => 'broken')
     t.equal(again, 'broken', 'and a second reset behaves the same')
     t.equal((await send(gw.url, '/api/orders/after-2', { headers: bearer })).status, 200, 'still serving')
+  })
+
+  t.test('a client that goes away: the upstream request is aborted at once, not at the route timeout', async (t) => {
+    const url = new URL(gw.url)
+    const before = upstream.requests.length
+    const req = httpRequest({ host: url.hostname, port: url.port, path: '/slow/x', headers: bearer, agent: false })
+    req.on('error', () => {})
+    req.end()
+    const deadline = Date.now() + 5000
+    while (upstream.requests.length === before && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+    t.equal(upstream.requests.length, before + 1, 'the request reached the upstream')
+    const gone = Date.now()
+    req.destroy()
+    while (slowClosedAt.length === 0 && Date.now() < deadline + 5000) await new Promise(resolve => setTimeout(resolve, 10))
+    t.equal(slowClosedAt.length, 1, 'the upstream saw its request closed')
+    t.ok((slowClosedAt[0] ?? Infinity) - gone < 2000, `within ${(slowClosedAt[0] ?? Infinity) - gone} ms of the client leaving (route timeout 20 s)`)
+    t.equal((await send(gw.url, '/api/orders/after-abort', { headers: bearer })).status, 200, 'the gateway keeps serving')
+  })
+
+  t.test('Location from the upstream is moved back under the route prefix; absolute URLs pass', async (t) => {
+    const moved = await send(gw.url, '/api/orders/moved', { headers: bearer })
+    t.equal(moved.status, 302)
+    t.equal(moved.headers.location, '/api/orders/new-home?from=moved', '/orders/… → /api/orders/…')
+    const out = await send(gw.url, '/api/orders/moved/out', { headers: bearer })
+    t.equal(out.headers.location, 'https://elsewhere.test/orders/1', 'an absolute URL is left alone')
+  })
+
+  t.test('Expect: 100-continue — the gateway answers it; the upstream gets the body without the header', async (t) => {
+    const body = Buffer.from('{"item":"widget"}')
+    const res = await send(gw.url, '/echo/continue', { method: 'POST', headers: { ...bearer, expect: '100-continue', 'content-type': 'application/json', 'content-length': String(body.length) }, body })
+    t.equal(res.status, 200, 'not a 502')
+    t.ok(res.body.equals(body), 'the body went through')
+    t.equal(last()?.headers.expect, undefined, 'no Expect header upstream')
   })
 
   t.test('unmatched path → 404 route_not_found, upstream untouched', async (t) => {

@@ -3,6 +3,7 @@ import { stringify } from 'yaml'
 import { extractBearer } from '../../src/pipeline/extract.js'
 import { compilePolicy, satisfies } from '../../src/pipeline/authorize.js'
 import { checkPath } from '../../src/pipeline/path.js'
+import { UpstreamPath } from '../../src/pipeline/upstream-path.js'
 import { Denylist, type RevocableClaims } from '../../src/pipeline/denylist.js'
 import { identityHeaders } from '../../src/tokens/identity.js'
 import { TokenVerifier } from '../../src/tokens/verifier.js'
@@ -183,6 +184,46 @@ t.test('checkPath', async (t) => {
     }
   }
   try { checkPath('/a/../b') } catch (err) { t.equal((err as GatewayError).statusCode, 400, 'a refused path is a 400') }
+})
+
+t.test('UpstreamPath: prefix → rewritePrefix, query byte for byte; Location moved back', async (t) => {
+  // [prefix, rewritePrefix, request URL, upstream target]
+  const rows: Array<[string, string, string, string]> = [
+    ['/api/orders', '/orders', '/api/orders', '/orders'],
+    ['/api/orders', '/orders', '/api/orders/', '/orders/'],
+    ['/api/orders', '/orders', '/api/orders/42?a=1&b=%2F', '/orders/42?a=1&b=%2F'],
+    ['/api/orders', '/orders', '/api/orders?x', '/orders?x'],
+    ['/API/Orders', '/orders', '/api/orders/1', '/orders/1'],
+    ['/api/orders', '/orders/', '/api/orders/1', '/orders/1'],
+    ['/api/orders', '/', '/api/orders/1', '/1'],
+    ['/api/orders', '/', '/api/orders', '/'],
+    ['/api/orders', '/', '/api/orders?q=1', '/?q=1'],
+    ['/api/orders', '/api/orders', '/api/orders/1', '/api/orders/1'],
+    ['/', '/', '/x/y?z', '/x/y?z'],
+    ['/', '/v1', '/x', '/v1/x'],
+    ['/', '/v1', '/', '/v1/'],
+  ]
+  for (const [prefix, rewrite, url, want] of rows) {
+    t.equal(new UpstreamPath(prefix, rewrite).map(url), want, `${prefix} → ${rewrite}: ${url}`)
+  }
+  // [prefix, rewritePrefix, upstream Location, client Location]
+  const locations: Array<[string, string, string, string]> = [
+    ['/api/orders', '/orders', '/orders/2', '/api/orders/2'],
+    ['/api/orders', '/orders', '/orders', '/api/orders'],
+    ['/api/orders', '/orders', '/orders?page=2', '/api/orders?page=2'],
+    ['/api/orders', '/orders', '/ordersx/2', '/ordersx/2'],
+    ['/api/orders', '/orders', '/elsewhere', '/elsewhere'],
+    ['/api/orders', '/orders', 'https://other.test/orders/2', 'https://other.test/orders/2'],
+    ['/api/orders', '/orders', '//other.test/orders/2', '//other.test/orders/2'],
+    ['/api/orders', '/orders', 'relative/path', 'relative/path'],
+    ['/api/orders', '/', '/2', '/api/orders/2'],
+    ['/api/orders', '/api/orders', '/api/orders/2', '/api/orders/2'],
+    ['/', '/v1', '/v1/x', '/x'],
+    ['/', '/v1', '/v1', '/'],
+  ]
+  for (const [prefix, rewrite, location, want] of locations) {
+    t.equal(new UpstreamPath(prefix, rewrite).location(location), want, `${prefix} → ${rewrite}: Location ${location}`)
+  }
 })
 
 t.test('Denylist', async (t) => {
