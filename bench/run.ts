@@ -238,7 +238,7 @@ async function main (): Promise<void> {
 /** the scale-check pairs; a check that cannot run here comes back as `skipped` */
 async function scaleChecks (ctx: Ctx, database: string | undefined, notes: string[]): Promise<Array<ScaleCheck | { skipped: ScaleResult }>> {
   const base: Config = { id: 'portcullis-EdDSA', kind: 'portcullis', alg: 'EdDSA', database }
-  const skipped = (name: string, why: string): { skipped: ScaleResult } => ({ skipped: { name, note: '', pairs: 0, ratio: NaN, ratioMin: NaN, ratioMax: NaN, baseRps: NaN, variantRps: NaN, baseP99Ms: NaN, variantP99Ms: NaN, baseRssMiB: NaN, variantRssMiB: NaN, skipped: why, errors: [], records: [] } })
+  const skipped = (name: string, why: string): { skipped: ScaleResult } => ({ skipped: { name, note: '', pairs: 0, ratio: NaN, ratioMin: NaN, ratioMax: NaN, baseRps: NaN, variantRps: NaN, baseP50Ms: NaN, variantP50Ms: NaN, addedP50Us: NaN, baseP99Ms: NaN, variantP99Ms: NaN, baseRssMiB: NaN, variantRssMiB: NaN, skipped: why, errors: [], records: [] } })
   const out: Array<ScaleCheck | { skipped: ScaleResult }> = []
   const deny = await prepareDenylist(ctx, notes)
   out.push(deny === undefined
@@ -268,6 +268,12 @@ async function scaleChecks (ctx: Ctx, database: string | undefined, notes: strin
     base,
     variant: { ...base, id: 'portcullis-EdDSA-c1000', connections: 1000 },
     note: 'wrk -c1000 ÷ wrk -c50, same gateway',
+  })
+  out.push({
+    name: 'one connection',
+    base: { id: 'bare-c1', kind: 'bare', connections: 1 },
+    variant: { ...base, id: 'portcullis-EdDSA-c1', connections: 1 },
+    note: 'portcullis ÷ bare, both under wrk -c1 (one request at a time): the latency auth adds is p50 with − p50 without',
   })
   return out
 }

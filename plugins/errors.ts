@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply } from 'fastify'
-import { ErrorCode, GatewayError } from '../src/errors.js'
+import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
 import { pathRejected } from '../src/pipeline/path.js'
 import { LoginThrottledError, SessionsError } from '../src/sessions/errors.js'
 
@@ -29,7 +29,7 @@ export default fp(async function errors (app, opts: { realm: string }) {
   })
 
   app.setNotFoundHandler((request, reply) => {
-    return sendError(reply, new GatewayError(ErrorCode.notFound, 404, 'no route matches this path'), realm)
+    return sendError(reply, routeNotFound(), realm)
   })
 }, { name: 'portcullis-errors', fastify: '5.x' })
 

@@ -1,14 +1,15 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RawServerBase, RouteGenericInterface } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler, RawServerBase, RouteGenericInterface } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import { Pool, type Dispatcher } from 'undici'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { HTTP_METHODS } from '../config/schema.js'
 import type { GatewayConfig, RouteConfig } from '../src/config/types.js'
-import { ErrorCode, GatewayError } from '../src/errors.js'
+import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
 import { compilePolicy } from '../src/pipeline/authorize.js'
 import type { HeaderRewriter, RequestFacts } from '../src/pipeline/headers.js'
 import { UpstreamPath } from '../src/pipeline/upstream-path.js'
+import { RouteTable } from '../src/pipeline/route-table.js'
 
 export interface ProxyPluginOptions {
   config: GatewayConfig
@@ -55,25 +56,49 @@ export default fp(async function proxy (app, opts: ProxyPluginOptions) {
     return pool
   }
 
-  // one encapsulated scope for every plain route: bodies are not parsed, they stream through
+  // Plain routes are found in a RouteTable by one catch-all Fastify route: memory and match
+  // time stay flat with thousands of routes (a Fastify route per prefix cost ~50 KiB each).
+  // A plain route nested under a WebSocket route's prefix gets Fastify routes of its own,
+  // since the router would otherwise hand its requests to the WebSocket route.
+  const table = new RouteTable<onRequestHookHandler>()
+  const wsPrefixes = config.routes.filter(r => r.websocket).map(r => r.prefix.toLowerCase())
   await app.register(async function plainRoutes (scope) {
+    // bodies are not parsed: they stream through
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', passBodyThrough)
+    scope.decorateRequest('upstream', undefined)
     for (const route of config.routes) {
       if (route.websocket) continue
-      const target: Target = {
+      const target: UpstreamTarget = {
         origin: route.upstreamOrigin,
         pool: poolFor(route),
         path: new UpstreamPath(route.prefix, route.rewritePrefix),
         timeoutMs: route.timeoutMs,
         rewriter,
       }
-      const handler = (request: FastifyRequest, reply: FastifyReply): void => { new Exchange(target, request, reply).send() }
-      const onRequest = app.guard(compilePolicy(route))
-      // every method is routed, so that one outside `methods` reaches the guard's 405
-      for (const url of route.prefix === '/' ? ['/*'] : [route.prefix, route.prefix + '/*']) {
-        scope.route({ method: [...HTTP_METHODS], url, onRequest, handler })
+      const guard = app.guard(compilePolicy(route))
+      const onRequest: onRequestHookHandler = function (request, reply, done) {
+        request.upstream = target
+        guard.call(this, request, reply, done)
       }
+      if (wsPrefixes.some(ws => isUnder(route.prefix.toLowerCase(), ws))) {
+        // every method is routed, so that one outside `methods` reaches the guard's 405
+        for (const url of [route.prefix, route.prefix + '/*']) scope.route({ method: [...HTTP_METHODS], url, onRequest, handler: forwardUpstream })
+      } else {
+        table.add(route.prefix, onRequest)
+      }
+    }
+    if (table.size > 0) {
+      scope.route({
+        method: [...HTTP_METHODS],
+        url: '/*',
+        onRequest (request, reply, done) {
+          const onRequest = table.match(request.url)
+          if (onRequest === undefined) { done(routeNotFound()); return }
+          onRequest.call(this, request, reply, done)
+        },
+        handler: forwardUpstream,
+      })
     }
   })
 
@@ -103,8 +128,24 @@ export default fp(async function proxy (app, opts: ProxyPluginOptions) {
   }
 }, { name: 'portcullis-proxy', fastify: '5.x', dependencies: ['portcullis-auth'] })
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the upstream of the plain route that matched, set by its onRequest hook */
+    upstream: UpstreamTarget | undefined
+  }
+}
+
+function forwardUpstream (request: FastifyRequest, reply: FastifyReply): void {
+  new Exchange(request.upstream as UpstreamTarget, request, reply).send()
+}
+
+/** `prefix` equals `parent` or lies below it, by whole segments */
+function isUnder (prefix: string, parent: string): boolean {
+  return parent === '/' || prefix === parent || prefix.startsWith(parent + '/')
+}
+
 /** What forwarding a route's requests needs, built at boot. */
-interface Target {
+export interface UpstreamTarget {
   origin: string
   pool: Pool
   path: UpstreamPath
@@ -133,7 +174,7 @@ function facts (request: AnyRequest, upgrade = false): RequestFacts {
  * backpressure both ways. If the client goes away, the upstream request is aborted.
  */
 class Exchange implements Dispatcher.DispatchHandler {
-  readonly #target: Target
+  readonly #target: UpstreamTarget
   readonly #request: FastifyRequest
   readonly #reply: FastifyReply
   readonly #options: Dispatcher.DispatchOptions
@@ -143,7 +184,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #started = false
   #done = false
 
-  constructor (target: Target, request: FastifyRequest, reply: FastifyReply) {
+  constructor (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply) {
     this.#target = target
     this.#request = request
     this.#reply = reply

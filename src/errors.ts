@@ -80,6 +80,11 @@ export const ErrorCode = {
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode]
 
 /** 401 invalid_token with a description clients may show or act on. */
+/** no route's prefix matches the request path */
+export function routeNotFound (): GatewayError {
+  return new GatewayError(ErrorCode.notFound, 404, 'no route matches this path')
+}
+
 export function invalidToken (code: ErrorCode, description: string, cause?: unknown): GatewayError {
   return new GatewayError(code, 401, description, { oauthError: OAuthError.invalidToken, cause })
 }

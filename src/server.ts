@@ -1,5 +1,10 @@
 import type { Gateway } from './app.js'
 
+// Node's default accept backlog (511) overflows when a load balancer opens a thousand
+// connections at once; the dropped SYNs come back after 1 s and 3 s as latency (bench: 1,000
+// connections). The kernel caps it at net.core.somaxconn (4096 on current Linux).
+const LISTEN_BACKLOG = 4096
+
 export interface Listening {
   port: number
   adminPort: number
@@ -10,7 +15,7 @@ export interface Listening {
 /** Starts both listeners; SIGTERM/SIGINT drain and exit 0. `server.ts` listens, `app.ts` builds. */
 export async function listen (gateway: Gateway, options: { handleSignals?: boolean } = {}): Promise<Listening> {
   const { config, app, admin, logger } = gateway
-  await app.listen({ host: config.server.host, port: config.server.port })
+  await app.listen({ host: config.server.host, port: config.server.port, backlog: LISTEN_BACKLOG })
   await admin.listen({ host: config.admin.host, port: config.admin.port })
   const port = (app.server.address() as { port: number }).port
   const adminPort = (admin.server.address() as { port: number }).port

@@ -27,6 +27,10 @@ export interface ScaleResult {
   ratioMax: number
   baseRps: number
   variantRps: number
+  baseP50Ms: number
+  variantP50Ms: number
+  /** median over pairs of the variant's p50 − its base's p50: the latency the variant adds */
+  addedP50Us: number
   baseP99Ms: number
   variantP99Ms: number
   baseRssMiB: number
@@ -42,6 +46,7 @@ export interface ScaleResult {
 export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nextSeq: () => number, log: (s: string) => void): Promise<ScaleResult> {
   const records: RunRecord[] = []
   const ratios: number[] = []
+  const addedP50: number[] = []
   for (let rep = 0; rep < reps; rep++) {
     const b = await measure(sc.base, ctx, nextSeq(), rep)
     log(line(b))
@@ -53,7 +58,10 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
       log(line(r))
       records.push(r)
     }
-    if (b.ok && v.ok) ratios.push(v.rps / b.rps)
+    if (b.ok && v.ok) {
+      ratios.push(v.rps / b.rps)
+      addedP50.push(v.p50Us - b.p50Us)
+    }
   }
   const ok = (id: string): RunRecord[] => records.filter((r) => r.ok && r.id === id)
   const variantRps = median(ok(sc.variant.id).map((r) => r.rps))
@@ -66,6 +74,9 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
     ratioMax: max(ratios),
     baseRps: median(ok(sc.base.id).map((r) => r.rps)),
     variantRps,
+    baseP50Ms: median(ok(sc.base.id).map((r) => r.p50Us)) / 1000,
+    variantP50Ms: median(ok(sc.variant.id).map((r) => r.p50Us)) / 1000,
+    addedP50Us: median(addedP50),
     baseP99Ms: median(ok(sc.base.id).map((r) => r.p99Us)) / 1000,
     variantP99Ms: median(ok(sc.variant.id).map((r) => r.p99Us)) / 1000,
     baseRssMiB: median(ok(sc.base.id).map((r) => r.peakRssKiB)) / 1024,
@@ -84,15 +95,15 @@ export function line (r: RunRecord): string {
 
 export function scaleTable (rows: readonly ScaleResult[]): string {
   const lines = [
-    '| check | ratio (min–max) | base req/s | with load req/s | p99 ms base → load | peak RSS MiB base → load | what the ratio is |',
-    '|---|---:|---:|---:|---:|---:|---|',
+    '| check | ratio (min–max) | base req/s | with load req/s | p50 ms base → load | p99 ms base → load | peak RSS MiB base → load | what the ratio is |',
+    '|---|---:|---:|---:|---:|---:|---:|---|',
   ]
   for (const r of rows) {
-    if (r.skipped !== undefined) { lines.push(`| ${r.name} | skipped | | | | | ${r.skipped} |`); continue }
+    if (r.skipped !== undefined) { lines.push(`| ${r.name} | skipped | | | | | | ${r.skipped} |`); continue }
     const range = r.pairs > 1 ? ` (${fmt(r.ratioMin, 2)}–${fmt(r.ratioMax, 2)})` : ''
     const mbps = r.variantMBps !== undefined ? ` (${fmt(r.variantMBps)} MB/s each way)` : ''
     const ref = r.referenceId !== undefined ? ` (${r.referenceId}: ${fmt(r.referenceRps ?? NaN)} req/s)` : ''
-    lines.push(`| ${r.name} | ${fmt(r.ratio, 3)}${range} | ${fmt(r.baseRps)} | ${fmt(r.variantRps)}${mbps} | ${fmt(r.baseP99Ms, 2)} → ${fmt(r.variantP99Ms, 2)} | ${fmt(r.baseRssMiB)} → ${fmt(r.variantRssMiB)} | ${r.note}${ref} |`)
+    lines.push(`| ${r.name} | ${fmt(r.ratio, 3)}${range} | ${fmt(r.baseRps)} | ${fmt(r.variantRps)}${mbps} | ${fmt(r.baseP50Ms, 3)} → ${fmt(r.variantP50Ms, 3)} | ${fmt(r.baseP99Ms, 2)} → ${fmt(r.variantP99Ms, 2)} | ${fmt(r.baseRssMiB)} → ${fmt(r.variantRssMiB)} | ${r.note}${ref} |`)
   }
   return lines.join('\n')
 }

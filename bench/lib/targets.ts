@@ -22,6 +22,11 @@ export function targetsTable (summary: readonly Summary[], scale: readonly Scale
     const r = scale.find((s) => s.name === name)
     atLeast(`${name}: with ÷ without`, r?.ratio ?? NaN, 0.95)
   }
+  const atMost = (target: string, value: number, goal: number, unit: string): void => {
+    rows.push({ target, value, goal: `≤ ${goal} ${unit}`, met: Number.isFinite(value) ? value <= goal : undefined, byCpu: NaN })
+  }
+  for (const alg of ['EdDSA', 'ES256']) atMost(`portcullis-${alg} p99 − bare p99 at 50 connections (ms)`, (by.get(`portcullis-${alg}`)?.p99Ms ?? NaN) - (by.get('bare')?.p99Ms ?? NaN), 1, 'ms')
+  atMost('one connection: portcullis-EdDSA p50 − bare p50 (ms)', (scale.find((s) => s.name === 'one connection')?.addedP50Us ?? NaN) / 1000, 0.1, 'ms')
   const lines = ['| target | this run (throughput) | same by CPU µs/req | goal | met (throughput) |', '|---|---:|---:|---:|---|']
   for (const r of rows) lines.push(`| ${r.target} | ${fmt(r.value, 2)} | ${fmt(r.byCpu, 2)} | ${r.goal} | ${r.met === undefined ? 'not measured' : r.met ? 'yes' : '**no**'} |`)
   return lines.join('\n')

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { WebSocket, WebSocketServer } from 'ws'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
+import { startUpstream } from '../fixtures/upstream.js'
 
 // A websocket route in front of a real `ws` server: the upgrade request goes through the
 // same auth pipeline as any request, and the identity headers are the gateway's, not the client's.
@@ -136,4 +137,40 @@ t.test('websocket route', async (t) => {
     t.equal((await nextMessage(opened.ws)).data.toString(), 'echo:again')
     t.equal(upstream.upgrades[upstream.upgrades.length - 1]?.headers['x-user-id'], 'bob')
   })
+})
+
+t.test('plain routes beside and below a websocket route reach their own upstream', async (t) => {
+  // the WebSocket route's prefix belongs to @fastify/http-proxy in Fastify's router; a plain
+  // route nested under it must still win for its own paths (longest prefix)
+  const key = makeKey('EdDSA')
+  const wsUp = await startWsUpstream()
+  const plain = await startUpstream()
+  t.teardown(() => wsUp.close())
+  t.teardown(() => plain.close())
+  const gw = await startGateway(t, baseConfig(key, [
+    { name: 'chat', prefix: '/ws', upstream: wsUp.url, websocket: true, auth: 'public', allowShadow: true },
+    { name: 'nested', prefix: '/ws/plain', upstream: plain.url, rewritePrefix: '/nested', auth: 'required' },
+    { name: 'beside', prefix: '/other', upstream: plain.url, auth: 'public' },
+  ]))
+  const bearer = { authorization: `Bearer ${signWith(key, goodClaims({ sub: 'carol' }))}` }
+  const rows: Array<[path: string, headers: Record<string, string>, status: number, upstreamUrl: string | undefined]> = [
+    ['/ws/plain/x?y=1', bearer, 200, '/nested/x?y=1'],
+    ['/WS/Plain/x', bearer, 200, '/nested/x'],
+    ['/ws/plain', bearer, 200, '/nested'],
+    ['/ws/plain/x', {}, 401, undefined],
+    ['/other/z', {}, 200, '/other/z'],
+  ]
+  for (const [path, headers, status, upstreamUrl] of rows) {
+    const before = plain.requests.length
+    const res = await fetch(`${gw.url}${path}`, { headers })
+    await res.arrayBuffer()
+    t.equal(res.status, status, `${path}: ${status}`)
+    t.equal(plain.requests.length > before ? plain.requests[plain.requests.length - 1]?.url : undefined, upstreamUrl, `${path}: upstream saw ${String(upstreamUrl)}`)
+  }
+  const wsPlainHttp = await fetch(`${gw.url}/ws/elsewhere`)
+  await wsPlainHttp.arrayBuffer()
+  t.equal(wsPlainHttp.status, 426, 'the rest of /ws still goes to the WebSocket route\'s upstream')
+  const opened = await open(`ws://127.0.0.1:${gw.port}/ws/room`, {})
+  t.ok(opened.ok, 'and upgrades there still work')
+  if (opened.ok) opened.ws.terminate()
 })

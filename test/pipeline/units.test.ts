@@ -4,6 +4,7 @@ import { extractBearer } from '../../src/pipeline/extract.js'
 import { compilePolicy, satisfies } from '../../src/pipeline/authorize.js'
 import { checkPath } from '../../src/pipeline/path.js'
 import { UpstreamPath } from '../../src/pipeline/upstream-path.js'
+import { RouteTable } from '../../src/pipeline/route-table.js'
 import { Denylist, type RevocableClaims } from '../../src/pipeline/denylist.js'
 import { identityHeaders } from '../../src/tokens/identity.js'
 import { TokenVerifier } from '../../src/tokens/verifier.js'
@@ -184,6 +185,37 @@ t.test('checkPath', async (t) => {
     }
   }
   try { checkPath('/a/../b') } catch (err) { t.equal((err as GatewayError).statusCode, 400, 'a refused path is a 400') }
+})
+
+t.test('RouteTable: longest prefix by whole segments, any case, query ignored', async (t) => {
+  const table = new RouteTable<string>()
+  for (const prefix of ['/api', '/api/admin', '/API/Orders', '/a/b/c']) table.add(prefix, prefix)
+  const rows: Array<[string, string | undefined]> = [
+    ['/api', '/api'],
+    ['/api/', '/api'],
+    ['/api/x', '/api'],
+    ['/api/admin', '/api/admin'],
+    ['/API/ADMIN/users', '/api/admin'],
+    ['/api/administrator', '/api'],
+    ['/api/orders/1', '/API/Orders'],
+    ['/api/admin?x=/api', '/api/admin'],
+    ['/apix', undefined],
+    ['/', undefined],
+    ['/a/b', undefined],
+    ['/a/b/c/d/e/f', '/a/b/c'],
+    ['/other/api', undefined],
+  ]
+  for (const [url, want] of rows) t.equal(table.match(url), want, `${url} → ${String(want)}`)
+  table.add('/', 'root')
+  t.equal(table.match('/'), 'root', 'a root route takes /')
+  t.equal(table.match('/apix'), 'root', 'and everything nothing longer takes')
+  t.equal(table.match('/api/x'), '/api', 'a longer prefix still wins over the root')
+
+  const many = new RouteTable<number>()
+  for (let i = 0; i < 10_000; i++) many.add(`/r${i}`, i)
+  many.add('/api', -1)
+  t.equal(many.match('/r9999/x'), 9999, '10,000 routes: the last one is found')
+  t.equal(many.match('/api/orders'), -1, 'and the one after them')
 })
 
 t.test('UpstreamPath: prefix → rewritePrefix, query byte for byte; Location moved back', async (t) => {
