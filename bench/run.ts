@@ -197,8 +197,8 @@ async function main (): Promise<void> {
     }
     let profile: ProfileResult | undefined
     if (flags.profile && gateway !== undefined) {
-      log('CPU profile of portcullis-EdDSA under load')
-      profile = await runProfile(ctx, database, log)
+      log(`CPU profile of ${flags.profileCold ? 'portcullis-HS256-cold' : 'portcullis-EdDSA'} under load`)
+      profile = await runProfile(ctx, database, log, flags.profileCold)
     }
 
     // report

@@ -11,6 +11,8 @@ export interface Flags {
   skip: Set<string>
   build: boolean
   profile: boolean
+  /** profile the cold HS256 case instead (every token new) */
+  profileCold: boolean
   smoke: boolean
   quick: boolean
   verbose: boolean
@@ -33,6 +35,7 @@ export const USAGE = `usage: npm run bench -- [flags]
   --only a,b,c*      run only these configuration ids (c* = prefix); scale checks by variant id
   --skip x,y         skip parts: matrix, scale, sessions, startup
   --profile          also take a CPU profile of portcullis (EdDSA) under load
+  --profile-cold     the same for portcullis-HS256-cold (every token new)
   --store pg|embedded  session store for the portcullis runs (default: pg when installed)
   --no-build         do not compile the gateway first (reuse bench/results/build, or tsx)
   --verbose          keep every log file (and the temp dir)
@@ -41,7 +44,7 @@ export const USAGE = `usage: npm run bench -- [flags]
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [] }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [] }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -60,6 +63,7 @@ export function parseFlags (argv: readonly string[]): Flags {
       case '--only': f.only = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
       case '--skip': for (const s of String(argv[i + 1] ?? '').split(',')) f.skip.add(s); i++; break
       case '--profile': f.profile = true; break
+      case '--profile-cold': f.profile = true; f.profileCold = true; break
       case '--no-build': f.build = false; break
       case '--verbose': f.verbose = true; break
       case '--store': {

@@ -1,5 +1,5 @@
 /**
- * A CPU profile of portcullis under the EdDSA load (`node --cpu-prof`), summarized by self
+ * A CPU profile of portcullis under the EdDSA load (or the cold HS256 one) (`node --cpu-prof`), summarized by self
  * time per function and per package. The profile covers the whole process (start, checks,
  * warm-up, measure); shares are of the non-idle samples.
  */
@@ -76,11 +76,11 @@ export function summarizeProfile (p: CpuProfile, topN = 25): { busyMs: number, i
   return { busyMs: busy / 1000, idleMs: idle / 1000, top: finish(fns, topN), byArea: finish(areas, 15) }
 }
 
-export async function runProfile (ctx: Ctx, database: string | undefined, log: (s: string) => void): Promise<ProfileResult | undefined> {
+export async function runProfile (ctx: Ctx, database: string | undefined, log: (s: string) => void, cold = false): Promise<ProfileResult | undefined> {
   const profDir = join(ctx.dir, 'cpu-prof')
   mkdirSync(profDir, { recursive: true })
   // a longer measured window, so that start-up and warm-up weigh little in the whole-process profile
-  const run = await measure({ id: 'portcullis-EdDSA-profiled', kind: 'portcullis', alg: 'EdDSA', database, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] }, { ...ctx, durationSec: Math.max(ctx.durationSec, 15) }, 999, 0)
+  const run = await measure({ id: cold ? 'portcullis-HS256-cold-profiled' : 'portcullis-EdDSA-profiled', kind: 'portcullis', alg: cold ? 'HS256' : 'EdDSA', cold, database, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] }, { ...ctx, durationSec: Math.max(ctx.durationSec, 15) }, 999, 0)
   const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))
   if (files.length === 0) { log(`  no .cpuprofile written (did the gateway exit cleanly on SIGTERM?) ${run.error ?? ''}`); return undefined }
   const file = join(profDir, files[0] as string)

@@ -51,7 +51,7 @@ export function renderReport (d: ReportData, sources?: string): string {
   if (summary.length > 0 && !d.flags.smoke) md.push('### Targets (issue 4)', '', targetsTable(summary, d.scale), '')
   if (d.sessions !== undefined) md.push('### Session endpoints (PostgreSQL)', '', sessionsTable(d.sessions), '')
   if (d.startup.length > 0) md.push('### Startup', '', startupTable(d.startup), '')
-  if (d.profile !== undefined) md.push('### Where the microseconds go (portcullis-EdDSA, self time)', '', d.profile.table, '')
+  if (d.profile !== undefined) md.push(`### Where the microseconds go (${d.profile.run.id.replace('-profiled', '')}, self time)`, '', d.profile.table, '')
   if (d.totalSec !== undefined) md.push(`Total time ${Math.round(d.totalSec)} s (token minting ${Math.round(d.mintSec ?? 0)} s).`)
   return md.join('\n')
 }

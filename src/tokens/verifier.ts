@@ -20,6 +20,7 @@ export interface VerifiedToken {
 type Verify = (token: string) => Record<string, unknown>
 
 const REQUIRED_CLAIMS = ['exp', 'iat', 'iss', 'aud', 'sub', 'jti']
+const MAX_HEADER_SEGMENTS = 64
 
 /**
  * Verifies access tokens against the configured keys. Built once at boot: one fast-jwt
@@ -37,6 +38,8 @@ export class TokenVerifier {
   readonly #maxTokenBytes: number
   readonly #config: GatewayConfig['identity']
   readonly #cache: VerifiedCache | undefined
+  /** header segment → its key's verifier, for headers already checked (bounded: see #pickKey) */
+  readonly #byHeader = new Map<string, Verify>()
 
   constructor (keys: KeySet, config: GatewayConfig) {
     const t = config.tokens
@@ -80,7 +83,7 @@ export class TokenVerifier {
     }
     const verified = this.#checkClaims(claims, nowMs)
     this.#checkTime(verified, nowMs)
-    this.#cache?.set(token, verified)
+    this.#cache?.admit(token, verified)
     return verified
   }
 
@@ -89,9 +92,21 @@ export class TokenVerifier {
   #pickKey (token: string): Verify {
     const dot = token.indexOf('.')
     if (dot <= 0) throw invalidToken(ErrorCode.tokenMalformed, 'the access token is malformed')
+    // every token this gateway signs with one key has the same header segment: the checks
+    // below run once per distinct segment, not once per token
+    const segment = token.slice(0, dot)
+    const known = this.#byHeader.get(segment)
+    if (known !== undefined) return known
+    const verify = this.#checkHeader(segment)
+    // the bound keeps headers crafted to differ (extra fields, key order) from filling memory
+    if (this.#byHeader.size < MAX_HEADER_SEGMENTS) this.#byHeader.set(segment, verify)
+    return verify
+  }
+
+  #checkHeader (segment: string): Verify {
     let header: unknown
     try {
-      header = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'))
+      header = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
     } catch {
       throw invalidToken(ErrorCode.tokenMalformed, 'the access token is malformed')
     }
@@ -180,19 +195,61 @@ export function translateJwtError (err: unknown): GatewayError {
  * Verified tokens by their exact text (signature included, so nothing forged can hit),
  * bounded; the oldest insertion leaves first. An entry past its exp is refused on every read
  * (the time check runs on hits too) until newer entries push it out.
+ *
+ * A token enters on its second verification, not its first: a client reuses its token for
+ * minutes, so this costs one more verify per token, while tokens seen once (a flood of new
+ * ones) never churn the cache or keep memory alive. "Seen before" is one bit per hash of the
+ * signature's last characters, cleared once as many tokens as the cache holds have set bits:
+ * a collision only admits a token early, and the cache key is still the whole token, so
+ * nothing unverified can ever hit.
+ *
+ * Insertion order is kept in a ring of keys, not read back from the Map: a Map whose oldest
+ * entries are deleted keeps them as holes that `keys().next()` walks over until the next
+ * rehash, which doubled the cost of a miss when every token is new (bench/micro-hotpath.ts).
  */
 class VerifiedCache {
   readonly #map = new Map<string, VerifiedToken>()
-  readonly #max: number
-  constructor (max: number) { this.#max = max }
+  readonly #ring: Array<string | undefined>
+  #next = 0
+  readonly #seen: Uint32Array
+  readonly #seenMask: number
+  #seenCount = 0
+
+  constructor (max: number) {
+    this.#ring = new Array<string | undefined>(max).fill(undefined)
+    const bits = 2 ** Math.ceil(Math.log2(max * 8)) // ≤ 1 in 8 bits set before a clear
+    this.#seen = new Uint32Array(bits / 32)
+    this.#seenMask = bits - 1
+  }
+
   get (token: string): VerifiedToken | undefined { return this.#map.get(token) }
-  set (token: string, value: VerifiedToken): void {
-    if (this.#map.size >= this.#max) {
-      const oldest = this.#map.keys().next()
-      if (oldest.done !== true) this.#map.delete(oldest.value)
+
+  /** called after a verification: caches the token if it was verified once before */
+  admit (token: string, value: VerifiedToken): void {
+    const bit = fingerprint(token) & this.#seenMask
+    const word = bit >>> 5
+    const mask = 1 << (bit & 31)
+    const seen = this.#seen[word] as number
+    if ((seen & mask) === 0) {
+      if (++this.#seenCount > this.#ring.length) { this.#seen.fill(0); this.#seenCount = 1 }
+      this.#seen[word] = (this.#seen[word] as number) | mask
+      return
     }
+    const oldest = this.#ring[this.#next]
+    if (oldest !== undefined) this.#map.delete(oldest)
+    this.#ring[this.#next] = token
+    this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1
     this.#map.set(token, value)
   }
 
   get size (): number { return this.#map.size }
+}
+
+/** FNV-1a over the last 16 characters: the end of the signature, random in every real token */
+function fingerprint (token: string): number {
+  let h = 0x811c9dc5
+  for (let i = Math.max(0, token.length - 16); i < token.length; i++) {
+    h = Math.imul(h ^ token.charCodeAt(i), 0x01000193)
+  }
+  return h >>> 0
 }

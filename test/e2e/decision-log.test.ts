@@ -18,6 +18,8 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
   await raw(gw.url, '/api/x', { headers: { 'x-request-id': 'req-2' } })
   await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signWith(key, goodClaims({ scope: 'other' }))}`, 'x-request-id': 'req-3' } })
   await raw(gw.url, '/nowhere', { headers: { 'x-request-id': 'req-4' } })
+  // lines are handed to the destination once per event-loop turn
+  await new Promise(resolve => setImmediate(resolve))
   const lines = out.trim().split('\n').map(l => JSON.parse(l)).filter(l => l.msg === 'decision')
   t.equal(lines.length, 4, 'one line per request')
   const byId = Object.fromEntries(lines.map(l => [l.reqId, l]))
@@ -28,4 +30,19 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
   t.match(byId['req-4'], { route: null, granted: false, reason: 'unrouted', status: 404 })
   t.notMatch(out, token.slice(-20), 'no token in the log')
   t.notMatch(out, 'SECRET', 'no query string in the log')
+})
+
+t.test('lines still batched when the gateway shuts down are written, not lost', async (t) => {
+  const key = makeKey('EdDSA')
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  let out = ''
+  const sink = new Writable({ write (chunk, _enc, cb) { out += String(chunk); cb() } })
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'public' }]), {
+    logger: pino({ level: 'info' }, sink),
+  })
+  await Promise.all(['a', 'b', 'c'].map(id => raw(gw.url, '/api/x', { headers: { 'x-request-id': `last-${id}` } })))
+  await gw.close()
+  const ids = out.trim().split('\n').map(l => JSON.parse(l)).filter(l => l.msg === 'decision').map(l => l.reqId).sort()
+  t.same(ids, ['last-a', 'last-b', 'last-c'], 'every request of the last event-loop turns is in the log')
 })

@@ -375,7 +375,9 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   const exp = iat + 600
   const token = signWith(key, goodClaims({ sub: 'alice' }, iat))
   t.equal(verifier.verify(token, t0).sub, 'alice', 'verifies at t0')
-  t.equal(verifier.cacheSize, 1, 'and is cached')
+  t.equal(verifier.cacheSize, 0, 'a token seen once is not cached')
+  t.equal(verifier.verify(token, t0 + 500).sub, 'alice', 'verifies again')
+  t.equal(verifier.cacheSize, 1, 'and is cached on its second verification')
   t.equal(verifier.verify(token, t0 + 1000).sub, 'alice', 'served from the cache a second later')
   t.equal(verifier.cacheSize, 1)
   t.equal(outcome(() => verifier.verify(token, (exp + skewSec - 1) * 1000)), 'ok', 'still valid within the skew after exp')
@@ -392,9 +394,23 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   t.equal(outcome(() => verifier.verify(forged, t0)), 'token_invalid_signature')
   t.equal(outcome(() => verifier.verify(forged, t0)), 'token_invalid_signature', 'a failed token is not cached')
 
-  // bounded: five distinct tokens through a cache of three
-  for (let i = 0; i < 5; i++) verifier.verify(signWith(key, goodClaims({ sub: `u${i}` }, iat)), t0)
+  // bounded: five distinct tokens, each used twice, through a cache of three
+  for (let i = 0; i < 5; i++) {
+    const distinct = signWith(key, goodClaims({ sub: `u${i}` }, iat))
+    verifier.verify(distinct, t0)
+    verifier.verify(distinct, t0)
+  }
   t.equal(verifier.cacheSize, 3, 'the cache never grows past verifyCacheSize')
+
+  // a flood of tokens seen once each never enters the cache
+  const flood = load(100)
+  const fresh = new TokenVerifier(buildKeySet(flood.tokens.algorithm, flood.tokens.keys), flood)
+  for (let i = 0; i < 50; i++) fresh.verify(signWith(key, goodClaims({ sub: `f${i}` }, iat)), t0)
+  t.ok(fresh.cacheSize <= 3, `50 tokens seen once: ${fresh.cacheSize} cached (only fingerprint collisions, admitted early)`)
+  const before = fresh.cacheSize
+  const pool = Array.from({ length: 80 }, (_, i) => signWith(key, goodClaims({ sub: `p${i}` }, iat)))
+  for (let round = 0; round < 3; round++) for (const tk of pool) fresh.verify(tk, t0)
+  t.equal(fresh.cacheSize - before, 80, 'a pool of 80 tokens in use is cached whole: no token is kept out by a collision')
 
   // a cache of size 0 is off
   const c0 = load(0)
