@@ -102,7 +102,7 @@ export const configSchema = {
         clockSkew: { ...duration, default: '30s' },
         // longest accepted Authorization token; longer → 401 before any parsing
         maxTokenBytes: { type: 'integer', minimum: 256, maximum: 65_536, default: 8192 },
-        // verified tokens remembered until their exp (0 disables); each entry ~1 KiB
+        // verified tokens remembered until their exp, from their second use (0 disables); each entry ~1 KiB
         verifyCacheSize: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 20_000 },
         refresh: {
           type: 'object',
