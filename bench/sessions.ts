@@ -16,7 +16,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -28,12 +28,12 @@ import { verifyPassword, hashPassword } from '../src/sessions/passwords.js'
 import { openStore } from '../src/sessions/store.js'
 import { baseConfig, makeKey } from '../test/fixtures/gateway.js'
 import { findPgBinDir, startPostgres } from '../test/fixtures/pg.js'
+import { cpuUs, memKiB } from './lib/proc.js'
 import { ROOT, startGatewayProcess, type GatewayProcess, type TeardownLike } from '../test/fixtures/process.js'
 import { startUpstream } from '../test/fixtures/upstream.js'
 
 const PASSWORD = 'correct horse battery staple'
 const USERS = 8
-const CLK_TCK = 100
 
 // ---------- child modes: (iv) denylist memory, (v) PGlite ----------
 
@@ -130,17 +130,6 @@ function pct (sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? NaN
 }
 
-function cpuTicks (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15)
-}
-
-function statusKiB (pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(m?.[1] ?? NaN)
-}
-
 interface Res { status: number, json: Record<string, any> }
 
 async function post (pool: Pool, path: string, body: unknown, token?: string): Promise<Res> {
@@ -204,17 +193,17 @@ async function load (gw: GatewayProcess, connections: number, warmupMs: number, 
     }
     const running = steps.map(worker)
     await sleep(warmupMs)
-    const ticks0 = cpuTicks(gw.pid)
+    const cpu0 = cpuUs(gw.pid)
     const t0 = performance.now()
     measuring = true
     await sleep(durationMs)
     measuring = false
     const wallMs = performance.now() - t0
-    const ticks1 = cpuTicks(gw.pid)
+    const cpu1 = cpuUs(gw.pid)
     state.stop = true
     await Promise.all(running)
     latencies.sort((a, b) => a - b)
-    const cpuMs = (ticks1 - ticks0) * 1000 / CLK_TCK
+    const cpuMs = (cpu1 - cpu0) / 1000
     return {
       requests: latencies.length,
       errors,
@@ -223,7 +212,7 @@ async function load (gw: GatewayProcess, connections: number, warmupMs: number, 
       p99Ms: pct(latencies, 0.99),
       cpuMsPerReq: latencies.length === 0 ? NaN : cpuMs / latencies.length,
       gatewayCpuShare: cpuMs / wallMs,
-      rssMiB: statusKiB(gw.pid, 'VmRSS') / 1024,
+      rssMiB: memKiB(gw.pid).rss / 1024,
       firstError,
     }
   } finally {
@@ -332,7 +321,7 @@ async function main (): Promise<void> {
         `${refreshConns} keep-alive conns, each chaining its own token; p50 ${refreshRes.p50Ms.toFixed(1)} ms, p99 ${refreshRes.p99Ms.toFixed(1)} ms; ` +
         `${refreshRes.cpuMsPerReq.toFixed(2)} ms gateway CPU/refresh (→ ≈ ${(1000 / refreshRes.cpuMsPerReq).toFixed(0)}/s with a whole core), gateway got ${(refreshRes.gatewayCpuShare * 100).toFixed(0)} % of its core; errors ${refreshRes.errors}` +
         (refreshRes.firstError === undefined ? '' : ` (${refreshRes.firstError})`)])
-      rows.push(['gateway RSS after (i)+(ii)', `${(statusKiB(gw.pid, 'VmRSS') / 1024).toFixed(0)} MiB`, `peak ${(statusKiB(gw.pid, 'VmHWM') / 1024).toFixed(0)} MiB`])
+      rows.push(['gateway RSS after (i)+(ii)', `${(memKiB(gw.pid).rss / 1024).toFixed(0)} MiB`, `peak ${(memKiB(gw.pid).hwm / 1024).toFixed(0)} MiB`])
       await gw.kill()
 
       // (iii) two replicas, not pinned (taskset -c 0,1 undoes this process's pinning)

@@ -54,7 +54,7 @@ export class HeaderRewriter {
   }
 
   /** true for a header name a client may not send upstream: reserved prefix or injected, any case, `_` for `-` */
-  isReserved (lowerName: string): boolean {
+  #isReserved (lowerName: string): boolean {
     const name = lowerName.includes('_') ? lowerName.replaceAll('_', '-') : lowerName
     return name.startsWith(this.#reservedPrefix) || this.#injected.has(name)
   }
@@ -67,7 +67,7 @@ export class HeaderRewriter {
     for (const name in inbound) {
       if (HOP_BY_HOP.has(name) && !(facts.upgrade === true && (name === 'upgrade' || name === 'connection'))) continue
       if (nominated !== undefined && nominated.has(name)) continue
-      if (this.isReserved(name)) continue
+      if (this.#isReserved(name)) continue
       if (FORWARDING.has(name) && !trusted) continue
       if (name === 'authorization' && !this.#forwardAuthorization) continue
       if (name === 'x-request-id') continue
