@@ -51,6 +51,10 @@ t.test('proxying through real sockets', async (t) => {
       res.end(BIG_RESPONSE)
     } else if (path.startsWith('/hang')) {
       // never answers
+    } else if (path.startsWith('/flaky') && dropNext) {
+      // the connection dies with no answer, as a keep-alive socket the upstream just closed does
+      dropNext = false
+      res.socket?.destroy()
     } else if (path.startsWith('/slow')) {
       // never answers; records when the gateway gives up on the request
       res.on('close', () => { slowClosedAt.push(Date.now()) })
@@ -76,6 +80,7 @@ t.test('proxying through real sockets', async (t) => {
   })
   t.teardown(() => upstream.close())
   const slowClosedAt: number[] = []
+  let dropNext = false
   const BIG_RESPONSE = randomBytes(1024 * 1024)
   const down = await deadPort()
 
@@ -85,6 +90,7 @@ t.test('proxying through real sockets', async (t) => {
     { name: 'big', prefix: '/big', upstream: upstream.url, auth: 'required' },
     { name: 'down', prefix: '/down', upstream: `http://127.0.0.1:${down}`, auth: 'required' },
     { name: 'hang', prefix: '/hang', upstream: upstream.url, auth: 'required', timeout: '300ms' },
+    { name: 'flaky', prefix: '/flaky', upstream: upstream.url, auth: 'required' },
     { name: 'slow', prefix: '/slow', upstream: upstream.url, auth: 'required', timeout: '20s' },
     { name: 'reset', prefix: '/reset', upstream: upstream.url, auth: 'required' },
     { name: 'hop', prefix: '/hop', upstream: upstream.url, auth: 'required' },
@@ -180,6 +186,26 @@ t.test('proxying through real sockets', async (t) => {
     const again = await send(gw.url, '/reset/y', { headers: bearer }).then(() => 'completed', () => 'broken')
     t.equal(again, 'broken', 'and a second reset behaves the same')
     t.equal((await send(gw.url, '/api/orders/after-2', { headers: bearer })).status, 200, 'still serving')
+  })
+
+  t.test('a connection that dies unanswered: a GET is sent once more, a request with a body is not', async (t) => {
+    let before = upstream.requests.length
+    dropNext = true
+    const get = await send(gw.url, '/flaky/g', { headers: bearer })
+    t.equal(get.status, 200, 'the GET is answered by its second attempt')
+    t.equal(upstream.requests.length - before, 2, 'the upstream saw it twice')
+
+    before = upstream.requests.length
+    dropNext = true
+    const post = await send(gw.url, '/flaky/p', { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: '{"once":true}' })
+    t.equal(post.status, 502, 'the POST is not repeated: 502')
+    t.equal(post.json().code, 'upstream_unavailable')
+    t.equal(upstream.requests.length - before, 1, 'the upstream saw it once')
+
+    before = upstream.requests.length
+    const calm = await send(gw.url, '/flaky/after', { headers: bearer })
+    t.equal(calm.status, 200, 'the next request is served normally')
+    t.equal(upstream.requests.length - before, 1)
   })
 
   t.test('a client that goes away: the upstream request is aborted at once, not at the route timeout', async (t) => {

@@ -402,11 +402,18 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   }
   t.equal(verifier.cacheSize, 3, 'the cache never grows past verifyCacheSize')
 
-  // a flood of tokens seen once each never enters the cache
-  const flood = load(100)
-  const fresh = new TokenVerifier(buildKeySet(flood.tokens.algorithm, flood.tokens.keys), flood)
-  for (let i = 0; i < 50; i++) fresh.verify(signWith(key, goodClaims({ sub: `f${i}` }, iat)), t0)
-  t.ok(fresh.cacheSize <= 3, `50 tokens seen once: ${fresh.cacheSize} cached (only fingerprint collisions, admitted early)`)
+  // a flood of tokens seen once each never enters the cache (a hash collision, expected
+  // 0.01 times here with 131,072 bits, would admit one early)
+  const big = load(10_000)
+  const flooded = new TokenVerifier(buildKeySet(big.tokens.algorithm, big.tokens.keys), big)
+  for (let i = 0; i < 50; i++) flooded.verify(signWith(key, goodClaims({ sub: `f${i}` }, iat)), t0)
+  t.ok(flooded.cacheSize <= 1, `50 tokens seen once: ${flooded.cacheSize} cached`)
+
+  // a small table (1,024 bits) where pool tokens collide, and it is cleared as it fills:
+  // every token in use still gets in
+  const small = load(100)
+  const fresh = new TokenVerifier(buildKeySet(small.tokens.algorithm, small.tokens.keys), small)
+  for (let i = 0; i < 50; i++) fresh.verify(signWith(key, goodClaims({ sub: `g${i}` }, iat)), t0)
   const before = fresh.cacheSize
   const pool = Array.from({ length: 80 }, (_, i) => signWith(key, goodClaims({ sub: `p${i}` }, iat)))
   for (let round = 0; round < 3; round++) for (const tk of pool) fresh.verify(tk, t0)
