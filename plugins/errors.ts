@@ -2,9 +2,6 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply } from 'fastify'
 import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
 import { pathRejected } from '../src/pipeline/path.js'
-import { LoginThrottledError, SessionsError } from '../src/sessions/errors.js'
-
-const STORE_RETRY_AFTER_SEC = 5
 
 /**
  * Every error leaves as JSON with a stable `code`; 401/403/400-auth errors also carry
@@ -36,15 +33,6 @@ export default fp(async function errors (app, opts: { realm: string }) {
 /** Fastify's own errors (bad JSON, too large, wrong media type…) keep their 4xx status; others become 500. */
 export function toGatewayError (err: FastifyError | GatewayError | Error): GatewayError {
   if (err instanceof GatewayError) return err
-  if (err instanceof SessionsError) {
-    // the sessions module's errors carry their own stable code and status
-    const unavailable = err.statusCode >= 500
-    return new GatewayError(err.code, err.statusCode, unavailable ? 'the session store is unavailable; retry shortly' : err.message, {
-      cause: err,
-      oauthError: err.code === 'invalid_grant' ? 'invalid_grant' : undefined,
-      retryAfterSec: err instanceof LoginThrottledError ? err.retryAfterSec : unavailable ? STORE_RETRY_AFTER_SEC : undefined,
-    })
-  }
   // the router refused a URL it cannot decode: the same verdict as our path checks
   if ((err as FastifyError).code === 'FST_ERR_BAD_URL') return pathRejected('undecodable')
   const status = (err as FastifyError).statusCode

@@ -3,14 +3,13 @@ import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { loadConfigFile } from './config/load.js'
-import { ConfigError } from './errors.js'
+import { ConfigError, GatewayError } from './errors.js'
 import { ALGORITHMS, type Algorithm, type GatewayConfig } from './config/types.js'
 import { generateKey } from './tokens/keys.js'
 import { buildGateway } from './app.js'
 import { listen } from './server.js'
 import { openStore, type Store } from './sessions/store.js'
 import { readPassword } from './sessions/read-password.js'
-import { SessionsError } from './sessions/errors.js'
 import {
   migrate, sessionsList, sessionsRevoke, usersAdd, usersDisable, usersEnable, usersList, usersPasswd, usersSetScopes,
 } from './sessions/admin-commands.js'
@@ -213,7 +212,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathS
     (code) => { if (code >= 0) process.exitCode = code },
     (err: unknown) => {
       // known failures get their message; anything else too, but never a stack trace
-      const code = err instanceof SessionsError ? ` (${err.code})` : ''
+      const code = err instanceof GatewayError ? ` (${err.code})` : ''
       process.stderr.write(`portcullis: ${(err as Error).message}${code}\n`)
       process.exitCode = 1
     }

@@ -9,12 +9,14 @@
  * - `Sec-Fetch-Site: cross-site` is refused outright (Fetch Metadata).
  * Pure: the HTTP layer passes the header values in and maps the error to a reply.
  */
-import { SessionsError } from './errors.js'
+import { ErrorCode, GatewayError } from '../errors.js'
 
-export class CookieRequestError extends SessionsError {
+type CookieRequestCode = typeof ErrorCode.methodNotAllowed | typeof ErrorCode.unsupportedMediaType | typeof ErrorCode.csrfOrigin | typeof ErrorCode.csrfFetchSite
+
+export class CookieRequestError extends GatewayError {
   // not useless: it narrows `code` and `statusCode` to the four outcomes
   // eslint-disable-next-line @typescript-eslint/no-useless-constructor
-  constructor (code: 'method_not_allowed' | 'unsupported_media_type' | 'csrf_origin' | 'csrf_fetch_site', statusCode: 405 | 415 | 403, message: string) {
+  constructor (code: CookieRequestCode, statusCode: 405 | 415 | 403, message: string) {
     super(code, statusCode, message)
   }
 }

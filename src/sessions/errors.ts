@@ -1,25 +1,18 @@
 /**
- * Every error the sessions module throws. Each has a stable `code` (what tests and
- * clients match on) and a `statusCode` the HTTP layer can answer with; the message is
- * safe to show to a client only when statusCode < 500. Library errors are kept as
- * `cause`. Private detail for logs (never a token or password) goes in `reason`.
+ * The sessions module's errors: subclasses of the one GatewayError (src/errors.ts) where a
+ * caller needs more than the code — the throttle's Retry-After, the private reason of an
+ * invalid grant (for the log and the security event, never for the client), the field of
+ * bad user input. Each code is in the one registry (ErrorCode).
  */
+import { ErrorCode, GatewayError, OAuthError } from '../errors.js'
 
-export class SessionsError extends Error {
-  readonly code: string
-  readonly statusCode: number
-  constructor (code: string, statusCode: number, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = new.target.name
-    this.code = code
-    this.statusCode = statusCode
-  }
-}
+/** how long a client is asked to wait when the store is away */
+export const STORE_RETRY_AFTER_SEC = 5
 
-/** The database cannot be reached: the HTTP layer answers 503 and may retry later. */
-export class StoreUnavailableError extends SessionsError {
+/** The database cannot be reached: the HTTP layer answers 503 and the client may retry later. */
+export class StoreUnavailableError extends GatewayError {
   constructor (options?: { cause?: unknown }) {
-    super('store_unavailable', 503, 'the session store is unavailable', options)
+    super(ErrorCode.storeUnavailable, 503, 'the session store is unavailable; retry shortly', { cause: options?.cause, retryAfterSec: STORE_RETRY_AFTER_SEC })
   }
 }
 
@@ -28,9 +21,9 @@ export class StoreUnavailableError extends SessionsError {
  * client cannot enumerate accounts (OWASP Authentication Cheat Sheet, "Authentication
  * and Error Messages").
  */
-export class InvalidCredentialsError extends SessionsError {
+export class InvalidCredentialsError extends GatewayError {
   constructor () {
-    super('invalid_credentials', 401, 'invalid username or password')
+    super(ErrorCode.invalidCredentials, 401, 'invalid username or password')
   }
 }
 
@@ -38,63 +31,64 @@ export class InvalidCredentialsError extends SessionsError {
  * A refresh token cannot be used: unknown, expired, spent, revoked, session too old or
  * user disabled. RFC 6749 §5.2 `invalid_grant`; `reason` is for the log only.
  */
-export class InvalidGrantError extends SessionsError {
+export class InvalidGrantError extends GatewayError {
   readonly reason: string
   constructor (reason: string) {
-    super('invalid_grant', 400, 'the refresh token is invalid, expired or revoked')
+    super(ErrorCode.invalidGrant, 400, 'the refresh token is invalid, expired or revoked', { oauthError: OAuthError.invalidGrant })
     this.reason = reason
   }
 }
 
 /** Password outside 1..MAX_PASSWORD_BYTES: refused before any hashing (hashing 1 MB would be a DoS). */
-export class PasswordLengthError extends SessionsError {
+export class PasswordLengthError extends GatewayError {
   readonly maxBytes: number
   constructor (maxBytes: number, tooLong: boolean) {
-    super(tooLong ? 'password_too_long' : 'password_empty', tooLong ? 413 : 400,
+    super(tooLong ? ErrorCode.passwordTooLong : ErrorCode.passwordEmpty, tooLong ? 413 : 400,
       tooLong ? `the password is longer than ${maxBytes} bytes` : 'the password is empty')
     this.maxBytes = maxBytes
   }
 }
 
-/** Too many failed logins for this account or client address. */
-export class LoginThrottledError extends SessionsError {
-  readonly retryAfterSec: number
-  constructor (retryAfterSec: number) {
-    super('too_many_attempts', 429, 'too many failed login attempts; retry later')
-    this.retryAfterSec = retryAfterSec
+/** Too many login attempts for this account or client address. */
+export class LoginThrottledError extends GatewayError {
+  /** which limit was hit: for the security event, not for the client */
+  readonly limit: 'account' | 'ip' | undefined
+  constructor (retryAfterSec: number, limit?: 'account' | 'ip') {
+    super(ErrorCode.tooManyAttempts, 429, 'too many login attempts; retry later', { retryAfterSec })
+    this.limit = limit
   }
 }
 
-export class UserExistsError extends SessionsError {
+export class UserExistsError extends GatewayError {
   constructor (name: string, options?: { cause?: unknown }) {
-    super('user_exists', 409, `user ${JSON.stringify(name)} already exists`, options)
+    super(ErrorCode.userExists, 409, `user ${JSON.stringify(name)} already exists`, options)
   }
 }
 
-export class UserNotFoundError extends SessionsError {
+export class UserNotFoundError extends GatewayError {
   constructor (name: string) {
-    super('user_not_found', 404, `no user ${JSON.stringify(name)}`)
+    super(ErrorCode.userNotFound, 404, `no user ${JSON.stringify(name)}`)
   }
 }
 
-export class SessionNotFoundError extends SessionsError {
+export class SessionNotFoundError extends GatewayError {
   constructor (sid: string) {
-    super('session_not_found', 404, `no session ${JSON.stringify(sid)}`)
+    super(ErrorCode.sessionNotFound, 404, `no session ${JSON.stringify(sid)}`)
   }
 }
 
 /** Bad input to a user-management call (name, scopes, claims). `path` names the field. */
-export class InvalidUserInputError extends SessionsError {
+export class InvalidUserInputError extends GatewayError {
   readonly path: string
   constructor (path: string, message: string) {
-    super('invalid_user_input', 400, `${path}: ${message}`)
+    super(ErrorCode.invalidUserInput, 400, `${path}: ${message}`)
     this.path = path
   }
 }
 
 /** The CLI could not read a password (no terminal, empty input, interrupted). */
-export class PasswordInputError extends SessionsError {
+export class PasswordInputError extends GatewayError {
   constructor (message: string) {
-    super('password_input', 400, message)
+    super(ErrorCode.passwordInput, 400, message)
   }
 }
