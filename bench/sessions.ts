@@ -281,7 +281,7 @@ async function main (): Promise<void> {
       const upstream = await startUpstream()
       td.teardown(() => upstream.close())
       const key = makeKey('EdDSA')
-      const config = baseConfig(key, [{ name: 'orders', prefix: '/api/orders', upstream: upstream.url, rewritePrefix: '/orders', auth: 'required', scopes: { GET: ['orders:read'] } }], {
+      const config = baseConfig(key, [{ name: 'orders', prefix: '/api/orders', upstream: upstream.url, rewritePrefix: '/orders', auth: 'required', scopes: { GET: ['orders:read'], '*': ['orders:write'] } }], {
         tokens: { refresh: { transport: 'body' } },
         logging: { level: 'warn' },
       })

@@ -1,183 +1,302 @@
 /**
  * The gateway.yaml schema: every setting, its default and what it affects, in one place.
- * Durations are strings with a unit (`500ms`, `30s`, `10m`, `12h`, `14d`) or a number of seconds.
- * Validated with Ajv (`additionalProperties: false` everywhere, defaults applied), after
- * `${VAR}` / `${VAR:-default}` placeholders are resolved and before the semantic checks
- * in src/config/checks.ts.
+ * Written with TypeBox so the raw configuration type (`RawConfig`, after defaults) is
+ * derived from it and cannot drift; validated with Ajv (`additionalProperties: false`
+ * everywhere, defaults applied) after `${VAR}` / `${VAR:-default}` placeholders are
+ * resolved and before the semantic checks in src/config/checks/.
+ *
+ * Durations are strings with a unit (`500ms`, `30s`, `10m`, `12h`, `14d`) or a number of
+ * seconds; the normalized configuration (src/config/types.ts) carries them as `…Ms`/`…Sec`.
  */
-
-const duration = { description: 'a duration such as 500ms, 30s, 10m, 12h, 14d (or a number of seconds)', anyOf: [{ type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)$' }, { type: 'number', minimum: 0 }] } as const
-const headerName = { type: 'string', pattern: '^[A-Za-z0-9-]+$', minLength: 1, maxLength: 100 } as const
-const scopeName = { type: 'string', pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' } as const // RFC 6749 §3.3 scope-token
-const scopeList = { type: 'array', items: scopeName, uniqueItems: true } as const
-const scopeRule = {
-  description: 'a list of scopes (all required) or { anyOf: [scopes] }',
-  anyOf: [
-    scopeList, // all of these
-    { type: 'object', additionalProperties: false, required: ['anyOf'], properties: { anyOf: { ...scopeList, minItems: 1 } } },
-  ],
-} as const
+import Type, { type Static, type TSchema } from 'typebox'
 
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+/** algorithms the gateway signs its own tokens with */
+export const ALGORITHMS = ['EdDSA', 'ES256', 'RS256', 'PS256', 'HS256'] as const
+/** algorithms an external issuer may use: asymmetric only, HS* never comes from a JWKS */
+export const ISSUER_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+/** the name routes use for the gateway's own tokens (`tokens:`) in `routes[].issuers` */
+export const SELF_ISSUER = 'self'
 
-export const configSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['tokens', 'routes'],
-  properties: {
-    server: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        host: { type: 'string', default: '0.0.0.0' },
-        port: { type: 'integer', minimum: 0, maximum: 65_535, default: 8080 },
-        // false: x-forwarded-* from clients are replaced; true: trust every hop (only behind a
-        // load balancer that overwrites them); a list: trust these proxy addresses/CIDRs only.
-        trustProxy: { description: 'true, false or a list of proxy addresses/CIDRs', anyOf: [{ type: 'boolean' }, { type: 'array', items: { type: 'string' } }], default: false },
-        // realm in WWW-Authenticate (RFC 6750 §3)
-        realm: { type: 'string', pattern: '^[^"\\\\\\r\\n]*$', default: 'portcullis' },
-        // how long a client may take to send a whole request
-        requestTimeout: { ...duration, default: '30s' },
-        // idle keep-alive of client connections
-        keepAliveTimeout: { ...duration, default: '72s' },
-        // on SIGTERM: how long in-flight requests may take before the process exits anyway
-        shutdownTimeout: { ...duration, default: '10s' },
-        // size cap for bodies the gateway itself parses (auth endpoints); proxied bodies stream
-        bodyLimitBytes: { type: 'integer', minimum: 1024, default: 65_536 },
-      },
-    },
-    admin: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        host: { type: 'string', default: '127.0.0.1' },
-        port: { type: 'integer', minimum: 0, maximum: 65_535, default: 9090 },
-        // bearer token for the admin API; empty disables the admin API (health/metrics stay up)
-        token: { type: 'string', default: '' },
-      },
-    },
-    database: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        // postgres://…; empty → the embedded store (PGlite) under dataDir
-        url: { type: 'string', default: '' },
-        dataDir: { type: 'string', default: './data' },
-        poolSize: { type: 'integer', minimum: 1, maximum: 200, default: 10 },
-      },
-    },
-    tokens: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['issuer', 'audience', 'algorithm', 'keys'],
-      properties: {
-        issuer: { type: 'string', minLength: 1 },
-        audience: { type: 'string', minLength: 1 },
-        algorithm: { type: 'string' }, // checked in checks.ts so `none` gets a precise message
-        keys: {
-          type: 'array',
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['kid'],
-            properties: {
-              kid: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
-              privateKeyFile: { type: 'string', minLength: 1 },
-              privateKey: { type: 'string', minLength: 1 }, // PEM text, e.g. ${JWT_PRIVATE_KEY}
-              publicKeyFile: { type: 'string', minLength: 1 }, // verify-only key (rotation out)
-              publicKey: { type: 'string', minLength: 1 },
-              secret: { type: 'string' }, // HS256 only, ≥ 32 bytes
-            },
-          },
-        },
-        accessTokenTtl: { ...duration, default: '10m' },
-        // longest exp − iat accepted on verification; default: accessTokenTtl
-        maxTokenLifetime: duration,
-        refreshTokenTtl: { ...duration, default: '14d' },
-        sessionMaxAge: { ...duration, default: '30d' },
-        // tolerance for exp/nbf/iat between machines' clocks (max 5m)
-        clockSkew: { ...duration, default: '30s' },
-        // longest accepted Authorization token; longer → 401 before any parsing
-        maxTokenBytes: { type: 'integer', minimum: 256, maximum: 65_536, default: 8192 },
-        // verified tokens remembered until their exp, from their second use (0 disables); each entry ~1 KiB
-        verifyCacheSize: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 20_000 },
-        refresh: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
-          properties: {
-            transport: { enum: ['cookie', 'body', 'both'], default: 'cookie' },
-            cookieName: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$', default: '__Host-portcullis-rt' },
-            // a spent refresh token presented again within this window gets the same successor
-            reuseGrace: { ...duration, default: '10s' },
-          },
-        },
-        // origins allowed to call the cookie-carried auth endpoints (CSRF)
-        allowedOrigins: { type: 'array', items: { type: 'string', pattern: '^https?://[^/]+$' }, default: [] },
-      },
-    },
-    identity: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        // claim → header set on the upstream request
-        headers: {
-          type: 'object',
-          additionalProperties: headerName,
-          default: { sub: 'x-user-id', scope: 'x-user-scopes' },
-        },
-        // header with every claim as base64url(JSON); empty → not sent
-        claimsHeader: { description: 'a header name or empty', anyOf: [headerName, { const: '' }], default: '' },
-        // every inbound header starting with this (any case, `_` for `-`) is dropped
-        reservedPrefix: { type: 'string', pattern: '^[A-Za-z0-9-]+$', minLength: 2, default: 'x-user-' },
-        forwardAuthorization: { type: 'boolean', default: false },
-        forwardRefreshCookie: { type: 'boolean', default: false },
-      },
-    },
-    logging: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
-        // one line per proxied request with the access decision
-        decisions: { type: 'boolean', default: true },
-      },
-    },
-    routes: {
-      type: 'array',
-      minItems: 1,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['name', 'prefix', 'upstream', 'auth'],
-        properties: {
-          name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
-          prefix: { type: 'string', pattern: '^/([A-Za-z0-9._~!$&\'()*+,=:@-]+(/[A-Za-z0-9._~!$&\'()*+,=:@-]+)*)?$' },
-          upstream: { type: 'string', minLength: 1 },
-          // path on the upstream that replaces the prefix; default: the prefix itself (path unchanged)
-          rewritePrefix: { type: 'string', pattern: '^/' },
-          methods: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: HTTP_METHODS } },
-          auth: { enum: ['required', 'optional', 'public'] },
-          scopes: {
-            type: 'object',
-            additionalProperties: false,
-            default: {},
-            properties: Object.fromEntries(['*', ...HTTP_METHODS].map(m => [m, scopeRule])),
-          },
-          // time for the upstream to answer (headers) before 504
-          timeout: { ...duration, default: '30s' },
-          // keep-alive connections per upstream pool
-          connections: { type: 'integer', minimum: 1, maximum: 10_000, default: 128 },
-          websocket: { type: 'boolean', default: false },
-          // a public route nested under a protected prefix is refused unless acknowledged here
-          allowShadow: { type: 'boolean', default: false },
-        },
-      },
-    },
-  },
-} as const
+const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$'
+function Duration (defaultValue?: string) {
+  return Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Number({ minimum: 0 })], {
+    description: 'a duration such as 500ms, 30s, 10m, 12h, 14d (or a number of seconds)',
+    ...(defaultValue === undefined ? {} : { default: defaultValue }),
+  })
+}
+const HeaderName = Type.String({ pattern: '^[A-Za-z0-9-]+$', minLength: 1, maxLength: 100 })
+const ScopeName = Type.String({ pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }) // RFC 6749 §3.3 scope-token
+const ScopeList = Type.Array(ScopeName, { uniqueItems: true })
+const ScopeRule = Type.Union([
+  ScopeList, // all of these
+  Type.Object({ anyOf: Type.Array(ScopeName, { uniqueItems: true, minItems: 1 }) }, { additionalProperties: false }),
+], { description: 'a list of scopes (all required) or { anyOf: [scopes] }' })
+const Origin = Type.String({ pattern: '^https?://[^/]+$' })
+const Name = Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })
+const Obj = <T extends Record<string, TSchema>>(properties: T, options: { default?: unknown, description?: string } = {}) =>
+  Type.Object(properties, { additionalProperties: false, ...options })
+
+const KeyEntry = Obj({
+  kid: Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$' }),
+  privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+  privateKey: Type.Optional(Type.String({ minLength: 1 })), // PEM text, e.g. ${JWT_PRIVATE_KEY}
+  publicKeyFile: Type.Optional(Type.String({ minLength: 1 })), // verify-only key (rotation out)
+  publicKey: Type.Optional(Type.String({ minLength: 1 })),
+  secret: Type.Optional(Type.String()), // HS256 only, ≥ 32 bytes
+})
+
+const Server = Obj({
+  host: Type.String({ default: '0.0.0.0' }),
+  port: Type.Integer({ minimum: 0, maximum: 65_535, default: 8080 }),
+  // false: x-forwarded-* from clients are replaced; true: trust every hop (only behind a
+  // load balancer that overwrites them); a list: trust these proxy addresses/CIDRs only.
+  // The one client address (login throttle, x-forwarded-for, CSRF same-origin) follows it.
+  trustProxy: Type.Union([Type.Boolean(), Type.Array(Type.String())], { description: 'true, false or a list of proxy addresses/CIDRs', default: false }),
+  // realm in WWW-Authenticate (RFC 6750 §3)
+  realm: Type.String({ pattern: '^[^"\\\\\\r\\n]*$', default: 'portcullis' }),
+  // how long a client may take to send a whole request
+  requestTimeout: Duration('30s'),
+  // idle keep-alive of client connections
+  keepAliveTimeout: Duration('72s'),
+  // on SIGTERM: how long in-flight requests may take before the process exits anyway
+  shutdownTimeout: Duration('10s'),
+  // size cap for bodies the gateway itself parses (auth endpoints); proxied bodies: routes[].maxBodyBytes
+  bodyLimitBytes: Type.Integer({ minimum: 1024, default: 65_536 }),
+  // a client that stops reading its response for this long is disconnected (and its
+  // upstream request aborted), so it cannot hold an upstream connection
+  writeTimeout: Duration('30s'),
+  // processes sharing the public port: `auto` = one per core; 1 = a single process
+  workers: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], { description: '"auto" or a number of processes', default: 1 }),
+  // HTTPS on the public listener; absent: plain HTTP (terminate TLS in front)
+  tls: Type.Optional(Obj({
+    certFile: Type.String({ minLength: 1 }), // PEM, leaf first, then the chain
+    keyFile: Type.String({ minLength: 1 }),
+    caFile: Type.Optional(Type.String({ minLength: 1 })), // extra chain certificates
+    minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2' }),
+  })),
+  // HTTP/2 on the public listener (needs tls; HTTP/1.1 stays offered by ALPN)
+  http2: Type.Boolean({ default: false }),
+}, { default: {} })
+
+const Admin = Obj({
+  host: Type.String({ default: '127.0.0.1' }),
+  port: Type.Integer({ minimum: 0, maximum: 65_535, default: 9090 }),
+  // bearer token for the admin API (≥ 32 characters); empty disables the admin API (health/metrics stay up)
+  token: Type.String({ default: '' }),
+}, { default: {} })
+
+const Database = Obj({
+  // postgres://…; empty → the embedded store (PGlite) under dataDir
+  url: Type.String({ default: '' }),
+  dataDir: Type.String({ default: './data' }),
+  poolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  // longest a statement may run (PostgreSQL statement_timeout): a stuck query fails as 503, never hangs
+  statementTimeout: Duration('5s'),
+  // longest a statement waits for a row lock (lock_timeout), e.g. behind a stuck refresh
+  lockTimeout: Duration('2s'),
+}, { default: {} })
+
+const Tokens = Obj({
+  issuer: Type.String({ minLength: 1 }),
+  audience: Type.String({ minLength: 1 }),
+  algorithm: Type.String(), // checked in checks so `none` gets a precise message
+  keys: Type.Array(KeyEntry),
+  accessTokenTtl: Duration('10m'),
+  // longest exp − iat accepted on verification (≤ 1h); default: accessTokenTtl
+  maxTokenLifetime: Type.Optional(Duration()),
+  refreshTokenTtl: Duration('14d'),
+  sessionMaxAge: Duration('30d'),
+  // tolerance for exp/nbf/iat between machines' clocks (max 5m)
+  clockSkew: Duration('30s'),
+  // longest accepted Authorization token; longer → 401 before any parsing
+  maxTokenBytes: Type.Integer({ minimum: 256, maximum: 65_536, default: 8192 }),
+  // verified tokens remembered until their exp, from their second use (0 disables); each entry ~1 KiB
+  verifyCacheSize: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 20_000 }),
+  refresh: Obj({
+    transport: Type.Union([Type.Literal('cookie'), Type.Literal('body'), Type.Literal('both')], { default: 'cookie' }),
+    cookieName: Type.String({ pattern: '^[A-Za-z0-9_.-]+$', default: '__Host-portcullis-rt' }),
+    // a spent refresh token presented again within this window gets the same successor
+    reuseGrace: Duration('10s'),
+  }, { default: {} }),
+  // origins allowed to call the cookie-carried auth endpoints (CSRF)
+  allowedOrigins: Type.Array(Origin, { default: [] }),
+})
+
+const Issuer = Obj({
+  // used in routes[].issuers, logs and metrics; `self` is the gateway's own tokens
+  name: Name,
+  // the exact `iss` of its tokens; the issuer of a token is chosen by this, nothing else
+  issuer: Type.String({ minLength: 1 }),
+  // {issuer}/.well-known/openid-configuration → jwks_uri (its `issuer` must equal ours)
+  discovery: Type.Boolean({ default: false }),
+  // instead of discovery
+  jwksUri: Type.Optional(Type.String({ minLength: 1 })),
+  // `aud` (string or array) must contain one of these
+  audiences: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+  // pinned; asymmetric only
+  algorithms: Type.Array(Type.Union(ISSUER_ALGORITHMS.map(a => Type.Literal(a))), { minItems: 1, uniqueItems: true, default: ['RS256'] }),
+  // accepted `typ` header values; RFC 9068 says at+jwt, several IdPs send JWT (opt in)
+  typ: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, default: ['at+jwt'] }),
+  // where scopes live: `scope` (space-separated string), `scp` (array) or a path such as [realm_access, roles]
+  scopeClaim: Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 8 })], { default: 'scope' }),
+  clockSkew: Duration('30s'),
+  // longest exp − iat accepted (IdPs differ: Keycloak 5m, Entra ~1h, Auth0 24h)
+  maxTokenLifetime: Duration('24h'),
+  // claims a token must carry besides exp and iss (jti is needed to revoke one token)
+  requiredClaims: Type.Array(Type.String({ minLength: 1 }), { default: ['sub', 'iat'] }),
+  // fetching and caching the issuer's keys
+  jwks: Obj({
+    // each fetch as a whole (connect, headers, body)
+    fetchTimeout: Duration('5s'),
+    maxBytes: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 524_288 }),
+    // background refresh when the answer has no Cache-Control max-age
+    refreshInterval: Duration('1h'),
+    // Cache-Control max-age is honoured within [minRefreshInterval, maxRefreshInterval]
+    minRefreshInterval: Duration('1m'),
+    maxRefreshInterval: Duration('24h'),
+    // at most one fetch per cooldown for tokens with an unknown kid
+    cooldown: Duration('30s'),
+    // keys stay in use this long past their refresh time while refreshes fail
+    staleIfError: Duration('24h'),
+    maxKeys: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+  }, { default: {} }),
+})
+
+const HeaderMapping = Obj({
+  // one claim name (dots and slashes literal) …
+  claim: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  // … or a path into nested claims
+  path: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { minItems: 1, maxItems: 8 })),
+  header: HeaderName,
+})
+
+const Identity = Obj({
+  // claim → header set on the upstream request; a map, or a list of {claim | path, header}
+  headers: Type.Union([Type.Record(Type.String(), HeaderName), Type.Array(HeaderMapping)], {
+    description: 'a map of claim → header, or a list of { claim | path, header }',
+    default: { sub: 'x-user-id', scope: 'x-user-scopes' },
+  }),
+  // header with every claim as base64url(JSON); empty → not sent
+  claimsHeader: Type.Union([HeaderName, Type.Literal('')], { description: 'a header name or empty', default: '' }),
+  // every inbound header starting with this (any case, `_` for `-`) is dropped
+  reservedPrefix: Type.String({ pattern: '^[A-Za-z0-9-]+$', minLength: 2, default: 'x-user-' }),
+  // budget for all identity headers of one request together (a token with 500 groups must
+  // not produce a request the upstream refuses): over it, the largest values are replaced by
+  // a marker and `x-portcullis-identity-truncated` names them
+  maxHeaderBytes: Type.Integer({ minimum: 256, maximum: 65_536, default: 8192 }),
+  forwardAuthorization: Type.Boolean({ default: false }),
+  forwardRefreshCookie: Type.Boolean({ default: false }),
+  // a signed JWT with the verified claims, `aud` = the route's upstream, for routes that ask for it
+  assertion: Type.Optional(Obj({
+    header: HeaderName, // e.g. x-portcullis-assertion
+    lifetime: Duration('5m'),
+  })),
+}, { default: {} })
+
+const Login = Obj({
+  // counted in the store, so every replica and worker shares them
+  throttle: Obj({
+    // failed attempts per account per window before it is locked
+    perAccount: Type.Integer({ minimum: 1, maximum: 10_000, default: 5 }),
+    // failed attempts per client address (/64 for IPv6) per window
+    perIp: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 50 }),
+    // all attempts, successful ones included, per client address per window (credential stuffing)
+    perIpTotal: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 300 }),
+    window: Duration('15m'),
+    // first lockout; each further lockout within a window doubles it, up to maxLockout
+    lockout: Duration('1m'),
+    maxLockout: Duration('1h'),
+    // rows kept at most (oldest pruned first)
+    maxEntries: Type.Integer({ minimum: 1000, maximum: 10_000_000, default: 100_000 }),
+  }, { default: {} }),
+}, { default: {} })
+
+const Revocation = Obj({
+  // 0: keep serving with the last denylist while the store is away (a missed revocation is
+  // bounded by accessTokenTtl); > 0: /readyz answers 503 once the denylist is this stale
+  maxStaleness: Duration('0s'),
+  // a query on the LISTEN connection this often; no answer within the interval → reconnect and catch up
+  heartbeatInterval: Duration('5s'),
+  // the denylist is reloaded from the table this often even when notifications flow
+  reconcileInterval: Duration('5m'),
+}, { default: {} })
+
+const Cors = Obj({
+  // allowed origins (scheme://host[:port]) or "*" (never with credentials)
+  origins: Type.Array(Type.Union([Origin, Type.Literal('*')]), { minItems: 1 }),
+  credentials: Type.Boolean({ default: true }),
+  maxAge: Duration('10m'),
+  exposeHeaders: Type.Array(HeaderName, { default: ['x-request-id', 'www-authenticate', 'retry-after'] }),
+  allowHeaders: Type.Array(HeaderName, { default: ['authorization', 'content-type', 'x-request-id'] }),
+})
+
+const Telemetry = Obj({
+  // OTLP/HTTP trace export; absent → tracing off (and free)
+  otlp: Type.Optional(Obj({
+    endpoint: Type.String({ pattern: '^https?://' }), // base URL; /v1/traces is appended
+    serviceName: Type.String({ default: 'portcullis' }),
+    // share of requests traced when the client sent no sampled traceparent
+    sampleRatio: Type.Number({ minimum: 0, maximum: 1, default: 1 }),
+    timeout: Duration('10s'),
+  })),
+}, { default: {} })
+
+const Logging = Obj({
+  level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+  // one line per request with the access decision
+  decisions: Type.Boolean({ default: true }),
+}, { default: {} })
+
+const Route = Obj({
+  name: Name,
+  prefix: Type.String({ pattern: '^/([A-Za-z0-9._~!$&\'()+,=@-]+(/[A-Za-z0-9._~!$&\'()+,=@-]+)*)?$' }),
+  upstream: Type.String({ minLength: 1 }),
+  // path on the upstream that replaces the prefix; default: the prefix itself (path unchanged)
+  rewritePrefix: Type.Optional(Type.String({ pattern: '^/' })),
+  methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map(m => Type.Literal(m))), { minItems: 1, uniqueItems: true })),
+  auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')]),
+  // per method; every method the route allows must be covered ("*" covers the rest)
+  scopes: Type.Optional(Obj(Object.fromEntries(['*', ...HTTP_METHODS].map(m => [m, Type.Optional(ScopeRule)])) as Record<string, TSchema>)),
+  // issuers whose tokens this route accepts (`self` = tokens:); default: every configured issuer
+  issuers: Type.Optional(Type.Array(Name, { minItems: 1, uniqueItems: true })),
+  // time from accepting the request to the upstream's response headers, before 504
+  timeout: Duration('30s'),
+  // longest gap between two body chunks of the upstream's response (SSE, long polls)
+  idleTimeout: Duration('5m'),
+  // requests waiting for a connection to this route's upstream; beyond → 503 upstream_busy
+  queueLimit: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000 }),
+  // keep-alive connections per upstream pool
+  connections: Type.Integer({ minimum: 1, maximum: 10_000, default: 128 }),
+  // request body cap, counted on the stream (chunked or not); over it → 413
+  maxBodyBytes: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 10_485_760 }),
+  // send the client's Host upstream instead of the upstream's own
+  preserveHost: Type.Boolean({ default: false }),
+  websocket: Type.Boolean({ default: false }),
+  // answer CORS for this route (when `cors:` is configured); false: no CORS headers, preflights 404
+  cors: Type.Boolean({ default: true }),
+  // send a signed assertion (identity.assertion) with aud = this
+  assertion: Type.Optional(Obj({ audience: Type.String({ minLength: 1 }) })),
+  // a public route nested under a protected prefix is refused unless acknowledged here
+  allowShadow: Type.Boolean({ default: false }),
+})
+
+export const configSchema = Obj({
+  server: Server,
+  admin: Admin,
+  database: Database,
+  tokens: Tokens,
+  issuers: Type.Array(Issuer, { default: [] }),
+  identity: Identity,
+  login: Login,
+  revocation: Revocation,
+  cors: Type.Optional(Cors),
+  telemetry: Telemetry,
+  logging: Logging,
+  routes: Type.Array(Route, { minItems: 1 }),
+})
+
+/** the configuration as validated, defaults applied, before normalization (src/config/types.ts) */
+export type RawConfig = Static<typeof configSchema>
+export type RawRoute = Static<typeof Route>
+export type RawIssuer = Static<typeof Issuer>

@@ -31,7 +31,7 @@ export interface GatewayYamlOptions {
 export function writeGatewayYaml (o: GatewayYamlOptions): string {
   const key = o.keys.secret !== undefined ? { kid: KID, secret: o.keys.secret } : { kid: KID, privateKeyFile: o.keys.privateKeyFile }
   const route = (name: string, prefix: string): Record<string, unknown> => ({
-    name, prefix, upstream: o.upstream, auth: 'required', scopes: { GET: [SCOPE], POST: [SCOPE] },
+    name, prefix, upstream: o.upstream, auth: 'required', scopes: { '*': [SCOPE] },
   })
   const routes: Array<Record<string, unknown>> = []
   for (let i = 0; i < (o.extraRoutes ?? 0); i++) routes.push(route(`r${i}`, `/r${i}`))

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
@@ -5,7 +6,7 @@ import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
 import { configSchema } from '../../config/schema.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
-import { bestEffortChecks, normalize } from './checks.js'
+import { normalize } from './normalize.js'
 import type { GatewayConfig } from './types.js'
 
 export interface LoadOptions {
@@ -13,6 +14,8 @@ export interface LoadOptions {
   env?: Readonly<Record<string, string | undefined>>
   /** directory that relative key files resolve against; default: the config file's */
   baseDir?: string
+  /** for `server.workers: auto`; default: this machine's cores */
+  cores?: number
 }
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: false, verbose: true })
@@ -41,18 +44,20 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   if (problems.length > 0) throw new ConfigError(problems, source)
 
   const raw = resolvePlaceholders(doc.toJS() ?? {}, env, problems) as Record<string, unknown>
-  const ctx = { baseDir: options.baseDir ?? process.cwd(), source }
+  const ctx = { baseDir: options.baseDir ?? process.cwd(), source, hash: createHash('sha256').update(text).digest('hex'), cores: options.cores }
   if (!validate(raw)) {
     const schemaProblems = ajvProblems(validate.errors ?? [])
     problems.push(...schemaProblems)
     // add the semantic problems of the parts the schema did not already fault
     const related = (a: string, b: string): boolean => a === b || a.startsWith(b + '/') || b.startsWith(a + '/')
-    for (const p of bestEffortChecks(raw, ctx)) {
+    const semantic: ConfigProblem[] = []
+    normalize(raw, ctx, semantic)
+    for (const p of semantic) {
       if (!schemaProblems.some(s => related(s.path, p.path))) problems.push(p)
     }
   } else if (problems.length === 0) {
     const config = normalize(raw, ctx, problems)
-    if (problems.length === 0) return deepFreeze(config)
+    if (config !== undefined && problems.length === 0) return deepFreeze(config)
   }
   throw new ConfigError(dedupe(problems).map(p => ({ ...p, line: p.line ?? lineOf(doc, lineCounter, p.path) })), source)
 }

@@ -47,7 +47,7 @@ export class HeaderRewriter {
     this.#reservedPrefix = id.reservedPrefix
     // the mapped names are stripped too, even outside the reserved prefix: a claim the token
     // lacks sets no header, and then a client's copy must not pass for the gateway's
-    this.#injected = new Set([...Object.values(id.headers), ...(id.claimsHeader === '' ? [] : [id.claimsHeader])])
+    this.#injected = new Set([...id.mappings.map(m => m.header), ...(id.claimsHeader === '' ? [] : [id.claimsHeader])])
     this.#forwardAuthorization = id.forwardAuthorization
     this.#refreshCookie = id.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName
     this.#trust = trustFunction(config.server.trustProxy)

@@ -3,6 +3,11 @@ import type { GatewayConfig } from '../config/types.js'
 
 export type IdentityHeader = readonly [name: string, value: string]
 
+/** names the gateway writes for itself; inbound copies are stripped like the reserved prefix */
+export const GATEWAY_HEADER_PREFIX = 'x-portcullis-'
+/** names the identity headers left out because they did not fit identity.maxHeaderBytes */
+export const TRUNCATED_HEADER = 'x-portcullis-identity-truncated'
+
 // CR, LF and NUL would split or truncate a header (request smuggling); other C0 controls
 // and DEL are refused by HTTP parsers. Such a claim makes the token invalid.
 const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f]/ // eslint-disable-line no-control-regex
@@ -10,20 +15,59 @@ const NON_ASCII = /[^\u0000-\u007f]/ // eslint-disable-line no-control-regex
 
 /**
  * The identity headers a verified token gives the upstream (DESIGN: "The upstream's contract").
- * Strings as-is, numbers and booleans as text, arrays and objects as compact JSON, nothing for
- * a missing claim. Non-ASCII text is sent as its UTF-8 bytes.
+ * Each mapping walks a path into the claims (so `realm_access.roles` and a claim literally
+ * named `https://example.com/roles` both work); strings as-is, numbers and booleans as text,
+ * arrays and objects as compact JSON, nothing for a missing claim. Non-ASCII text is sent as
+ * its UTF-8 bytes.
+ *
+ * All headers together stay within `identity.maxHeaderBytes`: a token with 500 groups must
+ * not produce a request the upstream refuses (Node and nginx refuse headers past 16 KiB /
+ * 8 KiB). Over the budget the largest headers are left out whole — never cut into a partial
+ * list an upstream could misread as complete — and `x-portcullis-identity-truncated` names them.
+ * Computed once per verified token (the verify cache keeps it), never per request.
  */
 export function identityHeaders (claims: Readonly<Record<string, unknown>>, identity: GatewayConfig['identity']): IdentityHeader[] {
   const out: IdentityHeader[] = []
-  for (const claim in identity.headers) {
-    const value = claims[claim]
+  let bytes = 0
+  for (const m of identity.mappings) {
+    const value = claimAt(claims, m.path)
     if (value === undefined || value === null) continue
-    out.push([identity.headers[claim] as string, headerValue(value, claim)])
+    const text = headerValue(value, m.path.join('.'))
+    bytes += m.header.length + text.length
+    out.push([m.header, text])
   }
   if (identity.claimsHeader !== '') {
-    out.push([identity.claimsHeader, Buffer.from(JSON.stringify(claims)).toString('base64url')])
+    const text = Buffer.from(JSON.stringify(claims)).toString('base64url')
+    bytes += identity.claimsHeader.length + text.length
+    out.push([identity.claimsHeader, text])
   }
-  return out
+  return bytes <= identity.maxHeaderBytes ? out : withinBudget(out, identity.maxHeaderBytes)
+}
+
+/** the value at a path of claim names; undefined when any step is missing */
+export function claimAt (claims: Readonly<Record<string, unknown>>, path: readonly string[]): unknown {
+  let value: unknown = claims
+  for (const key of path) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, key)) return undefined
+    value = (value as Record<string, unknown>)[key]
+  }
+  return value
+}
+
+function withinBudget (headers: IdentityHeader[], budget: number): IdentityHeader[] {
+  const bySize = [...headers].sort((a, b) => (b[0].length + b[1].length) - (a[0].length + a[1].length))
+  const dropped = new Set<string>()
+  let bytes = headers.reduce((n, h) => n + h[0].length + h[1].length, 0)
+  // the marker itself must fit too
+  const marker = (): number => TRUNCATED_HEADER.length + [...dropped].join(',').length
+  for (const h of bySize) {
+    if (bytes + marker() <= budget) break
+    dropped.add(h[0])
+    bytes -= h[0].length + h[1].length
+  }
+  const kept: IdentityHeader[] = headers.filter(h => !dropped.has(h[0]))
+  kept.push([TRUNCATED_HEADER, [...dropped].join(',')])
+  return kept
 }
 
 function headerValue (value: unknown, claim: string): string {

@@ -10,7 +10,7 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
   t.teardown(() => upstream.close())
   let out = ''
   const sink = new Writable({ write (chunk, _enc, cb) { out += String(chunk); cb() } })
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', scopes: { GET: ['orders:read'] } }]), {
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', scopes: { GET: ['orders:read'], '*': ['orders:write'] } }]), {
     logger: pino({ level: 'info' }, sink),
   })
   const token = signWith(key, goodClaims({ sub: 'al"ice' }))

@@ -71,7 +71,7 @@ t.test('websocket route', async (t) => {
   const upstream = await startWsUpstream()
   t.teardown(() => upstream.close())
   const gw = await startGateway(t, baseConfig(key, [
-    { name: 'chat', prefix: '/ws', upstream: upstream.url, rewritePrefix: '/chat', websocket: true, auth: 'required', scopes: { GET: ['chat'] } },
+    { name: 'chat', prefix: '/ws', upstream: upstream.url, rewritePrefix: '/chat', websocket: true, auth: 'required', scopes: { GET: ['chat'], '*': ['chat'] } },
   ]))
   const wsUrl = `ws://127.0.0.1:${gw.port}/ws/room1?lang=en`
 

@@ -66,13 +66,21 @@ function route (overrides: Partial<RouteConfig>): RouteConfig {
     prefix: '/api',
     upstream: 'http://127.0.0.1:1',
     upstreamOrigin: 'http://127.0.0.1:1',
+    upstreamHost: '127.0.0.1:1',
     rewritePrefix: '/api',
     methods: undefined,
     auth: 'required',
     scopes: {},
+    issuers: ['self'],
     timeoutMs: 30_000,
+    idleTimeoutMs: 300_000,
+    queueLimit: 1000,
     connections: 1,
+    maxBodyBytes: 1_048_576,
+    preserveHost: false,
     websocket: false,
+    cors: true,
+    assertionAudience: undefined,
     allowShadow: false,
     ...overrides,
   }
@@ -311,8 +319,11 @@ t.test('Denylist', async (t) => {
 })
 
 t.test('identityHeaders', async (t) => {
+  const map = (h: Record<string, string>): GatewayConfig['identity']['mappings'] => Object.entries(h).map(([c, header]) => ({ path: [c], header }))
   const identity: GatewayConfig['identity'] = {
-    headers: { sub: 'x-user-id', scope: 'x-user-scopes', n: 'x-user-n', b: 'x-user-b', roles: 'x-user-roles', obj: 'x-user-obj', name: 'x-user-name', missing: 'x-user-missing', nul: 'x-user-nul' },
+    mappings: map({ sub: 'x-user-id', scope: 'x-user-scopes', n: 'x-user-n', b: 'x-user-b', roles: 'x-user-roles', obj: 'x-user-obj', name: 'x-user-name', missing: 'x-user-missing', nul: 'x-user-nul' }),
+    maxHeaderBytes: 8192,
+    assertion: undefined,
     claimsHeader: '',
     reservedPrefix: 'x-user-',
     forwardAuthorization: false,
@@ -353,9 +364,9 @@ t.test('identityHeaders', async (t) => {
   }
   t.equal(outcome(() => identityHeaders({ sub: 'a\tb' }, identity)), 'ok', 'a tab is a legal header character')
   // inside arrays and objects JSON escapes CR/LF/NUL, so the header value itself stays clean
-  t.same(identityHeaders({ sub: ['a\nb', 'c\u0000'] }, { ...identity, headers: { sub: 'x-user-id' } }), [['x-user-id', '["a\\nb","c\\u0000"]']], 'CR/LF/NUL inside JSON are escaped, not sent raw')
+  t.same(identityHeaders({ sub: ['a\nb', 'c\u0000'] }, { ...identity, mappings: map({ sub: 'x-user-id' }) }), [['x-user-id', '["a\\nb","c\\u0000"]']], 'CR/LF/NUL inside JSON are escaped, not sent raw')
 
-  const withClaims = identityHeaders({ sub: 'alice', x: 1 }, { ...identity, headers: { sub: 'x-user-id' }, claimsHeader: 'x-user-claims' })
+  const withClaims = identityHeaders({ sub: 'alice', x: 1 }, { ...identity, mappings: map({ sub: 'x-user-id' }), claimsHeader: 'x-user-claims' })
   t.same(withClaims[0], ['x-user-id', 'alice'])
   t.equal(withClaims[1]?.[0], 'x-user-claims', 'claims header present when configured')
   t.same(JSON.parse(Buffer.from(withClaims[1]?.[1] ?? '', 'base64url').toString('utf8')), { sub: 'alice', x: 1 }, 'claims header is base64url JSON of all claims')

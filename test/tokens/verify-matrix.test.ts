@@ -32,7 +32,7 @@ t.test('EdDSA gateway refuses every forged or malformed token', async (t) => {
   const attacker = makeKey('EdDSA')
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', scopes: { GET: ['orders:read'] } }]))
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', scopes: { GET: ['orders:read'], '*': ['orders:write'] } }]))
   const now = Math.floor(Date.now() / 1000)
   const jwkOfAttacker = createPublicKey(attacker.publicPem).export({ format: 'jwk' })
 
