@@ -32,8 +32,8 @@ for (const alg of ALGS) {
   const keys = buildKeySet(alg, config.tokens.keys)
   const signer = new TokenSigner(keys, { issuer: config.tokens.issuer, audience: config.tokens.audience, accessTokenTtlSec: 600 })
   const tokens = Array.from({ length: 2000 }, (_, i) => signer.sign({ sub: `u${i}`, scope: ['orders:read'] }).token)
-  const uncached = new TokenVerifier(keys, config)
-  const cached = new TokenVerifier(keys, loadConfigText(stringify({ ...raw, tokens: { ...raw.tokens, verifyCacheSize: 10_000 } }), { env: {} }))
+  const uncached = TokenVerifier.selfOnly(keys, config)
+  const cached = TokenVerifier.selfOnly(keys, loadConfigText(stringify({ ...raw, tokens: { ...raw.tokens, verifyCacheSize: 10_000 } }), { env: {} }))
   const now = Date.now()
   // baseline: fast-jwt alone, algorithm pinned, its own cache off
   const bare = createVerifier({ key: keys.verifying.get('k1')!.key, algorithms: [alg], cache: false })
@@ -45,7 +45,7 @@ for (const alg of ALGS) {
   if (alg === 'HS256') {
     // the cold case of npm run bench: every token new, so each verify also evicts from a full cache
     const fresh = Array.from({ length: 60_000 }, (_, i) => signer.sign({ sub: `n${i}`, scope: ['orders:read'] }).token)
-    const full = new TokenVerifier(keys, loadConfigText(stringify({ ...raw, tokens: { ...raw.tokens, verifyCacheSize: 10_000 } }), { env: {} }))
+    const full = TokenVerifier.selfOnly(keys, loadConfigText(stringify({ ...raw, tokens: { ...raw.tokens, verifyCacheSize: 10_000 } }), { env: {} }))
     for (let i = 0; i < 10_000; i++) full.verify(fresh[i]!, now)
     let next = 10_000
     const cold = timeIt(40_000, () => full.verify(fresh[next++ % fresh.length]!, now))

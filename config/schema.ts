@@ -149,17 +149,21 @@ const Issuer = Obj({
   jwks: Obj({
     // each fetch as a whole (connect, headers, body)
     fetchTimeout: Duration('5s'),
-    maxBytes: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 524_288 }),
-    // background refresh when the answer has no Cache-Control max-age
-    refreshInterval: Duration('1h'),
-    // Cache-Control max-age is honoured within [minRefreshInterval, maxRefreshInterval]
-    minRefreshInterval: Duration('1m'),
-    maxRefreshInterval: Duration('24h'),
-    // at most one fetch per cooldown for tokens with an unknown kid
+    // a real JWKS is 1–20 KiB (Entra ID with x5c chains ~15 KiB), a discovery document 2–6 KiB
+    maxBytes: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 262_144 }),
+    // background refresh when the answer has no Cache-Control max-age; a key the IdP withdrew
+    // keeps verifying at most ~0.8 × this
+    refreshInterval: Duration('10m'),
+    // Cache-Control max-age is honoured within [minRefreshInterval, maxRefreshInterval];
+    // minRefreshInterval is also the retry interval while fetches fail
+    minRefreshInterval: Duration('30s'),
+    maxRefreshInterval: Duration('1h'),
+    // at most one fetch per cooldown for tokens with an unknown kid (a flood of kids costs one)
     cooldown: Duration('30s'),
-    // keys stay in use this long past their refresh time while refreshes fail
-    staleIfError: Duration('24h'),
-    maxKeys: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+    // keys stay in use this long past their freshness while refreshes fail (IdP outage vs
+    // how long a withdrawn key could verify)
+    staleIfError: Duration('12h'),
+    maxKeys: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
   }, { default: {} }),
 })
 

@@ -1,5 +1,11 @@
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 import { pino, type Logger } from 'pino'
+import { Reason } from '../src/pipeline/auth-state.js'
+
+/** nginx's status for a client that closed the connection before the response was complete */
+export const CLIENT_CLOSED_STATUS = 499
+const kLogged = Symbol('portcullis.decisionLogged')
 
 /**
  * One structured line per request with the access decision (STYLE habit 9):
@@ -34,25 +40,41 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
   // the last lines reach the destination before the logger is flushed at shutdown
   app.addHook('onClose', (_app, done) => { flush(); done() })
 
-  app.addHook('onResponse', (request, reply, done) => {
+  const line = (request: FastifyRequest, status: number, reason: string | undefined): void => {
     const auth = request.auth
     const url = request.url
     const q = url.indexOf('?')
-    const sub = auth?.token?.sub
+    const sub = auth.token?.sub ?? auth.sub
     pending += (
       prefix + Date.now() +
       ',"reqId":' + JSON.stringify(request.id) +
-      ',"route":' + (auth === undefined || auth.route === '' ? 'null' : JSON.stringify(auth.route)) +
-      ',"granted":' + (auth?.granted === true) +
-      ',"reason":"' + (auth?.reason ?? 'unrouted') + '"' + // reasons are fixed identifiers
-      ',"sub":' + (sub === undefined ? 'null' : JSON.stringify(sub)) +
+      ',"route":' + (auth.route === '' ? 'null' : JSON.stringify(auth.route)) +
+      ',"granted":' + auth.granted +
+      ',"reason":"' + (reason ?? auth.reason) + '"' + // reasons are fixed identifiers
+      ',"sub":' + (sub === undefined || sub === '' ? 'null' : JSON.stringify(sub)) +
       ',"method":"' + request.method + '"' +
       ',"path":' + JSON.stringify(q === -1 ? url : url.slice(0, q)) +
-      ',"status":' + reply.statusCode +
-      ',"ms":' + (Math.round(reply.elapsedTime * 100) / 100) + '}\n'
+      ',"status":' + status +
+      ',"ms":' + (Math.round((performance.now() - request.acceptedAt) * 100) / 100) + '}\n'
     )
     if (pending.length >= MAX_PENDING_CHARS) flush()
     else if (!scheduled) { scheduled = true; setImmediate(flush) }
+  }
+
+  app.addHook('onResponse', (request, reply, done) => {
+    if (!request[kLogged]) { request[kLogged] = true; line(request, reply.statusCode, undefined) }
     done()
   })
-}, { name: 'portcullis-access-log', fastify: '5.x', dependencies: ['portcullis-auth'] })
+  // a client that went away before its response was complete gets its line too (status 499,
+  // as nginx writes it); without this hook an aborted proxied response left no trace
+  app.addHook('onRequestAbort', (request, done) => {
+    if (!request[kLogged]) { request[kLogged] = true; line(request, CLIENT_CLOSED_STATUS, Reason.clientClosed) }
+    done()
+  })
+}, { name: 'portcullis-access-log', fastify: '5.x', dependencies: ['portcullis-edge'] })
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    [kLogged]?: boolean
+  }
+}

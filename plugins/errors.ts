@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { AuthState } from '../src/pipeline/auth-state.js'
 import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
 import { pathRejected } from '../src/pipeline/path.js'
 
@@ -22,13 +23,24 @@ export default fp(async function errors (app, opts: { realm: string }) {
     const e = toGatewayError(err)
     if (e.statusCode >= 500) request.log.error({ err, code: e.code, reqId: request.id }, 'request failed')
     else if (e.cause !== undefined) request.log.debug({ code: e.code, reqId: request.id, cause: String(e.cause) }, 'request refused')
+    refuse(request, e)
     return sendError(reply, e, realm)
   })
 
   app.setNotFoundHandler((request, reply) => {
-    return sendError(reply, routeNotFound(), realm)
+    const e = routeNotFound()
+    refuse(request, e)
+    return sendError(reply, e, realm)
   })
 }, { name: 'portcullis-errors', fastify: '5.x' })
+
+/** the decision of a refused request: its reason is the error's code (one place for every stage) */
+function refuse (request: FastifyRequest, e: GatewayError): void {
+  const auth = request.auth as AuthState | undefined
+  if (auth === undefined) return
+  auth.granted = false
+  auth.reason = e.code
+}
 
 /** Fastify's own errors (bad JSON, too large, wrong media type…) keep their 4xx status; others become 500. */
 export function toGatewayError (err: FastifyError | GatewayError | Error): GatewayError {
@@ -61,6 +73,9 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   }
   if (e.retryAfterSec !== undefined) reply.header('retry-after', String(e.retryAfterSec))
   reply.header('cache-control', 'no-store')
+  // a body the client has not sent (it may wait for 100 Continue) or not finished sending
+  // must not be read as the next request on this connection
+  if (!reply.request.raw.complete) reply.header('connection', 'close')
   // the gateway's own answers carry the request id too, like proxied ones (headers.ts response())
   reply.header('x-request-id', reply.request.id)
   return reply.type('application/json; charset=utf-8').send(body)

@@ -7,7 +7,8 @@ export interface MetricsOptions {
   /** the public listener whose requests are counted */
   gateway: FastifyInstance
   denylist: Denylist
-  verifier: TokenVerifier
+  /** the verifier in force (it changes with a reload) */
+  verifier: () => TokenVerifier
   /** 1 when ready, 0 when not */
   ready: () => boolean
 }
@@ -43,7 +44,7 @@ export default fp(async function metrics (admin, opts: MetricsOptions) {
       `portcullis_denylist_entries ${opts.denylist.size}`,
       '# HELP portcullis_verify_cache_entries Verified tokens cached.',
       '# TYPE portcullis_verify_cache_entries gauge',
-      `portcullis_verify_cache_entries ${opts.verifier.cacheSize}`,
+      `portcullis_verify_cache_entries ${opts.verifier().cacheSize}`,
       '# HELP portcullis_ready 1 when the gateway is ready (revocations current).',
       '# TYPE portcullis_ready gauge',
       `portcullis_ready ${opts.ready() ? 1 : 0}`,

@@ -1,140 +1,194 @@
+import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import fastifyCookie from '@fastify/cookie'
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import type { GatewayConfig } from '../src/config/types.js'
 import { ErrorCode, GatewayError, invalidRequest } from '../src/errors.js'
-import { extractBearer } from '../src/pipeline/extract.js'
+import { authenticate, missingToken } from '../src/pipeline/authenticate.js'
+import { Reason } from '../src/pipeline/auth-state.js'
 import { createCookieRequestCheck, isJsonContentType } from '../src/sessions/csrf.js'
 import type { AccessClaims, SessionService, TokenPair } from '../src/sessions/service.js'
-import type { TokenVerifier } from '../src/tokens/verifier.js'
+import type { VerifiedToken } from '../src/tokens/verified-token.js'
+import { kExpectsContinue } from '../src/proxy/exchange.js'
 
 export interface SessionsPluginOptions {
   config: GatewayConfig
   service: SessionService
-  verifier: TokenVerifier
   clock: () => number
 }
 
 const MAX_USERNAME_CHARS = 256
+const ENDPOINTS = ['login', 'refresh', 'logout', 'logout-all'] as const
 
 /**
  * The auth endpoints (DESIGN: the client's contract): login, refresh, logout, logout-all.
- * Cookie-carried requests are CSRF-checked (POST only, strict JSON, Origin allow-list or
- * same origin, Sec-Fetch-Site) before the body is read, so a refused request consumes nothing.
+ * Each request walks: edge stage (every request) → CORS (the gateway's `cors:` section) →
+ * CSRF for cookie-carried requests (POST only, strict JSON, Origin allow-list or same
+ * origin, Sec-Fetch-Site) before the body is read, so a refused request consumes nothing →
+ * 100-continue → body → the session service. Logout and logout-all authenticate through the
+ * same authenticate stage as proxied routes, so a revoked access token is refused here too.
+ *
+ * The refresh cookie is parsed, set and cleared with @fastify/cookie, registered in this
+ * scope only: proxied routes never pay for cookie parsing (their refresh-cookie stripping is
+ * a hand-tuned string scan in pipeline/headers.ts).
  */
 export default fp(async function sessions (app, opts: SessionsPluginOptions) {
-  const { config, service, verifier, clock } = opts
+  const { config, service, clock } = opts
   const { transport, cookieName } = config.tokens.refresh
   const cookies = transport !== 'body'
   const bodies = transport !== 'cookie'
   const csrf = createCookieRequestCheck({ allowedOrigins: config.tokens.allowedOrigins })
-  const cookieAttributes = 'Path=/; HttpOnly; Secure; SameSite=Strict'
-  const clearCookie = `${cookieName}=; ${cookieAttributes}; Max-Age=0`
+  const cookieOptions = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const
 
-  // every method but POST is refused on the auth endpoints (a GET must never log anyone out)
-  const notAllowed = (_request: FastifyRequest, reply: FastifyReply): void => {
-    reply.header('allow', 'POST')
-    throw new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed')
-  }
-  for (const url of ['/auth/login', '/auth/refresh', '/auth/logout', '/auth/logout-all']) {
-    app.route({ method: ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], url, handler: notAllowed })
-  }
+  await app.register(async function authEndpoints (scope) {
+    await scope.register(fastifyCookie, { hook: 'onRequest' })
 
-  /** runs before the body is parsed: strict JSON always; browser checks when a browser speaks */
-  function checkRequest (request: FastifyRequest, cookieCarried: boolean): void {
-    const h = request.headers
-    if (cookieCarried || h.origin !== undefined || h['sec-fetch-site'] !== undefined) {
-      const verdict = csrf({ method: request.method, contentType: h['content-type'], origin: h.origin, secFetchSite: h['sec-fetch-site'] as string | undefined, host: h.host, proto: request.protocol })
-      if (!verdict.ok) throw new GatewayError(verdict.error.code, verdict.error.statusCode, verdict.error.message)
-    } else if (!isJsonContentType(h['content-type'])) {
-      throw new GatewayError(ErrorCode.unsupportedMediaType, 415, 'the body must be application/json')
+    /** names the decision, answers CORS (preflights included) before anything else */
+    const enter = (name: string): onRequestHookHandler => function (request, reply, done) {
+      request.auth.route = `auth.${name}`
+      const cors = request.runtime.cors
+      if (cors !== undefined) {
+        const origin = request.headers.origin
+        if (request.method === 'OPTIONS' && origin !== undefined && request.headers['access-control-request-method'] !== undefined) {
+          try {
+            setHeaders(reply, cors.preflight(origin, 'POST'))
+          } catch (err) {
+            request.auth.reason = (err as GatewayError).code
+            done(err as GatewayError)
+            return
+          }
+          request.auth.granted = true
+          request.auth.reason = Reason.preflight
+          reply.code(204).header('content-length', '0').send()
+          return
+        }
+        setHeaders(reply, cors.headers(origin))
+      }
+      done()
     }
-  }
 
-  function refreshCookie (request: FastifyRequest): string | undefined {
-    if (!cookies) return undefined
-    const header = request.headers.cookie
-    if (header === undefined || !header.includes(cookieName)) return undefined
-    for (const pair of header.split(';')) {
-      const eq = pair.indexOf('=')
-      if (eq !== -1 && pair.slice(0, eq).trim() === cookieName) return pair.slice(eq + 1).trim()
+    /** runs before the body is parsed: strict JSON always; browser checks when a browser speaks */
+    const guard = (cookieCarried: (request: FastifyRequest) => boolean): onRequestHookHandler => function (request, _reply, done) {
+      const h = request.headers
+      let error: GatewayError | undefined
+      if (cookieCarried(request) || h.origin !== undefined || h['sec-fetch-site'] !== undefined) {
+        // request.protocol and request.host follow server.trustProxy: a same-origin SPA behind
+        // a TLS-terminating load balancer is same-origin here too (issue 9)
+        const verdict = csrf({ method: request.method, contentType: h['content-type'], origin: h.origin, secFetchSite: h['sec-fetch-site'] as string | undefined, host: request.host, proto: request.protocol })
+        if (!verdict.ok) error = verdict.error
+      } else if (!isJsonContentType(h['content-type'])) {
+        error = new GatewayError(ErrorCode.unsupportedMediaType, 415, 'the body must be application/json')
+      }
+      if (error !== undefined) {
+        request.auth.reason = error.code
+        done(error)
+        return
+      }
+      done()
     }
-    return undefined
-  }
 
-  function sendPair (reply: FastifyReply, pair: TokenPair): void {
-    const body: Record<string, unknown> = { access_token: pair.accessToken, token_type: pair.tokenType, expires_in: pair.expiresIn }
-    const refreshMaxAgeSec = Math.max(0, Math.floor((pair.refreshExpiresAt.getTime() - clock()) / 1000))
-    if (bodies) {
-      body.refresh_token = pair.refreshToken
-      body.refresh_expires_in = refreshMaxAgeSec
+    // the client is told to send its body only once the checks above passed (issue 8, item 8)
+    scope.addHook('preParsing', (request, reply, payload, done) => {
+      if ((request.raw as IncomingMessage & { [kExpectsContinue]?: boolean })[kExpectsContinue] === true) reply.raw.writeContinue()
+      done(null, payload)
+    })
+
+    // every method but POST is refused on the auth endpoints (a GET must never log anyone out)
+    for (const name of ENDPOINTS) {
+      scope.route({
+        method: ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+        url: `/auth/${name}`,
+        onRequest: enter(name),
+        handler: (request, reply) => {
+          reply.header('allow', 'POST')
+          request.auth.reason = ErrorCode.methodNotAllowed
+          throw new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed')
+        },
+      })
     }
-    if (cookies) reply.header('set-cookie', `${cookieName}=${pair.refreshToken}; ${cookieAttributes}; Max-Age=${refreshMaxAgeSec}`)
-    reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(body)
-  }
 
-  const client = (request: FastifyRequest): { ip: string, userAgent: string | undefined } => ({ ip: request.ip, userAgent: request.headers['user-agent'] })
+    const refreshCookie = (request: FastifyRequest): string | undefined => cookies ? request.cookies[cookieName] : undefined
+    const hasRefreshCookie = (request: FastifyRequest): boolean => refreshCookie(request) !== undefined
 
-  /** the verified claims of the request's access token, or undefined (absent, invalid or expired) */
-  function accessClaims (request: FastifyRequest): AccessClaims | undefined {
-    try {
-      const raw = extractBearer(request.headers.authorization)
-      return raw === undefined ? undefined : verifier.verify(raw, clock()).claims
-    } catch {
-      return undefined
+    function sendPair (request: FastifyRequest, reply: FastifyReply, pair: TokenPair): void {
+      const body: Record<string, unknown> = { access_token: pair.accessToken, token_type: pair.tokenType, expires_in: pair.expiresIn }
+      const refreshMaxAgeSec = Math.max(0, Math.floor((pair.refreshExpiresAt.getTime() - clock()) / 1000))
+      if (bodies) {
+        body.refresh_token = pair.refreshToken
+        body.refresh_expires_in = refreshMaxAgeSec
+      }
+      if (cookies) reply.setCookie(cookieName, pair.refreshToken, { ...cookieOptions, maxAge: refreshMaxAgeSec })
+      granted(request, pair.sub)
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(body)
     }
-  }
 
-  app.post('/auth/login', {
-    onRequest: (request, _reply, done) => { checkRequest(request, false); done() },
-  }, async (request, reply) => {
-    const body = request.body as { username?: unknown, password?: unknown } | null
-    if (body === null || typeof body !== 'object' || typeof body.username !== 'string' || typeof body.password !== 'string' ||
-      body.username === '' || body.username.length > MAX_USERNAME_CHARS) {
-      throw invalidRequest(ErrorCode.badRequest, 'the body must be {"username": "…", "password": "…"}')
+    const clearRefreshCookie = (reply: FastifyReply): void => { if (cookies) reply.clearCookie(cookieName, cookieOptions) }
+    const client = (request: FastifyRequest): { ip: string, userAgent: string | undefined } => ({ ip: request.ip, userAgent: request.headers['user-agent'] })
+
+    /** the request's access token through the authenticate stage (verified and not revoked) */
+    async function accessToken (request: FastifyRequest): Promise<VerifiedToken | undefined> {
+      return await authenticate(request.runtime.authenticator, request.headers, clock())
     }
-    sendPair(reply, await service.login(body.username, body.password, client(request)))
+
+    scope.post('/auth/login', { onRequest: [enter('login'), guard(() => false)] }, async (request, reply) => {
+      const body = request.body as { username?: unknown, password?: unknown } | null
+      if (body === null || typeof body !== 'object' || typeof body.username !== 'string' || typeof body.password !== 'string' ||
+        body.username === '' || body.username.length > MAX_USERNAME_CHARS) {
+        throw invalidRequest(ErrorCode.badRequest, 'the body must be {"username": "…", "password": "…"}')
+      }
+      sendPair(request, reply, await service.login(body.username, body.password, client(request)))
+    })
+
+    scope.post('/auth/refresh', { onRequest: [enter('refresh'), guard(hasRefreshCookie)] }, async (request, reply) => {
+      const fromCookie = refreshCookie(request)
+      const body = request.body as { refresh_token?: unknown } | null | undefined
+      const fromBody = typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
+      if (fromBody !== undefined && !bodies) throw invalidRequest(ErrorCode.badRequest, 'refresh tokens are accepted in the cookie only')
+      if (fromCookie !== undefined && fromBody !== undefined && fromCookie !== fromBody) {
+        throw invalidRequest(ErrorCode.badRequest, 'two different refresh tokens were presented')
+      }
+      const presented = fromBody ?? fromCookie
+      if (presented === undefined) throw invalidRequest(ErrorCode.badRequest, 'no refresh token was presented')
+      try {
+        sendPair(request, reply, await service.refresh(presented, client(request)))
+      } catch (err) {
+        // a dead refresh token in a cookie is useless: clear it so the browser stops sending it
+        if ((err as { code?: string }).code === ErrorCode.invalidGrant && fromCookie !== undefined) clearRefreshCookie(reply)
+        throw err
+      }
+    })
+
+    scope.post('/auth/logout', { onRequest: [enter('logout'), guard(hasRefreshCookie)] }, async (request, reply) => {
+      const body = request.body as { refresh_token?: unknown } | null | undefined
+      const fromBody = bodies && typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
+      // an access token, if sent, must be valid and not revoked: a revoked one is refused
+      // (issue 9, item 3), an absent one is fine (the refresh token names the session)
+      const token = await accessToken(request)
+      await service.logout(fromBody ?? refreshCookie(request), token?.claims as AccessClaims | undefined)
+      clearRefreshCookie(reply)
+      granted(request, token?.sub)
+      reply.code(204).header('cache-control', 'no-store').send()
+    })
+
+    scope.post('/auth/logout-all', { onRequest: [enter('logout-all'), guard(() => false)] }, async (request, reply) => {
+      // "log out everywhere" needs a valid, unrevoked access token of our own: it names the user
+      const token = await accessToken(request)
+      if (token === undefined) throw missingToken()
+      if (token.issuer !== 'self') throw new GatewayError(ErrorCode.tokenIssuerNotAllowed, 401, 'log out everywhere needs an access token issued by this gateway', { oauthError: 'invalid_token' })
+      await service.logoutAll(token.sub)
+      clearRefreshCookie(reply)
+      granted(request, token.sub)
+      reply.code(204).header('cache-control', 'no-store').send()
+    })
   })
+}, { name: 'portcullis-sessions', fastify: '5.x', dependencies: ['portcullis-errors', 'portcullis-edge'] })
 
-  app.post('/auth/refresh', {
-    onRequest: (request, _reply, done) => { checkRequest(request, refreshCookie(request) !== undefined); done() },
-  }, async (request, reply) => {
-    const fromCookie = refreshCookie(request)
-    const body = request.body as { refresh_token?: unknown } | null | undefined
-    const fromBody = typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
-    if (fromBody !== undefined && !bodies) throw invalidRequest(ErrorCode.badRequest, 'refresh tokens are accepted in the cookie only')
-    if (fromCookie !== undefined && fromBody !== undefined && fromCookie !== fromBody) {
-      throw invalidRequest(ErrorCode.badRequest, 'two different refresh tokens were presented')
-    }
-    const presented = fromBody ?? fromCookie
-    if (presented === undefined) throw invalidRequest(ErrorCode.badRequest, 'no refresh token was presented')
-    try {
-      sendPair(reply, await service.refresh(presented, client(request)))
-    } catch (err) {
-      // a dead refresh token in a cookie is useless: clear it so the browser stops sending it
-      if ((err as { code?: string }).code === 'invalid_grant' && fromCookie !== undefined) reply.header('set-cookie', clearCookie)
-      throw err
-    }
-  })
+function granted (request: FastifyRequest, sub: string | undefined): void {
+  request.auth.granted = true
+  request.auth.reason = Reason.granted
+  request.auth.sub = sub
+}
 
-  app.post('/auth/logout', {
-    onRequest: (request, _reply, done) => { checkRequest(request, refreshCookie(request) !== undefined); done() },
-  }, async (request, reply) => {
-    const body = request.body as { refresh_token?: unknown } | null | undefined
-    const fromBody = bodies && typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
-    await service.logout(fromBody ?? refreshCookie(request), accessClaims(request))
-    if (cookies) reply.header('set-cookie', clearCookie)
-    reply.code(204).header('cache-control', 'no-store').send()
-  })
-
-  app.post('/auth/logout-all', {
-    onRequest: (request, _reply, done) => { checkRequest(request, false); done() },
-  }, async (request, reply) => {
-    // "log out everywhere" needs a valid access token: it names the user
-    const raw = extractBearer(request.headers.authorization)
-    if (raw === undefined) throw new GatewayError(ErrorCode.missingToken, 401, 'an access token is required')
-    const token = verifier.verify(raw, clock())
-    await service.logoutAll(token.sub)
-    if (cookies) reply.header('set-cookie', clearCookie)
-    reply.code(204).header('cache-control', 'no-store').send()
-  })
-}, { name: 'portcullis-sessions', fastify: '5.x', dependencies: ['portcullis-errors'] })
+function setHeaders (reply: FastifyReply, list: readonly string[]): void {
+  for (let i = 0; i < list.length; i += 2) reply.header(list[i] as string, list[i + 1] as string)
+}

@@ -1,15 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
-import { buildKeySet, type KeySet } from './tokens/keys.js'
-import { TokenSigner } from './tokens/signer.js'
-import { TokenVerifier } from './tokens/verifier.js'
+import { createLogger } from './logger.js'
 import { Denylist } from './pipeline/denylist.js'
 import { HeaderRewriter } from './pipeline/headers.js'
+import { trustFunction } from './pipeline/trust.js'
+import { compileRuntime, KeySetRegistry, type Runtime, type RuntimeHolder, type Shared } from './runtime.js'
+import { PoolRegistry } from './proxy/pools.js'
+import { LiveSockets } from './proxy/live-sockets.js'
 import errorsPlugin, { sendError, toGatewayError } from '../plugins/errors.js'
-import authPlugin from '../plugins/auth.js'
+import edgePlugin from '../plugins/edge.js'
 import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
 import accessLogPlugin from '../plugins/access-log.js'
@@ -21,6 +23,8 @@ import { SessionService } from './sessions/service.js'
 import { RevocationFeed } from './sessions/revocation-feed.js'
 import { LoginThrottle } from './sessions/throttle.js'
 import type { Store } from './sessions/store.js'
+import { reloadProblems } from './reload.js'
+import { ConfigError, type ConfigProblem } from './errors.js'
 
 export interface GatewayDeps {
   /** epoch ms; tests inject one instead of sleeping */
@@ -38,28 +42,25 @@ export interface GatewayDeps {
 
 /** The assembled gateway: the public listener, the admin listener and the core they share. */
 export interface Gateway {
-  config: GatewayConfig
+  /** the configuration in force (changes with a reload) */
+  readonly config: GatewayConfig
+  /** the compiled configuration in force */
+  readonly runtime: Runtime
   app: FastifyInstance
   admin: FastifyInstance
-  keys: KeySet
-  signer: TokenSigner
-  verifier: TokenVerifier
   denylist: Denylist
   logger: Logger
+  live: LiveSockets
   /** reasons the gateway is not ready; components push checks here */
   readiness: Array<() => string | undefined>
   sessions: { service: SessionService, feed: RevocationFeed, store: Store } | undefined
+  /**
+   * Switches to a new, already validated configuration: routes, policies, keys, issuers and
+   * mappings change in one assignment; in-flight requests finish on the old ones. Throws
+   * ConfigError (nothing changed) when the new file changes what only a restart can.
+   */
+  apply: (config: GatewayConfig) => Promise<void>
   close: () => Promise<void>
-}
-
-/** Default logger: JSON lines, asynchronous and buffered so logging never blocks the hot path. */
-export function defaultLogger (level: string): Logger {
-  return pino({
-    level,
-    base: { pid: process.pid },
-    // belt and braces: nothing logs these on purpose
-    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'password', 'refresh_token', 'access_token'], censor: '[redacted]' },
-  }, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
 }
 
 const PURGE_INTERVAL_MS = 3_600_000
@@ -70,19 +71,19 @@ const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request',
 function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
   const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
-  const body = status === 431 ? CLIENT_ERROR_BODY.replace('400', '431').replace('the request is malformed', 'the request headers are too large') : CLIENT_ERROR_BODY
+  const body = status === 431 ? CLIENT_ERROR_BODY.replace('400', '431').replace('bad_request', 'headers_too_large').replace('the request is malformed', 'the request headers are too large') : CLIENT_ERROR_BODY
   socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
 /** Builds (but does not start) the gateway from a validated configuration. Everything per-route is compiled here. */
-export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
+export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const clock = deps.clock ?? Date.now
-  const logger = deps.logger ?? defaultLogger(config.logging.level)
-  const keys = buildKeySet(config.tokens.algorithm, config.tokens.keys)
-  const signer = new TokenSigner(keys, { issuer: config.tokens.issuer, audience: config.tokens.audience, accessTokenTtlSec: config.tokens.accessTokenTtlSec, clock })
-  const verifier = new TokenVerifier(keys, config)
+  const logger = deps.logger ?? createLogger(initial.logging.level)
   const denylist = deps.denylist ?? new Denylist()
-  const rewriter = new HeaderRewriter(config)
+  const trust = trustFunction(initial.server.trustProxy)
+  const live = new LiveSockets(denylist, clock)
+  const shared: Shared = { pools: new PoolRegistry(), keySets: new KeySetRegistry(), denylist, live, trust, clock, logger }
+  const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
   const readiness: Array<() => string | undefined> = []
 
   const app = Fastify({
@@ -92,41 +93,43 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     childLoggerFactory: (parent) => parent,
     requestIdHeader: false,
     genReqId: (req) => HeaderRewriter.requestId(req.headers['x-request-id'], randomUUID),
-    trustProxy: config.server.trustProxy as boolean | string[],
-    requestTimeout: config.server.requestTimeoutMs,
-    keepAliveTimeout: config.server.keepAliveTimeoutMs,
-    bodyLimit: config.server.bodyLimitBytes,
+    // the one trust decision (pipeline/trust.ts), shared with the forwarding headers
+    trustProxy: initial.server.trustProxy === false ? false : trust,
+    requestTimeout: initial.server.requestTimeoutMs,
+    keepAliveTimeout: initial.server.keepAliveTimeoutMs,
+    bodyLimit: initial.server.bodyLimitBytes,
     // matching ignores case so /API/Admin cannot slip past a guard on /api/admin
     routerOptions: { caseSensitive: false, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
     return503OnClosing: true,
     // errors raised before routing (an undecodable URL) get the same JSON shape as ours
-    frameworkErrors: (err, _request, reply) => { sendError(reply, toGatewayError(err), config.server.realm) },
+    frameworkErrors: (err, _request, reply) => { sendError(reply, toGatewayError(err), initial.server.realm) },
     clientErrorHandler: writeClientError,
   })
-  await app.register(errorsPlugin, { realm: config.server.realm })
-  await app.register(authPlugin, { verifier, denylist, clock })
-  if (config.logging.decisions) await app.register(accessLogPlugin, { logger })
-  await app.register(jwksPlugin, { keys })
-  await app.register(proxyPlugin, { config, rewriter })
+  await app.register(errorsPlugin, { realm: initial.server.realm })
+  await app.register(edgePlugin, { holder })
+  if (initial.logging.decisions) await app.register(accessLogPlugin, { logger })
+  await app.register(jwksPlugin)
   const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)
+  await app.register(proxyPlugin, { clock })
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
-  await admin.register(errorsPlugin, { realm: config.server.realm })
+  await admin.register(errorsPlugin, { realm: initial.server.realm })
   await admin.register(healthPlugin, {
     notReady: () => readiness.map(check => check()).filter((r): r is string => r !== undefined),
   })
-  await admin.register(metricsPlugin, { gateway: app, denylist, verifier, ready: () => readiness.every(check => check() === undefined) })
-  if (sessions !== undefined && config.admin.token !== '') {
-    await admin.register(adminApiPlugin, { token: config.admin.token, service: sessions.service, store: sessions.store })
+  await admin.register(metricsPlugin, { gateway: app, denylist, verifier: () => holder.current.verifier, ready: () => readiness.every(check => check() === undefined) })
+  if (sessions !== undefined && initial.admin.token !== '') {
+    await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store })
   }
 
   /** login/refresh/logout on the public listener, revocations followed from the store */
   async function wireSessions (store: Store): Promise<NonNullable<Gateway['sessions']>> {
-    const t = config.tokens
+    const t = initial.tokens
     const service = new SessionService({
       store,
       clock,
-      signAccessToken: (input) => signer.sign(input),
+      // the signing key of the configuration in force (key rotation by reload)
+      signAccessToken: (input) => holder.current.signer.sign(input),
       throttle: new LoginThrottle({ clock }),
       options: {
         refreshTokenTtlSec: t.refreshTokenTtlSec,
@@ -140,7 +143,7 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     // the denylist is complete before the first request is served (fail closed)
     await feed.start()
     readiness.push(() => feed.ready ? undefined : `revocation feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`)
-    await app.register(sessionsPlugin, { config, service, verifier, clock })
+    await app.register(sessionsPlugin, { config: initial, service, clock })
     // expired refresh tokens, sessions and revocations leave the database; idempotent, so
     // every replica may run it
     const purge = setInterval(() => {
@@ -151,19 +154,31 @@ export async function buildGateway (config: GatewayConfig, deps: GatewayDeps = {
     return { service, feed, store }
   }
 
+  async function apply (next: GatewayConfig): Promise<void> {
+    const problems: ConfigProblem[] = reloadProblems(holder.current.config, next)
+    if (problems.length > 0) throw new ConfigError(problems, next.source)
+    const runtime = compileRuntime(next, shared)
+    holder.current = runtime // the one switch: requests from here on see the new configuration
+    shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
+    await shared.pools.retain(runtime.pools)
+  }
+
   return {
-    config,
+    get config () { return holder.current.config },
+    get runtime () { return holder.current },
     app,
     admin,
-    keys,
-    signer,
-    verifier,
     denylist,
     logger,
+    live,
     readiness,
     sessions,
+    apply,
     close: async () => {
+      live.close()
       await Promise.allSettled([app.close(), admin.close()])
+      shared.keySets.close()
+      await shared.pools.close()
       if (sessions !== undefined) {
         await sessions.feed.close()
         await sessions.store.close()

@@ -38,8 +38,24 @@ export class Denylist {
   readonly #sessions = new Map<string, number>()
   /** sub → [issuedBeforeSec, expiresAtSec] */
   readonly #users = new Map<string, [number, number]>()
+  readonly #listeners = new Set<() => void>()
+
+  /** called after every change (open WebSockets are re-checked); returns the unsubscribe function */
+  onChange (listener: () => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  #changed (): void {
+    for (const l of this.#listeners) l()
+  }
 
   add (entry: RevocationEntry): void {
+    this.#add(entry)
+    this.#changed()
+  }
+
+  #add (entry: RevocationEntry): void {
     if (entry.kind === 'jti') {
       this.#jtis.set(entry.value, Math.max(entry.expiresAtSec, this.#jtis.get(entry.value) ?? 0))
     } else if (entry.kind === 'session') {
@@ -56,7 +72,8 @@ export class Denylist {
     this.#jtis.clear()
     this.#sessions.clear()
     this.#users.clear()
-    for (const e of entries) this.add(e)
+    for (const e of entries) this.#add(e)
+    this.#changed()
   }
 
   /** the reason a verified token is revoked, or undefined when it is not */

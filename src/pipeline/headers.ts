@@ -1,36 +1,53 @@
-import { BlockList, isIPv6 } from 'node:net'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { GatewayConfig } from '../config/types.js'
 import type { IdentityHeader } from '../tokens/identity.js'
+import { GATEWAY_HEADER_PREFIX } from '../tokens/identity.js'
+import { HOP_BY_HOP, connectionNominated } from '../proxy/hop-by-hop.js'
+import type { TrustFunction } from './trust.js'
 
 /**
- * Header rewriting, the one seam where upstream-bound headers change (DESIGN: the
- * upstream's contract). Built once at boot into a HeaderRewriter; per request it copies
- * the inbound headers minus everything spoofable or hop-by-hop, then adds the identity.
+ * The rewrite stage: the one seam where upstream-bound request headers change (DESIGN: the
+ * upstream's contract). Built once per configuration; per request it copies the inbound
+ * headers minus everything spoofable or hop-by-hop, then adds what the gateway vouches for.
+ * The checklist (reply-from, nginx; each rule has a test in test/e2e/):
+ *
+ * 1. hop-by-hop headers and every header the client's `Connection` names are removed; a
+ *    `Connection` can never remove what the gateway sets (Host, identity) — those are set after
+ * 2. `Host` is the upstream's own (its origin's host:port) unless the route has
+ *    `preserveHost`; the client's goes in `x-forwarded-host` (fix-host-reaches-upstream)
+ * 3. every header under the reserved prefix, `x-portcullis-*`, and every mapped identity
+ *    header name is removed, in any case, repeated, or with `_` for `-`
+ * 4. method-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+ *    `X-Method-Override`) are removed: the method that was authorized is the method that
+ *    runs (fix-method-override)
+ * 5. `x-forwarded-for/-proto/-host`, `forwarded`, `x-real-ip` survive only from a trusted
+ *    proxy (server.trustProxy); the gateway appends/sets its own
+ * 6. `Authorization` and the refresh cookie are not forwarded unless configured
+ * 7. `x-request-id` is the gateway's (the client's when well-formed)
+ * 8. `Expect` is removed (the gateway answered 100-continue itself, after authorization);
+ *    `TE` passes only as `trailers`
+ * 9. `traceparent`/`tracestate` are the gateway's when tracing is on
+ * 10. `Content-Length` passes (undici checks it against the body it sends)
  */
 
-// RFC 9110 §7.6.1 hop-by-hop, plus legacy ones proxies still meet
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate', 'http2-settings',
-  // Node's server already answered a 100-continue; the upstream gets the body without asking
-  'expect',
-])
-// Set by the gateway from what it saw; inbound copies survive only from a trusted proxy
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'])
-
+const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface RequestFacts {
   /** address of the TCP peer */
   peerAddress: string
-  /** http or https, as this gateway received it */
+  /** http or https as the client used it (Fastify's request.protocol: trusted proxies considered) */
   protocol: string
-  /** the Host the client asked for (the upstream request carries the upstream's) */
+  /** the Host the client asked for (Fastify's request.host: trusted proxies considered) */
   host: string | undefined
+  /** the Host header the upstream gets */
+  upstreamHost: string
   requestId: string
   /** identity headers of the verified token, or undefined for an anonymous request */
   identity: readonly IdentityHeader[] | undefined
+  /** extra headers the gateway sets (assertion, traceparent) */
+  extra?: readonly IdentityHeader[] | undefined
   /** websocket upgrades keep their upgrade headers */
   upgrade?: boolean
 }
@@ -40,23 +57,27 @@ export class HeaderRewriter {
   readonly #injected: ReadonlySet<string>
   readonly #forwardAuthorization: boolean
   readonly #refreshCookie: string | undefined
-  readonly #trust: (address: string) => boolean
+  readonly #trust: TrustFunction
 
-  constructor (config: GatewayConfig) {
+  constructor (config: GatewayConfig, trust: TrustFunction) {
     const id = config.identity
     this.#reservedPrefix = id.reservedPrefix
     // the mapped names are stripped too, even outside the reserved prefix: a claim the token
     // lacks sets no header, and then a client's copy must not pass for the gateway's
-    this.#injected = new Set([...id.mappings.map(m => m.header), ...(id.claimsHeader === '' ? [] : [id.claimsHeader])])
+    this.#injected = new Set([
+      ...id.mappings.map(m => m.header),
+      ...(id.claimsHeader === '' ? [] : [id.claimsHeader]),
+      ...(id.assertion === undefined ? [] : [id.assertion.header]),
+    ])
     this.#forwardAuthorization = id.forwardAuthorization
     this.#refreshCookie = id.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName
-    this.#trust = trustFunction(config.server.trustProxy)
+    this.#trust = trust
   }
 
   /** true for a header name a client may not send upstream: reserved prefix or injected, any case, `_` for `-` */
   #isReserved (lowerName: string): boolean {
     const name = lowerName.includes('_') ? lowerName.replaceAll('_', '-') : lowerName
-    return name.startsWith(this.#reservedPrefix) || this.#injected.has(name)
+    return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) || METHOD_OVERRIDE.has(name)
   }
 
   /** request headers for the upstream; `inbound` names are lower case (Node's parser) */
@@ -65,7 +86,12 @@ export class HeaderRewriter {
     const trusted = this.#trust(facts.peerAddress)
     const nominated = connectionNominated(inbound.connection)
     for (const name in inbound) {
-      if (HOP_BY_HOP.has(name) && !(facts.upgrade === true && (name === 'upgrade' || name === 'connection'))) continue
+      if (HOP_BY_HOP.has(name)) {
+        if (facts.upgrade === true && (name === 'upgrade' || name === 'connection')) out[name] = inbound[name]
+        else if (name === 'te' && isTrailers(inbound.te)) out.te = 'trailers'
+        continue
+      }
+      if (name === 'host') continue // set below, after anything a client could nominate
       if (nominated !== undefined && nominated.has(name)) continue
       if (this.#isReserved(name)) continue
       if (FORWARDING.has(name) && !trusted) continue
@@ -78,10 +104,11 @@ export class HeaderRewriter {
       if (cookie === '') delete out.cookie
       else out.cookie = cookie
     }
+    out.host = facts.upstreamHost
     const inboundXff = trusted ? inbound['x-forwarded-for'] : undefined
     out['x-forwarded-for'] = inboundXff === undefined || inboundXff === '' ? facts.peerAddress : `${String(inboundXff)}, ${facts.peerAddress}`
-    if (!trusted || inbound['x-forwarded-proto'] === undefined) out['x-forwarded-proto'] = facts.protocol
-    if ((!trusted || inbound['x-forwarded-host'] === undefined) && facts.host !== undefined) out['x-forwarded-host'] = facts.host
+    out['x-forwarded-proto'] = facts.protocol
+    if (facts.host !== undefined && facts.host !== '') out['x-forwarded-host'] = facts.host
     out['x-request-id'] = facts.requestId
     if (facts.identity !== undefined) {
       for (let i = 0; i < facts.identity.length; i++) {
@@ -89,56 +116,8 @@ export class HeaderRewriter {
         out[h[0]] = h[1]
       }
     }
+    if (facts.extra !== undefined) for (const [name, value] of facts.extra) out[name] = value
     return out
-  }
-
-  /**
-   * Response headers for the client as a flat `[name, value, …]` list for `writeHead`:
-   * hop-by-hop and Connection-nominated headers removed, the refresh cookie never set or
-   * cleared by an upstream, `x-request-id` the gateway's, `location` mapped by the route.
-   * `headers` is undici's parsed object (lower-case names); it is read, not changed.
-   */
-  responseList (headers: Readonly<Record<string, string | string[] | undefined>>, requestId: string, paths: { location: (value: string) => string }): Array<string | string[]> {
-    const out: Array<string | string[]> = []
-    const nominated = connectionNominated(headers.connection)
-    for (const name in headers) {
-      const value = headers[name]
-      if (value === undefined || this.#dropsResponseHeader(name, nominated)) continue
-      if (name === 'set-cookie') {
-        const kept = this.#keepCookies(value)
-        if (kept.length > 0) out.push(name, kept)
-      } else if (name === 'location' && typeof value === 'string') {
-        out.push(name, paths.location(value))
-      } else {
-        out.push(name, value)
-      }
-    }
-    out.push('x-request-id', requestId)
-    return out
-  }
-
-  /** the same rules on a header object, changed in place (the WebSocket routes' proxy hands one over) */
-  response (headers: Record<string, string | string[] | number | undefined>, requestId: string): Record<string, string | string[] | number | undefined> {
-    const nominated = connectionNominated(headers.connection as string | undefined)
-    for (const name of Object.keys(headers)) {
-      if (this.#dropsResponseHeader(name, nominated)) delete headers[name]
-    }
-    const cookies = headers['set-cookie']
-    if (cookies !== undefined) headers['set-cookie'] = this.#keepCookies(([] as Array<string | number>).concat(cookies).map(String))
-    headers['x-request-id'] = requestId
-    return headers
-  }
-
-  #dropsResponseHeader (name: string, nominated: Set<string> | undefined): boolean {
-    return HOP_BY_HOP.has(name) || name === 'x-request-id' || (nominated !== undefined && nominated.has(name))
-  }
-
-  /** an upstream must not plant or clear the gateway's refresh cookie */
-  #keepCookies (value: string | string[]): string[] {
-    const list = typeof value === 'string' ? [value] : value
-    if (this.#refreshCookie === undefined) return list
-    const prefix = this.#refreshCookie + '='
-    return list.filter(c => !c.trimStart().startsWith(prefix))
   }
 
   /** the request id to use: the client's when well-formed, else a new one */
@@ -147,17 +126,8 @@ export class HeaderRewriter {
   }
 }
 
-function connectionNominated (value: string | string[] | undefined): Set<string> | undefined {
-  // the common values name no header: skip the split (every upstream response has one)
-  if (value === undefined || value === '' || value === 'keep-alive' || value === 'close') return undefined
-  const names = new Set<string>()
-  for (const v of ([] as string[]).concat(value)) {
-    for (const token of v.split(',')) {
-      const name = token.trim().toLowerCase()
-      if (name !== '' && name !== 'close' && name !== 'keep-alive') names.add(name)
-    }
-  }
-  return names.size === 0 ? undefined : names
+function isTrailers (te: string | string[] | undefined): boolean {
+  return te !== undefined && String(te).split(',').some(t => t.trim().toLowerCase() === 'trailers')
 }
 
 function stripCookie (header: string, name: string): string {
@@ -166,20 +136,4 @@ function stripCookie (header: string, name: string): string {
     const eq = pair.indexOf('=')
     return (eq === -1 ? pair : pair.slice(0, eq)).trim() !== name
   }).join(';').trim()
-}
-
-function trustFunction (trustProxy: boolean | readonly string[]): (address: string) => boolean {
-  if (trustProxy === true) return () => true
-  if (trustProxy === false || trustProxy.length === 0) return () => false
-  const list = new BlockList()
-  for (const entry of trustProxy) {
-    const [addr, bits] = entry.split('/') as [string, string | undefined]
-    const type = isIPv6(addr) ? 'ipv6' : 'ipv4'
-    if (bits === undefined) list.addAddress(addr, type)
-    else list.addSubnet(addr, Number(bits), type)
-  }
-  return (address) => {
-    const v4mapped = address.startsWith('::ffff:') ? address.slice(7) : address
-    return list.check(v4mapped, isIPv6(v4mapped) ? 'ipv6' : 'ipv4')
-  }
 }

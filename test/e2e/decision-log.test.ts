@@ -14,7 +14,7 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
     logger: pino({ level: 'info' }, sink),
   })
   const token = signWith(key, goodClaims({ sub: 'al"ice' }))
-  await raw(gw.url, '/api/x?access_token=SECRET', { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-1' } })
+  await raw(gw.url, '/api/x?secret=SECRET', { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-1' } })
   await raw(gw.url, '/api/x', { headers: { 'x-request-id': 'req-2' } })
   await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signWith(key, goodClaims({ scope: 'other' }))}`, 'x-request-id': 'req-3' } })
   await raw(gw.url, '/nowhere', { headers: { 'x-request-id': 'req-4' } })
@@ -27,7 +27,7 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
   t.type(byId['req-1'].ms, 'number')
   t.match(byId['req-2'], { route: 'orders', granted: false, reason: 'missing_token', sub: null, status: 401 })
   t.match(byId['req-3'], { granted: false, reason: 'insufficient_scope', sub: 'alice', status: 403 })
-  t.match(byId['req-4'], { route: null, granted: false, reason: 'unrouted', status: 404 })
+  t.match(byId['req-4'], { route: null, granted: false, reason: 'route_not_found', status: 404 })
   t.notMatch(out, token.slice(-20), 'no token in the log')
   t.notMatch(out, 'SECRET', 'no query string in the log')
 })

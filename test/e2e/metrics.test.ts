@@ -16,7 +16,7 @@ t.test('/metrics counts requests by route, status and reason, and exposes the ga
   t.match(res.headers['content-type'], /^text\/plain/)
   t.match(res.body, /portcullis_requests_total\{route="orders",status="200",reason="granted"\} 3\n/)
   t.match(res.body, /portcullis_requests_total\{route="orders",status="401",reason="missing_token"\} 1\n/)
-  t.match(res.body, /portcullis_requests_total\{route="",status="404",reason="unrouted"\} 1\n/)
+  t.match(res.body, /portcullis_requests_total\{route="",status="404",reason="route_not_found"\} 1\n/)
   t.match(res.body, /portcullis_verify_cache_entries 1\n/, 'one distinct token verified and cached')
   t.match(res.body, /portcullis_denylist_entries 0\n/)
   t.match(res.body, /portcullis_ready 1\n/)

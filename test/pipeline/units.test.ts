@@ -3,11 +3,12 @@ import { stringify } from 'yaml'
 import { extractBearer } from '../../src/pipeline/extract.js'
 import { compilePolicy, satisfies } from '../../src/pipeline/authorize.js'
 import { checkPath } from '../../src/pipeline/path.js'
-import { UpstreamPath } from '../../src/pipeline/upstream-path.js'
+import { UpstreamPath } from '../../src/proxy/upstream-path.js'
 import { RouteTable } from '../../src/pipeline/route-table.js'
 import { Denylist, type RevocableClaims } from '../../src/pipeline/denylist.js'
 import { identityHeaders } from '../../src/tokens/identity.js'
 import { TokenVerifier } from '../../src/tokens/verifier.js'
+import type { VerifiedToken } from '../../src/tokens/verified-token.js'
 import { buildKeySet } from '../../src/tokens/keys.js'
 import { loadConfigText } from '../../src/config/load.js'
 import type { GatewayConfig, RouteConfig } from '../../src/config/types.js'
@@ -133,9 +134,9 @@ t.test('satisfies and compilePolicy', async (t) => {
   const open = compilePolicy(route({}))
   t.equal(open.scopes.size, 0, 'no scopes configured → no requirement')
   t.equal(open.methods, undefined, 'no methods configured → every method')
-  // only a GET rule: other methods need nothing
+  // only a GET rule (the config checks refuse this): other methods are denied, never allowed by omission
   const getOnly = compilePolicy(route({ scopes: { GET: { allOf: ['r'], anyOf: [] } } }))
-  t.equal(getOnly.scopes.get('POST'), undefined, 'POST needs nothing when only GET has a rule')
+  t.equal(satisfies(getOnly.scopes.get('POST')!, new Set(['r', 'anything'])), false, 'POST is denied when only GET has a rule (fail closed)')
   // allOf and anyOf together
   const both = { allOf: ['a', 'b'], anyOf: ['x', 'y'], challenge: '' }
   t.equal(satisfies(both, new Set(['a', 'b', 'y'])), true, 'allOf + one of anyOf')
@@ -377,7 +378,9 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   const load = (cacheSize: number): GatewayConfig => loadConfigText(stringify(baseConfig(key, [{ name: 'r', prefix: '/r', upstream: 'http://127.0.0.1:1', auth: 'required' }], { tokens: { verifyCacheSize: cacheSize } })), { env: {} })
   const config = load(3)
   const keys = buildKeySet(config.tokens.algorithm, config.tokens.keys)
-  const verifier = new TokenVerifier(keys, config)
+  const selfVerifier = TokenVerifier.selfOnly(keys, config)
+  // the gateway's own tokens verify synchronously
+  const verifier = { verify: (tk: string, now: number) => selfVerifier.verify(tk, now) as VerifiedToken, get cacheSize () { return selfVerifier.cacheSize } }
   const skewSec = config.tokens.clockSkewSec
   t.equal(skewSec, 30)
 
@@ -416,14 +419,14 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   // a flood of tokens seen once each never enters the cache (a hash collision, expected
   // 0.01 times here with 131,072 bits, would admit one early)
   const big = load(10_000)
-  const flooded = new TokenVerifier(buildKeySet(big.tokens.algorithm, big.tokens.keys), big)
+  const flooded = TokenVerifier.selfOnly(buildKeySet(big.tokens.algorithm, big.tokens.keys), big)
   for (let i = 0; i < 50; i++) flooded.verify(signWith(key, goodClaims({ sub: `f${i}` }, iat)), t0)
   t.ok(flooded.cacheSize <= 1, `50 tokens seen once: ${flooded.cacheSize} cached`)
 
   // a small table (1,024 bits) where pool tokens collide, and it is cleared as it fills:
   // every token in use still gets in
   const small = load(100)
-  const fresh = new TokenVerifier(buildKeySet(small.tokens.algorithm, small.tokens.keys), small)
+  const fresh = TokenVerifier.selfOnly(buildKeySet(small.tokens.algorithm, small.tokens.keys), small)
   for (let i = 0; i < 50; i++) fresh.verify(signWith(key, goodClaims({ sub: `g${i}` }, iat)), t0)
   const before = fresh.cacheSize
   const pool = Array.from({ length: 80 }, (_, i) => signWith(key, goodClaims({ sub: `p${i}` }, iat)))
@@ -432,7 +435,7 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
 
   // a cache of size 0 is off
   const c0 = load(0)
-  const uncached = new TokenVerifier(buildKeySet(c0.tokens.algorithm, c0.tokens.keys), c0)
+  const uncached = TokenVerifier.selfOnly(buildKeySet(c0.tokens.algorithm, c0.tokens.keys), c0)
   uncached.verify(token, t0)
   t.equal(uncached.cacheSize, 0, 'verifyCacheSize 0 disables the cache')
   t.equal(outcome(() => uncached.verify(token, (exp + skewSec + 1) * 1000)), 'token_expired', 'and expiry still applies')

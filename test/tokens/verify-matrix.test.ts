@@ -161,7 +161,7 @@ t.test('every algorithm verifies its own tokens; several keys all verify (rotati
     t.teardown(() => upstream.close())
     const oldEntry = alg === 'HS256' ? { kid: 'old', secret: old.privatePem } : { kid: 'old', publicKey: old.publicPem }
     const gw = await startGateway(t, baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }], { extraKeys: [oldEntry] }))
-    const fresh = gw.gateway.signer.sign({ sub: 'bob', scope: ['a'] })
+    const fresh = gw.gateway.runtime.signer.sign({ sub: 'bob', scope: ['a'] })
     t.equal((await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${fresh.token}` } })).status, 200, `${alg}: token from the signing key`)
     t.equal((await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signWith(old, goodClaims())}` } })).status, 200, `${alg}: token from the old key`)
     const jwks = await raw(gw.url, '/.well-known/jwks.json')

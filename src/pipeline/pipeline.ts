@@ -1,0 +1,93 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { routeNotFound } from '../errors.js'
+import type { CompiledRoute, Runtime } from '../runtime.js'
+import type { VerifiedToken } from '../tokens/verified-token.js'
+import { Reason, type AuthState } from './auth-state.js'
+import { authenticate, missingToken } from './authenticate.js'
+import { authorize, checkMethod } from './authorize.js'
+import { isPreflight } from './cors.js'
+import { checkQueryToken } from './edge.js'
+
+/** what the pipeline hands the proxy stage */
+export interface PassedRequest {
+  runtime: Runtime
+  route: CompiledRoute
+  /** the gateway's CORS response headers ([name, value, …]) on a CORS route */
+  cors: string[] | undefined
+}
+
+/**
+ * The request path of a proxied route, in order — the one place that lists the stages
+ * (the edge stage, src/pipeline/edge.ts, ran before it for every request):
+ *
+ *   match route → CORS (preflights answered here) → method → [public: done]
+ *     → token in query refused → authenticate (extract, verify, revocation)
+ *     → authorize (issuer, scopes) → [handler: rewrite headers → proxy]
+ *
+ * Sync on the hot path. It returns a promise only while an unknown key of an external
+ * issuer is fetched (single-flight). Every refusal is thrown as a GatewayError, whose
+ * `code` becomes the decision's `reason`; `answered` means the response was sent here.
+ */
+export function runPipeline (request: FastifyRequest, reply: FastifyReply, runtime: Runtime, state: AuthState, nowMs: number): 'answered' | undefined | Promise<undefined> {
+  const route = runtime.routes.match(request.url)
+  if (route === undefined) throw routeNotFound()
+  state.route = route.name
+  const passed: PassedRequest = { runtime, route, cors: undefined }
+  request.passed = passed
+  const policy = route.policy
+
+  if (route.cors && runtime.cors !== undefined) {
+    const origin = request.headers.origin
+    if (isPreflight(request.method, request.headers)) {
+      setHeaders(reply, runtime.cors.preflight(origin as string, policy.allow))
+      state.granted = true
+      state.reason = Reason.preflight
+      reply.code(204).header('content-length', '0').send()
+      return 'answered'
+    }
+    passed.cors = runtime.cors.headers(origin)
+    setHeaders(reply, passed.cors) // for the gateway's own answers (401, 403…); the proxy writes its own
+  }
+
+  try {
+    checkMethod(policy, request.method)
+  } catch (err) {
+    reply.header('allow', policy.allow) // RFC 9110 §15.5.6
+    throw err
+  }
+  if (policy.auth === 'public') {
+    state.granted = true
+    state.reason = Reason.public
+    return undefined
+  }
+  checkQueryToken(request.url)
+
+  const token = authenticate(runtime.authenticator, request.headers, nowMs)
+  if (token instanceof Promise) return token.then(t => { admit(route, request.method, state, t); return undefined })
+  admit(route, request.method, state, token)
+  return undefined
+}
+
+function admit (route: CompiledRoute, method: string, state: AuthState, token: VerifiedToken | undefined): void {
+  if (token === undefined) {
+    if (route.policy.auth !== 'optional') throw missingToken()
+    state.granted = true
+    state.reason = Reason.anonymous
+    return
+  }
+  state.token = token
+  authorize(route.policy, method, token)
+  state.granted = true
+  state.reason = Reason.granted
+}
+
+function setHeaders (reply: FastifyReply, list: readonly string[]): void {
+  for (let i = 0; i < list.length; i += 2) reply.header(list[i] as string, list[i + 1] as string)
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** set by the pipeline once a route matched */
+    passed: PassedRequest | undefined
+  }
+}

@@ -1,0 +1,43 @@
+import { ErrorCode, GatewayError } from '../errors.js'
+
+/** the route's timeout ran out before the upstream's response headers arrived */
+export class UpstreamTimeoutError extends Error {
+  readonly code = 'PORTCULLIS_UPSTREAM_TIMEOUT'
+  constructor () { super('the upstream did not answer within the route timeout') }
+}
+
+/** the client's body went past the route's maxBodyBytes while streaming */
+export class BodyTooLargeError extends Error {
+  readonly code = 'PORTCULLIS_BODY_TOO_LARGE'
+  constructor () { super('the request body exceeds the route limit') }
+}
+
+/** the client went away; the upstream request is aborted */
+export class ClientGoneError extends Error {
+  readonly code = 'PORTCULLIS_CLIENT_GONE'
+  constructor () { super('the client closed the connection') }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'PORTCULLIS_UPSTREAM_TIMEOUT'])
+
+/**
+ * The one place upstream failures become client errors (undici's errors translated at the
+ * boundary, the original kept as `cause`): timeouts → 504, a body over the limit → 413,
+ * everything else → 502.
+ */
+export function upstreamError (err: Error): GatewayError {
+  const code = (err as { code?: string }).code ?? ''
+  if (TIMEOUT_CODES.has(code)) {
+    return new GatewayError(ErrorCode.upstreamTimeout, 504, 'the upstream service did not answer in time', { cause: err })
+  }
+  if (code === 'PORTCULLIS_BODY_TOO_LARGE') return payloadTooLarge(err)
+  return new GatewayError(ErrorCode.upstreamUnavailable, 502, 'the upstream service is unavailable', { cause: err })
+}
+
+export function payloadTooLarge (cause?: unknown): GatewayError {
+  return new GatewayError(ErrorCode.payloadTooLarge, 413, 'the request body is larger than this route accepts', { cause })
+}
+
+export function upstreamBusy (): GatewayError {
+  return new GatewayError(ErrorCode.upstreamBusy, 503, 'the upstream service is busy; retry shortly', { retryAfterSec: 1 })
+}

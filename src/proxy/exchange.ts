@@ -1,0 +1,265 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Dispatcher } from 'undici'
+import type { GatewayError } from '../errors.js'
+import type { HeaderRewriter, RequestFacts } from '../pipeline/headers.js'
+import type { UpstreamPool } from './pools.js'
+import type { UpstreamPath } from './upstream-path.js'
+import { earlyHintsHeaders, responseHeaderList, type ResponseRules } from './response-headers.js'
+import { BodyTooLargeError, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, UpstreamTimeoutError } from './errors.js'
+
+// a request without a body that met a stale keep-alive socket is sent again, once
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+const STALE_SOCKET = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
+
+/** set by the server's checkContinue listener: the client waits for 100 Continue before its body */
+export const kExpectsContinue = Symbol('portcullis.expectsContinue')
+
+/** What forwarding a route's requests needs, built once per configuration. */
+export interface UpstreamTarget {
+  origin: string
+  pool: UpstreamPool
+  path: UpstreamPath
+  /** from accepting the request to the upstream's response headers */
+  timeoutMs: number
+  /** longest gap between upstream body chunks */
+  idleTimeoutMs: number
+  queueLimit: number
+  maxBodyBytes: number
+  /** the Host header for the upstream; undefined: the client's (preserveHost) */
+  upstreamHost: string | undefined
+  /** a client that does not read for this long is dropped */
+  writeTimeoutMs: number
+  rewriter: HeaderRewriter
+  responseRules: ResponseRules
+}
+
+/** what the pipeline learned about the request that forwarding needs */
+export interface ForwardContext {
+  facts: RequestFacts
+  /** the gateway's CORS headers ([name, value, …]); undefined: not a CORS route */
+  cors: readonly string[] | undefined
+}
+
+/**
+ * The proxy stage: forwards one authorized request on the route's pool. Throws (before
+ * anything is sent upstream) 413 for a declared body over the route's limit and 503
+ * upstream_busy when the route's queue is full.
+ */
+export function forward (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext): void {
+  new Exchange(target, request, reply, ctx).start()
+}
+
+/**
+ * One request in flight, as undici's dispatch handler: the upstream's status and headers
+ * are written to the client response as they arrive, then the body chunk by chunk with
+ * backpressure both ways; trailers and 103 Early Hints are relayed.
+ *
+ * Timing (issue 8, item 7 — slow clients must not stall an upstream for everyone):
+ * - the route timeout runs from the moment the gateway accepted the request, so time spent
+ *   queued for a connection counts (undici's own headersTimeout starts only once a request
+ *   has a socket);
+ * - between body chunks the route's idleTimeout applies (undici bodyTimeout), so SSE and long
+ *   polls are not cut at the route timeout;
+ * - a client that stops reading for server.writeTimeout is disconnected, which aborts the
+ *   upstream request and frees its connection (undici pauses its body timer while we pause).
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly #target: UpstreamTarget
+  readonly #request: FastifyRequest
+  readonly #reply: FastifyReply
+  readonly #res: ServerResponse
+  readonly #ctx: ForwardContext
+  readonly #options: Dispatcher.DispatchOptions
+  /** a request without a body that met a stale keep-alive socket may be sent once more */
+  #retryable: boolean
+  #controller: Dispatcher.DispatchController | undefined = undefined
+  #headersTimer: NodeJS.Timeout | undefined = undefined
+  #writeTimer: NodeJS.Timeout | undefined = undefined
+  /** response headers written to the client */
+  #started = false
+  /** the client has its answer (or is gone): nothing more is written */
+  #done = false
+  /** undici still owns the request (counted in the pool) */
+  #dispatched = false
+
+  constructor (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext) {
+    this.#target = target
+    this.#request = request
+    this.#reply = reply
+    this.#res = reply.raw
+    this.#ctx = ctx
+    const raw = request.raw
+    const body = requestBody(raw, target.maxBodyBytes)
+    this.#retryable = body === null && IDEMPOTENT.has(request.method)
+    this.#options = {
+      origin: target.origin,
+      path: target.path.map(request.url),
+      method: request.method as Dispatcher.HttpMethod,
+      headers: target.rewriter.request(raw.headers, ctx.facts) as Record<string, string | string[]>,
+      // undici streams an async iterable body like a Readable (counted bodies, below)
+      body: body as IncomingMessage | null,
+      // the route timeout is ours (from acceptance); between body chunks: the idle timeout
+      headersTimeout: 0,
+      bodyTimeout: target.idleTimeoutMs,
+    }
+  }
+
+  start (): void {
+    const pool = this.#target.pool
+    if (pool.inFlight >= pool.connections + this.#target.queueLimit) throw upstreamBusy()
+    const remainingMs = this.#target.timeoutMs - (performance.now() - this.#request.acceptedAt)
+    if (remainingMs <= 0) throw upstreamError(new UpstreamTimeoutError())
+    this.#headersTimer = setTimeout(() => { this.#timedOut() }, remainingMs)
+    this.#res.once('close', () => { if (!this.#done) this.#clientGone() })
+    // only now, authorized and about to be forwarded, is the client told to send its body
+    if ((this.#request.raw as { [kExpectsContinue]?: boolean })[kExpectsContinue] === true && this.#options.body !== null) {
+      this.#res.writeContinue()
+    }
+    this.#dispatch()
+  }
+
+  #dispatch (): void {
+    this.#dispatched = true
+    this.#target.pool.inFlight++
+    this.#target.pool.dispatcher.dispatch(this.#options, this)
+  }
+
+  #settled (): void {
+    if (!this.#dispatched) return
+    this.#dispatched = false
+    this.#target.pool.inFlight--
+  }
+
+  #timedOut (): void {
+    this.#headersTimer = undefined
+    if (this.#started || this.#done) return
+    this.#fail(upstreamError(new UpstreamTimeoutError()))
+    this.#controller?.abort(new UpstreamTimeoutError())
+  }
+
+  #clientGone (): void {
+    this.#done = true
+    this.#clearTimers()
+    this.#controller?.abort(new ClientGoneError())
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    // a request that timed out or lost its client while it queued is dropped as it leaves the queue
+    if (this.#done || this.#res.destroyed) controller.abort(new ClientGoneError())
+    else this.#controller = controller
+  }
+
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) {
+      // 103 Early Hints reach the client; 100 Continue was the gateway's to answer
+      if (statusCode === 103 && !this.#done) {
+        try { this.#res.writeEarlyHints(earlyHintsHeaders(headers)) } catch {}
+      }
+      return
+    }
+    if (this.#done) { controller.abort(new ClientGoneError()); return }
+    clearTimeout(this.#headersTimer)
+    this.#headersTimer = undefined
+    const list = responseHeaderList(this.#target.responseRules, headers, {
+      requestId: this.#request.id,
+      paths: this.#target.path,
+      cors: this.#ctx.cors,
+    })
+    // the client's body was not all read: the connection cannot carry another request
+    if (!this.#request.raw.complete) list.push('connection', 'close')
+    try {
+      this.#res.writeHead(statusCode, list as string[])
+    } catch (err) {
+      // Node refused a header the upstream sent; nothing was written yet
+      controller.abort(err as Error)
+      this.#fail(upstreamError(err as Error))
+      return
+    }
+    this.#started = true
+    this.#reply.hijack() // the response is ours now; Fastify still runs the onResponse hooks
+    this.#res.on('drain', () => {
+      clearTimeout(this.#writeTimer)
+      this.#writeTimer = undefined
+      controller.resume()
+    })
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#done) return
+    if (!this.#res.write(chunk)) {
+      controller.pause()
+      this.#writeTimer ??= setTimeout(() => {
+        // the client stopped reading: drop it, which aborts the upstream request
+        this.#writeTimer = undefined
+        this.#res.destroy()
+      }, this.#target.writeTimeoutMs)
+    }
+  }
+
+  onResponseEnd (_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.#settled()
+    if (this.#done) return
+    this.#done = true
+    this.#clearTimers()
+    if (trailers !== undefined && Object.keys(trailers).length > 0) {
+      try { this.#res.addTrailers(trailers as Record<string, string>) } catch {}
+    }
+    this.#res.end()
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#settled()
+    if (this.#done) return
+    if (this.#started || this.#res.destroyed) {
+      this.#done = true
+      this.#clearTimers()
+      this.#res.destroy() // mid-body: the client must see the response break, not a short one
+      return
+    }
+    if (this.#retryable && STALE_SOCKET.has((err as { code?: string }).code ?? '')) {
+      this.#retryable = false
+      this.#controller = undefined
+      this.#dispatch()
+      return
+    }
+    this.#fail(err instanceof BodyTooLargeError ? payloadTooLarge(err) : upstreamError(err))
+  }
+
+  #fail (error: GatewayError): void {
+    this.#done = true
+    this.#clearTimers()
+    this.#reply.send(error)
+  }
+
+  #clearTimers (): void {
+    if (this.#headersTimer !== undefined) { clearTimeout(this.#headersTimer); this.#headersTimer = undefined }
+    if (this.#writeTimer !== undefined) { clearTimeout(this.#writeTimer); this.#writeTimer = undefined }
+  }
+}
+
+/**
+ * The body to send upstream: none, the stream as it is when its length is declared (Node's
+ * parser ends it at exactly that length), or a counted stream for chunked bodies that fails
+ * as soon as it passes the route's limit — before the upstream has seen more than the limit.
+ * A GET or HEAD with a body is forwarded like any other, never silently dropped.
+ */
+function requestBody (req: IncomingMessage, maxBytes: number): IncomingMessage | AsyncIterable<Buffer> | null {
+  const length = req.headers['content-length']
+  if (length !== undefined) {
+    const n = Number(length)
+    if (n > maxBytes) throw payloadTooLarge()
+    return n === 0 ? null : req
+  }
+  if (req.headers['transfer-encoding'] === undefined) return null
+  return capped(req, maxBytes)
+}
+
+async function * capped (req: IncomingMessage, maxBytes: number): AsyncIterable<Buffer> {
+  let n = 0
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length
+    if (n > maxBytes) throw new BodyTooLargeError()
+    yield chunk as Buffer
+  }
+}

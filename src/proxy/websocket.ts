@@ -1,0 +1,167 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { WebSocket, WebSocketServer } from 'ws'
+import type { GatewayError } from '../errors.js'
+import type { VerifiedToken } from '../tokens/verified-token.js'
+import type { ForwardContext, UpstreamTarget } from './exchange.js'
+import { upstreamError, UpstreamTimeoutError } from './errors.js'
+import type { LiveSockets } from './live-sockets.js'
+import { MARKER_PROTOCOL, BEARER_PROTOCOL_PREFIX } from '../pipeline/extract.js'
+
+/** the socket and first bytes of an upgrade request, stashed by the server's upgrade listener */
+export const kUpgrade = Symbol('portcullis.upgrade')
+export interface PendingUpgrade {
+  socket: Duplex
+  head: Buffer
+  /** the stand-in response Fastify writes refusals to; finished by hand once upgraded */
+  res: ServerResponse
+  upgraded: boolean
+}
+
+// the handshake headers of the client's upgrade belong to its hop; ws makes the upstream's
+const HANDSHAKE = ['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept', 'upgrade', 'connection']
+// a sender this far ahead of its receiver is paused until the receiver has taken it
+const HIGH_WATER_BYTES = 1_048_576
+const kChosen = Symbol('portcullis.chosenProtocol')
+
+/** a WebSocket route's upstream side, built once per configuration */
+export interface WebSocketTarget extends UpstreamTarget {
+  /** ws:// or wss:// + host:port */
+  wsOrigin: string
+  server: WebSocketServer
+  live: LiveSockets
+}
+
+export function webSocketServer (maxPayloadBytes: number): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    maxPayload: maxPayloadBytes,
+    perMessageDeflate: false, // compression across a proxy: CPU for the gateway, and a CRIME-style oracle
+    // the client learns the upstream's choice; `portcullis` when the upstream chose none but
+    // the client offered it (browsers fail a handshake that answers none of the offered protocols)
+    handleProtocols: (_offered, req) => (req as IncomingMessage & { [kChosen]?: string | false })[kChosen] ?? false,
+  })
+}
+
+/**
+ * The proxy stage for a WebSocket upgrade that passed the pipeline: connect to the upstream
+ * first (with the rewritten headers: identity in, client copies and the bearer protocol
+ * out), then complete the client's handshake with the protocol the upstream chose, then
+ * relay messages both ways with backpressure. An authenticated socket is closed with 1008
+ * when its token expires or is revoked (LiveSockets).
+ */
+export function forwardWebSocket (target: WebSocketTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext, token: VerifiedToken | undefined): void {
+  const raw = request.raw as IncomingMessage & { [kUpgrade]?: PendingUpgrade, [kChosen]?: string | false }
+  const pending = raw[kUpgrade] as PendingUpgrade
+  const offered = parseProtocols(request.headers['sec-websocket-protocol'])
+  const appProtocols = offered.filter(p => p !== MARKER_PROTOCOL && !p.startsWith(BEARER_PROTOCOL_PREFIX))
+  const headers = target.rewriter.request(request.headers, { ...ctx.facts, upgrade: true })
+  for (const h of HANDSHAKE) delete headers[h]
+  const remainingMs = Math.max(1, target.timeoutMs - (performance.now() - request.acceptedAt))
+  const upstream = new WebSocket(target.wsOrigin + target.path.map(request.url), appProtocols, {
+    headers: headers as Record<string, string>,
+    perMessageDeflate: false,
+    handshakeTimeout: remainingMs,
+    maxPayload: target.maxBodyBytes,
+    followRedirects: false,
+  })
+  reply.hijack()
+  let settled = false
+  const refuse = (error: GatewayError): void => {
+    if (settled) return
+    settled = true
+    upstream.terminate()
+    reply.code(error.statusCode)
+    writeRefusal(pending, error, request.id)
+  }
+  upstream.once('unexpected-response', (_req, res) => {
+    // the upstream refused the upgrade itself: the client gets its status, nothing else
+    if (settled) return
+    settled = true
+    res.resume()
+    upstream.terminate()
+    reply.code(res.statusCode ?? 502)
+    writeStatus(pending, res.statusCode ?? 502, request.id)
+  })
+  upstream.once('error', (err) => {
+    refuse(upstreamError(/timeout/i.test(err.message) ? new UpstreamTimeoutError() : err))
+  })
+  upstream.once('open', () => {
+    if (settled) return
+    if (pending.socket.destroyed) { settled = true; upstream.terminate(); return }
+    raw[kChosen] = upstream.protocol !== '' ? upstream.protocol : offered.includes(MARKER_PROTOCOL) ? MARKER_PROTOCOL : false
+    target.server.handleUpgrade(raw, pending.socket, pending.head, (client) => {
+      settled = true
+      pending.upgraded = true
+      // the decision line and metrics follow the response's `finish`; a 101 has no other end
+      pending.res.statusCode = 101
+      pending.res.emit('finish')
+      link(client, upstream, token === undefined ? undefined : target.live.add(token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }))
+    })
+  })
+}
+
+function link (client: WebSocket, upstream: WebSocket, forget: (() => void) | undefined): void {
+  relay(client, upstream)
+  relay(upstream, client)
+  let closed = false
+  const closeBoth = (code: number, reason: Buffer): void => {
+    if (closed) return
+    closed = true
+    forget?.()
+    const c = sendableCode(code)
+    const r = reason.toString().slice(0, 120)
+    for (const ws of [client, upstream]) {
+      if (ws.readyState === WebSocket.OPEN) ws.close(c, r)
+      else if (ws.readyState === WebSocket.CONNECTING) ws.terminate()
+    }
+  }
+  client.on('close', closeBoth)
+  upstream.on('close', closeBoth)
+  client.on('error', () => { client.terminate(); upstream.terminate() })
+  upstream.on('error', () => { upstream.terminate(); client.terminate() })
+}
+
+function relay (from: WebSocket, to: WebSocket): void {
+  let paused = false
+  from.on('message', (data, isBinary) => {
+    if (to.readyState !== WebSocket.OPEN) return
+    to.send(data, { binary: isBinary }, () => {
+      if (paused && to.bufferedAmount < HIGH_WATER_BYTES / 2) { paused = false; from.resume() }
+    })
+    if (!paused && to.bufferedAmount > HIGH_WATER_BYTES) { paused = true; from.pause() }
+  })
+}
+
+/** close codes that may be sent on the wire (RFC 6455 §7.4.1: 1005, 1006, 1015 are reserved) */
+function sendableCode (code: number): number {
+  return code === 1000 || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999) ? code : 1000
+}
+
+export function parseProtocols (header: string | string[] | undefined): string[] {
+  if (header === undefined) return []
+  return ([] as string[]).concat(header).flatMap(v => v.split(',')).map(p => p.trim()).filter(p => p !== '')
+}
+
+function writeRefusal (pending: PendingUpgrade, error: GatewayError, requestId: string): void {
+  const body = JSON.stringify({ statusCode: error.statusCode, code: error.code, message: error.message })
+  writeRaw(pending, error.statusCode, requestId, body)
+}
+
+function writeStatus (pending: PendingUpgrade, status: number, requestId: string): void {
+  writeRaw(pending, status, requestId, '')
+}
+
+function writeRaw (pending: PendingUpgrade, status: number, requestId: string, body: string): void {
+  pending.res.statusCode = status
+  const socket = pending.socket
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${status === 502 ? 'Bad Gateway' : status === 504 ? 'Gateway Timeout' : 'Upgrade Refused'}\r\n` +
+      'connection: close\r\ncache-control: no-store\r\n' + `x-request-id: ${requestId}\r\n` +
+      (body === '' ? 'content-length: 0\r\n\r\n' : `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`))
+  } else {
+    socket.destroy()
+  }
+  pending.res.emit('finish')
+}

@@ -1,0 +1,153 @@
+import { createVerifier } from 'fast-jwt'
+import type { IssuerConfig } from '../config/types.js'
+import { ErrorCode, invalidToken } from '../errors.js'
+import { claimAt } from './identity.js'
+import { badClaim, isNumericDate, translateJwtError } from './jwt-errors.js'
+import type { RemoteKeySet } from './issuers/remote-key-set.js'
+import type { RemoteKey } from './issuers/jwks.js'
+import type { IssuerVerdict, KeyHandle } from './verified-token.js'
+
+type Verify = (token: string) => Record<string, unknown>
+
+interface KeyEntry { handle: KeyHandle, verifiers: Map<string, Verify> }
+
+/**
+ * Verifies access tokens of one configured identity provider (`issuers[]`). Nothing about
+ * key choice comes from the token beyond `kid` and `alg` within what is configured: the
+ * issuer was chosen by exact `iss` (verifier.ts), the algorithm must be one pinned for it
+ * (never HS*: the schema allows asymmetric ones only), and the key comes from its JWKS by
+ * `kid` — `jku`, `x5u`, `jwk`, `x5c` are never read. `typ` must be one of the accepted
+ * values (at+jwt unless `JWT` is opted into), `aud` must contain one of its audiences,
+ * `exp` and the configured required claims must be present, `exp − iat` is capped.
+ *
+ * A token naming a kid the key set does not know triggers the one fetch the request path
+ * may cause: single-flight with a cooldown inside RemoteKeySet, so a flood of random kids
+ * costs one fetch. A key the provider stopped publishing stops verifying, cached tokens
+ * included (their KeyHandle dies).
+ */
+export class ExternalIssuer {
+  readonly name: string
+  readonly issuer: string
+  readonly keys: RemoteKeySet
+  readonly #config: IssuerConfig
+  readonly #typ: ReadonlySet<string>
+  readonly #algorithms: ReadonlySet<string>
+  readonly #skewMs: number
+  readonly #entries = new WeakMap<RemoteKey, KeyEntry>()
+  readonly #unsubscribe: () => void
+
+  constructor (config: IssuerConfig, keys: RemoteKeySet) {
+    this.name = config.name
+    this.issuer = config.issuer
+    this.keys = keys
+    this.#config = config
+    this.#typ = new Set(config.typ.map(normalizeTyp))
+    this.#algorithms = new Set(config.algorithms)
+    this.#skewMs = config.clockSkewSec * 1000
+    this.#unsubscribe = keys.onChange((change) => {
+      for (const k of change.removed) {
+        const entry = this.#entries.get(k)
+        if (entry !== undefined) entry.handle.alive = false
+      }
+    })
+  }
+
+  /** throws 401 invalid_token for every way the token can be wrong; a promise only while an unknown kid is fetched */
+  verify (token: string, header: Record<string, unknown>, nowMs: number): IssuerVerdict | Promise<IssuerVerdict> {
+    const alg = header.alg
+    if (typeof alg !== 'string' || !this.#algorithms.has(alg)) {
+      throw invalidToken(ErrorCode.tokenBadAlgorithm, 'the access token uses an algorithm this issuer is not trusted with')
+    }
+    if (typeof header.typ !== 'string' || !this.#typ.has(normalizeTyp(header.typ))) {
+      throw invalidToken(ErrorCode.tokenBadType, 'the token is not an access token of an accepted type')
+    }
+    const kid = header.kid
+    if (kid !== undefined && typeof kid !== 'string') throw invalidToken(ErrorCode.tokenMalformed, 'the access token is malformed')
+    const key = this.keys.remoteKey(kid, alg)
+    if (key !== undefined) return this.#verifyWith(key, alg, token, nowMs)
+    if (this.keys.status.keys === 0) {
+      // nothing fetched yet (or everything expired): say why instead of "unknown key"
+      if (kid !== undefined) this.keys.refetchForUnknownKid(kid).catch(() => {})
+      throw invalidToken(ErrorCode.tokenKeysUnavailable, "the issuer's keys are not available yet; retry shortly")
+    }
+    if (kid === undefined) throw invalidToken(ErrorCode.tokenUnknownKey, 'the access token names no key and the issuer has several')
+    return this.keys.refetchForUnknownKid(kid).then(() => {
+      const fetched = this.keys.remoteKey(kid, alg)
+      if (fetched === undefined) throw invalidToken(ErrorCode.tokenUnknownKey, 'the access token was signed with an unknown key')
+      return this.#verifyWith(fetched, alg, token, nowMs)
+    })
+  }
+
+  close (): void { this.#unsubscribe() }
+
+  #verifyWith (key: RemoteKey, alg: string, token: string, nowMs: number): IssuerVerdict {
+    let entry = this.#entries.get(key)
+    if (entry === undefined) {
+      entry = { handle: { alive: true }, verifiers: new Map() }
+      this.#entries.set(key, entry)
+    }
+    let verify = entry.verifiers.get(alg)
+    if (verify === undefined) {
+      verify = createVerifier({
+        key: key.pem,
+        algorithms: [alg as 'RS256'],
+        allowedIss: this.#config.issuer,
+        allowedAud: [...this.#config.audiences],
+        requiredClaims: ['exp', 'iss', ...this.#config.requiredClaims],
+        ignoreExpiration: true, // checked by the caller with our clock
+        ignoreNotBefore: true,
+        cache: false,
+      }) as Verify
+      entry.verifiers.set(alg, verify)
+    }
+    let claims: Record<string, unknown>
+    try {
+      claims = verify(token)
+    } catch (err) {
+      throw translateJwtError(err)
+    }
+    return this.#checkClaims(claims, entry.handle, nowMs)
+  }
+
+  #checkClaims (claims: Record<string, unknown>, handle: KeyHandle, nowMs: number): IssuerVerdict {
+    const { sub, jti, iat, exp, nbf } = claims
+    if (sub !== undefined && (typeof sub !== 'string' || sub === '')) throw badClaim('sub')
+    if (jti !== undefined && (typeof jti !== 'string' || jti === '')) throw badClaim('jti')
+    if (!isNumericDate(exp)) throw badClaim('exp')
+    if (iat !== undefined && !isNumericDate(iat)) throw badClaim('iat')
+    if (nbf !== undefined && !isNumericDate(nbf)) throw badClaim('nbf')
+    if (typeof iat === 'number' && iat * 1000 > nowMs + this.#skewMs) {
+      throw invalidToken(ErrorCode.tokenIssuedInFuture, 'the access token was issued in the future')
+    }
+    const start = typeof iat === 'number' ? iat : typeof nbf === 'number' ? nbf : Math.floor(nowMs / 1000)
+    if (exp - start > this.#config.maxTokenLifetimeSec) {
+      throw invalidToken(ErrorCode.tokenLifetimeTooLong, 'the access token lives longer than this gateway accepts')
+    }
+    return {
+      issuer: this.name,
+      claims,
+      sub: typeof sub === 'string' ? sub : '',
+      jti: typeof jti === 'string' ? jti : undefined,
+      scopes: this.#scopes(claims),
+      expMs: exp * 1000,
+      notBeforeMs: typeof nbf === 'number' ? nbf * 1000 - this.#skewMs : 0,
+      skewMs: this.#skewMs,
+      key: handle,
+    }
+  }
+
+  /** scopes from a space-separated string (`scope`), an array (`scp`, Keycloak roles), or nothing */
+  #scopes (claims: Record<string, unknown>): ReadonlySet<string> {
+    const value = claimAt(claims, this.#config.scopeClaim)
+    if (value === undefined || value === null) return new Set()
+    if (typeof value === 'string') return new Set(value.split(' ').filter(s => s !== ''))
+    if (Array.isArray(value) && value.every(v => typeof v === 'string')) return new Set(value as string[])
+    throw badClaim(this.#config.scopeClaim.join('.'))
+  }
+}
+
+/** `typ` compares case-insensitively, with an `application/` prefix optional (RFC 7515 §4.1.9) */
+function normalizeTyp (typ: string): string {
+  const t = typ.toLowerCase()
+  return t.startsWith('application/') ? t.slice(12) : t
+}

@@ -1,0 +1,33 @@
+import type { IdentityHeader } from './identity.js'
+
+/** a verification key that may be withdrawn (an identity provider stopped publishing it) */
+export interface KeyHandle {
+  alive: boolean
+}
+
+/** What an issuer's verification establishes about a token. */
+export interface IssuerVerdict {
+  /** `self` for the gateway's own tokens, else the configured issuer's name */
+  readonly issuer: string
+  readonly claims: Readonly<Record<string, unknown>>
+  readonly sub: string
+  /** absent on some identity providers' tokens (then only the session or user can be revoked) */
+  readonly jti: string | undefined
+  readonly scopes: ReadonlySet<string>
+  readonly expMs: number
+  /** earliest instant the token is valid (nbf − skew), 0 when no nbf */
+  readonly notBeforeMs: number
+  /** the issuer's clock tolerance: the token is refused from expMs + skewMs on */
+  readonly skewMs: number
+  /** the remote key that verified it; a cached token stops verifying when the key is withdrawn */
+  readonly key: KeyHandle | undefined
+}
+
+/**
+ * What the pipeline keeps of a verified token, whoever issued it. Built once per distinct
+ * token (the verify cache holds it), never per request.
+ */
+export interface VerifiedToken extends IssuerVerdict {
+  /** identity headers for the upstream, computed at verification */
+  readonly identity: readonly IdentityHeader[]
+}
