@@ -124,6 +124,12 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
  */
 export class KeySetRegistry {
   readonly #sets = new Map<string, RemoteKeySet>()
+  /** false: key sets are built but never fetch (`portcullis explain` works without network) */
+  readonly #fetch: boolean
+
+  constructor (options: { fetch?: boolean } = {}) {
+    this.#fetch = options.fetch ?? true
+  }
 
   get (issuer: IssuerConfig, shared: Pick<Shared, 'logger'>): RemoteKeySet {
     const key = JSON.stringify([issuer.name, issuer.issuer, issuer.discovery, issuer.jwksUri, issuer.algorithms, issuer.jwks, issuer.allowInsecureHttp])
@@ -146,7 +152,7 @@ export class KeySetRegistry {
       allowInsecureHttp: issuer.allowInsecureHttp,
       logger: shared.logger.child({ issuer: issuer.name }),
     })
-    set.start()
+    if (this.#fetch) set.start()
     this.#sets.set(key, set)
     return set
   }
