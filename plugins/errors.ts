@@ -75,7 +75,7 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   reply.header('cache-control', 'no-store')
   // a body the client has not sent (it may wait for 100 Continue) or not finished sending
   // must not be read as the next request on this connection
-  if (!reply.request.raw.complete) reply.header('connection', 'close')
+  if (!reply.request.raw.complete && reply.request.raw.httpVersionMajor === 1) reply.header('connection', 'close')
   // the gateway's own answers carry the request id too, like proxied ones (headers.ts response())
   reply.header('x-request-id', reply.request.id)
   return reply.type('application/json; charset=utf-8').send(body)

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Duplex } from 'node:stream'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
 import { createLogger } from './logger.js'
@@ -19,6 +19,7 @@ import healthPlugin from '../plugins/health.js'
 import metricsPlugin from '../plugins/metrics.js'
 import sessionsPlugin from '../plugins/sessions.js'
 import adminApiPlugin from '../plugins/admin-api.js'
+import adminReloadPlugin from '../plugins/admin-reload.js'
 import { SessionService } from './sessions/service.js'
 import { RevocationFeed } from './sessions/revocation-feed.js'
 import { LoginThrottle } from './sessions/throttle.js'
@@ -38,6 +39,18 @@ export interface GatewayDeps {
    * Without one it is a pure verifier (tests of the core, benchmarks).
    */
   store?: Store
+  /**
+   * Reads and validates the configuration file again (reload); the CLI passes one reading
+   * gateway.yaml with the process environment. Without it, `reload()` refuses.
+   */
+  loadConfig?: () => GatewayConfig
+}
+
+export interface ReloadResult {
+  ok: boolean
+  /** sha256 of the file in force after the attempt */
+  hash: string
+  problems: readonly ConfigProblem[]
 }
 
 /** The assembled gateway: the public listener, the admin listener and the core they share. */
@@ -60,10 +73,21 @@ export interface Gateway {
    * ConfigError (nothing changed) when the new file changes what only a restart can.
    */
   apply: (config: GatewayConfig) => Promise<void>
+  /**
+   * Loads the configuration file again and applies it whole (SIGHUP, `portcullis reload`,
+   * POST /admin/reload). On failure nothing changes and every problem is logged.
+   */
+  reload: () => Promise<ReloadResult>
+  /** reload outcomes so far, for the metrics */
+  readonly reloads: { succeeded: number, failed: number, lastAt: number | undefined }
   close: () => Promise<void>
 }
 
 const PURGE_INTERVAL_MS = 3_600_000
+
+function secureContextOptions (tls: NonNullable<GatewayConfig['server']['tls']>): { key: string, cert: string, ca?: string, minVersion: 'TLSv1.2' | 'TLSv1.3' } {
+  return { key: tls.keyPem, cert: tls.certPem, ...(tls.caPem === undefined ? {} : { ca: tls.caPem }), minVersion: tls.minVersion }
+}
 
 const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request', message: 'the request is malformed' })
 
@@ -86,7 +110,11 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
   const readiness: Array<() => string | undefined> = []
 
-  const app = Fastify({
+  const tls = initial.server.tls
+  const options: FastifyServerOptions & Record<string, unknown> = {
+    // HTTPS on the public listener when server.tls is set; HTTP/2 with HTTP/1.1 still offered (ALPN)
+    ...(tls === undefined ? {} : { https: { ...secureContextOptions(tls), allowHTTP1: true } }),
+    ...(initial.server.http2 ? { http2: true } : {}),
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // replaced by one decision line per request
     // no child logger per request (it costs on every request); lines that need the id log it
@@ -104,7 +132,10 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     // errors raised before routing (an undecodable URL) get the same JSON shape as ours
     frameworkErrors: (err, _request, reply) => { sendError(reply, toGatewayError(err), initial.server.realm) },
     clientErrorHandler: writeClientError,
-  })
+  }
+  // one instance type for the plugins: HTTPS and HTTP/2 requests reach them through Node's
+  // compatibility API (IncomingMessage/ServerResponse-shaped), which is all they use
+  const app = Fastify(options) as unknown as FastifyInstance
   await app.register(errorsPlugin, { realm: initial.server.realm })
   await app.register(edgePlugin, { holder })
   if (initial.logging.decisions) await app.register(accessLogPlugin, { logger })
@@ -121,6 +152,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   if (sessions !== undefined && initial.admin.token !== '') {
     await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store })
   }
+  if (initial.admin.token !== '') await admin.register(adminReloadPlugin, { token: initial.admin.token, reload: async () => await reload() })
 
   /** login/refresh/logout on the public listener, revocations followed from the store */
   async function wireSessions (store: Store): Promise<NonNullable<Gateway['sessions']>> {
@@ -158,9 +190,35 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     const problems: ConfigProblem[] = reloadProblems(holder.current.config, next)
     if (problems.length > 0) throw new ConfigError(problems, next.source)
     const runtime = compileRuntime(next, shared)
+    const nextTls = next.server.tls
+    if (nextTls !== undefined && JSON.stringify(nextTls) !== JSON.stringify(holder.current.config.server.tls)) {
+      // new handshakes use the new certificate; open connections keep theirs
+      (app.server as unknown as { setSecureContext: (o: object) => void }).setSecureContext(secureContextOptions(nextTls))
+    }
     holder.current = runtime // the one switch: requests from here on see the new configuration
     shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
-    await shared.pools.retain(runtime.pools)
+    // pools no route uses any more close once their in-flight requests are done (not awaited:
+    // a long request must not hold the reload up)
+    shared.pools.retain(runtime.pools).catch((err: unknown) => { logger.warn({ err: String(err) }, 'closing a retired upstream pool failed') })
+  }
+
+  const reloads = { succeeded: 0, failed: 0, lastAt: undefined as number | undefined }
+  async function reload (): Promise<ReloadResult> {
+    reloads.lastAt = clock()
+    let problems: readonly ConfigProblem[]
+    try {
+      if (deps.loadConfig === undefined) throw new ConfigError([{ path: '', message: 'this gateway was started without a configuration file to reload' }], 'reload')
+      const next = deps.loadConfig()
+      await apply(next)
+      reloads.succeeded++
+      logger.info({ event: 'config_reloaded', hash: next.hash, routes: next.routes.length }, 'configuration reloaded')
+      return { ok: true, hash: next.hash, problems: [] }
+    } catch (err) {
+      problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }]
+      reloads.failed++
+      logger.error({ event: 'config_reload_failed', problems, hash: holder.current.config.hash }, 'configuration reload refused; the running configuration stays')
+      return { ok: false, hash: holder.current.config.hash, problems }
+    }
   }
 
   return {
@@ -174,6 +232,8 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     readiness,
     sessions,
     apply,
+    reload,
+    reloads,
     close: async () => {
       live.close()
       await Promise.allSettled([app.close(), admin.close()])

@@ -19,7 +19,7 @@ export async function listen (gateway: Gateway, options: { handleSignals?: boole
   await admin.listen({ host: config.admin.host, port: config.admin.port })
   const port = (app.server.address() as { port: number }).port
   const adminPort = (admin.server.address() as { port: number }).port
-  logger.info({ port, adminPort, routes: config.routes.length }, 'portcullis listening')
+  logger.info({ port, adminPort, routes: config.routes.length, tls: config.server.tls !== undefined, http2: config.server.http2, hash: config.hash }, 'portcullis listening')
 
   let closing: Promise<void> | undefined
   const shutdown = (signal = 'shutdown'): Promise<void> => {
@@ -43,6 +43,8 @@ export async function listen (gateway: Gateway, options: { handleSignals?: boole
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
     }
+    // SIGHUP: load gateway.yaml again; the outcome is logged by reload itself
+    process.on('SIGHUP', () => { gateway.reload().catch(() => {}) })
   }
   return { port, adminPort, shutdown }
 }

@@ -32,7 +32,8 @@ const SINGLE_COPY: ReadonlyMap<number, readonly string[]> = new Map([
 
 export function checkRequest (req: IncomingMessage): void {
   checkPath(req.url ?? '')
-  const host = req.headers.host
+  // HTTP/2 carries the host as the :authority pseudo-header (RFC 9113 §8.3.1)
+  const host = req.headers.host ?? (req.headers[':authority'] as string | undefined)
   if (host === undefined) {
     if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) throw badRequest(ErrorCode.badHost, 'the request has no Host header')
   } else if (!HOST.test(host)) {

@@ -92,6 +92,7 @@ export class HeaderRewriter {
         continue
       }
       if (name === 'host') continue // set below, after anything a client could nominate
+      if (name.charCodeAt(0) === 58 /* : */) continue // HTTP/2 pseudo-headers describe the client's hop
       if (nominated !== undefined && nominated.has(name)) continue
       if (this.#isReserved(name)) continue
       if (FORWARDING.has(name) && !trusted) continue

@@ -167,7 +167,8 @@ class Exchange implements Dispatcher.DispatchHandler {
       cors: this.#ctx.cors,
     })
     // the client's body was not all read: the connection cannot carry another request
-    if (!this.#request.raw.complete) list.push('connection', 'close')
+    // (HTTP/1 only: HTTP/2 has no connection header, and a stream ends on its own)
+    if (!this.#request.raw.complete && this.#request.raw.httpVersionMajor === 1) list.push('connection', 'close')
     try {
       this.#res.writeHead(statusCode, list as string[])
     } catch (err) {
