@@ -1,6 +1,6 @@
 import t from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
-import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
+import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, raw, signWith, startGateway } from '../fixtures/gateway.js'
 
 // The upstream's contract: whatever the client sends under the reserved prefix (any case,
 // repeated, underscores) never arrives; the identity comes only from the verified token.
@@ -97,7 +97,7 @@ t.test('x-forwarded-* are trusted only from configured proxies', async (t) => {
       t.equal(got['x-forwarded-host'], 'evil.test', 'trusted: host kept')
     } else {
       t.equal(got['x-forwarded-for'], '127.0.0.1', 'untrusted: replaced by the peer address')
-      t.equal(got['x-forwarded-proto'], 'http', 'untrusted: the real protocol')
+      t.equal(got['x-forwarded-proto'], PUBLIC_SCHEME, 'untrusted: the real protocol')
       t.equal(got['x-forwarded-host'], 'app.test', 'untrusted: the real Host')
       t.equal(got.forwarded, undefined, 'untrusted: Forwarded dropped')
       t.equal(got['x-real-ip'], undefined, 'untrusted: X-Real-IP dropped')

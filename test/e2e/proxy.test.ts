@@ -1,9 +1,10 @@
 import t from 'tap'
 import { randomBytes, createPublicKey } from 'node:crypto'
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { createServer, type AddressInfo } from 'node:net'
 import { startUpstream, type Recorded } from '../fixtures/upstream.js'
-import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
+import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, signWith, startGateway } from '../fixtures/gateway.js'
 
 // Real sockets end to end: client → gateway (127.0.0.1:0) → recording upstream (127.0.0.1:0).
 
@@ -13,7 +14,7 @@ interface Reply { status: number, headers: IncomingHttpHeaders, body: Buffer, js
 function send (base: string, path: string, options: { method?: string, headers?: OutgoingHttpHeaders, body?: Buffer | string } = {}): Promise<Reply> {
   const url = new URL(base)
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: url.hostname, port: url.port, method: options.method ?? 'GET', path, headers: options.headers, agent: false }, (res) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)({ host: url.hostname, port: url.port, method: options.method ?? 'GET', path, headers: options.headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
@@ -114,7 +115,7 @@ t.test('proxying through real sockets', async (t) => {
     t.equal(rec?.headers.x_user_admin, undefined, 'underscore variant of a reserved header dropped')
     t.equal(rec?.headers.authorization, undefined, 'the token is not forwarded')
     t.equal(rec?.headers['x-forwarded-for'], '127.0.0.1', 'x-forwarded-for set by the gateway')
-    t.equal(rec?.headers['x-forwarded-proto'], 'http')
+    t.equal(rec?.headers['x-forwarded-proto'], PUBLIC_SCHEME, 'x-forwarded-proto: the scheme the client used')
 
     const bare = await send(gw.url, '/api/orders', { headers: bearer })
     t.equal(bare.status, 200)
@@ -211,7 +212,7 @@ t.test('proxying through real sockets', async (t) => {
   t.test('a client that goes away: the upstream request is aborted at once, not at the route timeout', async (t) => {
     const url = new URL(gw.url)
     const before = upstream.requests.length
-    const req = httpRequest({ host: url.hostname, port: url.port, path: '/slow/x', headers: bearer, agent: false })
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)({ host: url.hostname, port: url.port, path: '/slow/x', headers: bearer, agent: false })
     req.on('error', () => {})
     req.end()
     const deadline = Date.now() + 5000

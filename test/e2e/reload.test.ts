@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { request as httpRequest } from 'node:http'
@@ -7,7 +7,7 @@ import { pino } from 'pino'
 import { loadConfigFile } from '../../src/config/load.js'
 import { buildGateway } from '../../src/app.js'
 import { listen } from '../../src/server.js'
-import { baseConfig, goodClaims, makeKey, raw, signWith } from '../fixtures/gateway.js'
+import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, raw, signWith } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 
 // Live configuration changes (issue 12, item 2): the file is validated whole; on success
@@ -16,7 +16,7 @@ import { startUpstream } from '../fixtures/upstream.js'
 
 const ADMIN_TOKEN = 'admin-token-for-the-reload-suite-0123456789'
 
-async function start (t: Tap.Test, config: Record<string, any>): Promise<{ url: string, adminUrl: string, file: string, write: (c: Record<string, any>) => void, gateway: Awaited<ReturnType<typeof buildGateway>> }> {
+async function start (t: Test, config: Record<string, any>): Promise<{ url: string, adminUrl: string, file: string, write: (c: Record<string, any>) => void, gateway: Awaited<ReturnType<typeof buildGateway>> }> {
   const dir = t.testdir({})
   const file = join(dir, 'gateway.yaml')
   const write = (c: Record<string, any>): void => { writeFileSync(file, stringify(c)) }
@@ -25,7 +25,7 @@ async function start (t: Tap.Test, config: Record<string, any>): Promise<{ url: 
   const gateway = await buildGateway(load(), { logger: pino({ level: 'silent' }), loadConfig: load })
   const l = await listen(gateway, { handleSignals: false })
   t.teardown(() => l.shutdown())
-  return { url: `http://127.0.0.1:${l.port}`, adminUrl: `http://127.0.0.1:${l.adminPort}`, file, write, gateway }
+  return { url: `${PUBLIC_SCHEME}://127.0.0.1:${l.port}`, adminUrl: `http://127.0.0.1:${l.adminPort}`, file, write, gateway }
 }
 
 function post (url: string, token: string): Promise<{ status: number, body: any }> {
@@ -122,7 +122,7 @@ t.test('in-flight requests finish on the configuration they started with', async
   t.teardown(async () => { await slow.close(); await other.close() })
   const gw = await start(t, baseConfig(key, [{ name: 'p', prefix: '/p', upstream: slow.url, auth: 'public' }], { admin: { token: ADMIN_TOKEN } }))
   const inFlight = raw(gw.url, '/p/1')
-  await new Promise(resolve => setTimeout(resolve, 50))
+  for (let i = 0; i < 200 && slow.requests.length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
   t.equal(slow.requests.length, 1, 'the request is at the old upstream')
   gw.write(baseConfig(key, [{ name: 'p', prefix: '/p', upstream: other.url, auth: 'public' }], { admin: { token: ADMIN_TOKEN } }))
   t.equal((await gw.gateway.reload()).ok, true)

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { join, resolve } from 'node:path'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -8,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { stringify } from 'yaml'
 import { createPublicKey } from 'node:crypto'
 import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
-import { baseConfig, goodClaims, makeKey, signWith } from '../fixtures/gateway.js'
+import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, signWith } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
 
@@ -100,7 +101,7 @@ async function startOnce (t: Test, key: TestKey, upstream: RecordingUpstream, sh
     if (!alive) throw new Error(`the gateway exited before it was ready:\n${out}`)
     if (Date.now() > deadline) throw new Error(`the gateway was not ready within ${READY_TIMEOUT_MS} ms (last probe: ${lastProbe}):\n${out}`)
     const health = await get(`http://127.0.0.1:${adminPort}/healthz`).then(r => String(r.status), (err: NodeJS.ErrnoException) => err.code ?? err.message)
-    const jwks = health === '200' ? await get(`http://127.0.0.1:${port}/.well-known/jwks.json`).then(r => r.body, (err: NodeJS.ErrnoException) => err.code ?? err.message) : ''
+    const jwks = health === '200' ? await get(`${PUBLIC_SCHEME}://127.0.0.1:${port}/.well-known/jwks.json`).then(r => r.body, (err: NodeJS.ErrnoException) => err.code ?? err.message) : ''
     lastProbe = `healthz ${health}, jwks ${jwks.slice(0, 80)}`
     if (health === '200' && jwks.includes(ourPublicX)) break
     await new Promise(resolve => setTimeout(resolve, 100))
@@ -112,7 +113,7 @@ interface Result { status: number, body: string }
 
 function get (url: string, headers: Record<string, string> = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { headers, agent: false }, (res) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { headers, agent: false }, (res) => {
       let body = ''
       res.on('data', (c: Buffer) => { body += c.toString() })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
@@ -163,11 +164,11 @@ t.test('SIGTERM drains in-flight requests, refuses new connections, exits 0', as
   const gw = await startProcess(t, key, upstream, '10s')
   const auth = { authorization: `Bearer ${signWith(key, goodClaims())}` }
 
-  const warm = await get(`http://127.0.0.1:${gw.port}/slow/warm`, auth)
+  const warm = await get(`${PUBLIC_SCHEME}://127.0.0.1:${gw.port}/slow/warm`, auth)
   t.equal(warm.status, 200, 'the gateway proxies before shutdown')
 
   const IN_FLIGHT = 5
-  const inFlight = Array.from({ length: IN_FLIGHT }, (_, i) => get(`http://127.0.0.1:${gw.port}/slow/${i}`, auth).then(r => r, (err: Error) => ({ status: -1, body: err.message })))
+  const inFlight = Array.from({ length: IN_FLIGHT }, (_, i) => get(`${PUBLIC_SCHEME}://127.0.0.1:${gw.port}/slow/${i}`, auth).then(r => r, (err: Error) => ({ status: -1, body: err.message })))
   await waitFor('every request to reach the upstream', () => upstream.requests.length === IN_FLIGHT + 1)
   const sigtermAt = Date.now()
   gw.child.kill('SIGTERM')
@@ -205,7 +206,7 @@ t.test('a request still in flight past server.shutdownTimeout does not keep the 
   const gw = await startProcess(t, key, upstream, '1s')
   const auth = { authorization: `Bearer ${signWith(key, goodClaims())}` }
 
-  const stuck = get(`http://127.0.0.1:${gw.port}/slow/stuck`, auth).then(r => `status ${r.status}`, (err: NodeJS.ErrnoException) => err.code ?? err.message)
+  const stuck = get(`${PUBLIC_SCHEME}://127.0.0.1:${gw.port}/slow/stuck`, auth).then(r => `status ${r.status}`, (err: NodeJS.ErrnoException) => err.code ?? err.message)
   await waitFor('the request to reach the upstream', () => upstream.requests.length === 1)
   const sigtermAt = Date.now()
   gw.child.kill('SIGTERM')

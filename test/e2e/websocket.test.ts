@@ -73,7 +73,7 @@ t.test('websocket route', async (t) => {
   const gw = await startGateway(t, baseConfig(key, [
     { name: 'chat', prefix: '/ws', upstream: upstream.url, rewritePrefix: '/chat', websocket: true, auth: 'required', scopes: { GET: ['chat'], '*': ['chat'] } },
   ]))
-  const wsUrl = `ws://127.0.0.1:${gw.port}/ws/room1?lang=en`
+  const wsUrl = `${gw.wsUrl}/ws/room1?lang=en`
 
   t.test('a valid token: the upgrade passes, messages round-trip, identity is the token\'s', async (t) => {
     const token = signWith(key, goodClaims({ sub: 'alice', scope: 'chat' }))
@@ -170,7 +170,7 @@ t.test('plain routes beside and below a websocket route reach their own upstream
   const wsPlainHttp = await fetch(`${gw.url}/ws/elsewhere`)
   await wsPlainHttp.arrayBuffer()
   t.equal(wsPlainHttp.status, 426, 'the rest of /ws still goes to the WebSocket route\'s upstream')
-  const opened = await open(`ws://127.0.0.1:${gw.port}/ws/room`, {})
+  const opened = await open(`${gw.wsUrl}/ws/room`, {})
   t.ok(opened.ok, 'and upgrades there still work')
   if (opened.ok) opened.ws.terminate()
 })
