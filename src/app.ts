@@ -26,6 +26,7 @@ import { LoginThrottle } from './sessions/throttle.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
 import { ConfigError, type ConfigProblem } from './errors.js'
+import type { HealthCheck } from './health.js'
 
 export interface GatewayDeps {
   /** epoch ms; tests inject one instead of sleeping */
@@ -64,8 +65,8 @@ export interface Gateway {
   denylist: Denylist
   logger: Logger
   live: LiveSockets
-  /** reasons the gateway is not ready; components push checks here */
-  readiness: Array<() => string | undefined>
+  /** readiness checks (src/health.ts); components push theirs here */
+  readiness: Array<() => HealthCheck>
   sessions: { service: SessionService, feed: RevocationFeed, store: Store } | undefined
   /**
    * Switches to a new, already validated configuration: routes, policies, keys, issuers and
@@ -84,6 +85,22 @@ export interface Gateway {
 }
 
 const PURGE_INTERVAL_MS = 3_600_000
+
+/**
+ * Identity providers whose keys are missing or not refreshing: the gateway still serves (its
+ * own tokens and the other issuers'), so this is `degraded`, never `down` — an unreachable
+ * IdP must not take the fleet out of the load balancer.
+ */
+function issuersCheck (runtime: Runtime): HealthCheck {
+  const detail: Record<string, unknown> = {}
+  const problems: string[] = []
+  for (const issuer of runtime.issuers) {
+    const st = issuer.keys.status
+    detail[issuer.name] = { state: st.state, keys: st.keys, lastError: st.lastError?.code }
+    if (st.state !== 'ready') problems.push(`${issuer.name} keys ${st.state}${st.lastError === undefined ? '' : ` (${st.lastError.code})`}`)
+  }
+  return { name: 'issuers', state: problems.length === 0 ? 'ok' : 'degraded', reason: problems.length === 0 ? undefined : problems.join('; '), detail }
+}
 
 function secureContextOptions (tls: NonNullable<GatewayConfig['server']['tls']>): { key: string, cert: string, ca?: string, minVersion: 'TLSv1.2' | 'TLSv1.3' } {
   return { key: tls.keyPem, cert: tls.certPem, ...(tls.caPem === undefined ? {} : { ca: tls.caPem }), minVersion: tls.minVersion }
@@ -108,7 +125,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const live = new LiveSockets(denylist, clock)
   const shared: Shared = { pools: new PoolRegistry(), keySets: new KeySetRegistry(), denylist, live, trust, clock, logger }
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
-  const readiness: Array<() => string | undefined> = []
+  const readiness: Array<() => HealthCheck> = [() => issuersCheck(holder.current)]
 
   const tls = initial.server.tls
   const options: FastifyServerOptions & Record<string, unknown> = {
@@ -146,9 +163,9 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   await admin.register(errorsPlugin, { realm: initial.server.realm })
   await admin.register(healthPlugin, {
-    notReady: () => readiness.map(check => check()).filter((r): r is string => r !== undefined),
+    checks: () => readiness.map(check => check()),
   })
-  await admin.register(metricsPlugin, { gateway: app, denylist, verifier: () => holder.current.verifier, ready: () => readiness.every(check => check() === undefined) })
+  await admin.register(metricsPlugin, { gateway: app, denylist, verifier: () => holder.current.verifier, ready: () => readiness.every(check => check().state !== 'down') })
   if (sessions !== undefined && initial.admin.token !== '') {
     await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store })
   }
@@ -174,7 +191,11 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     const feed = new RevocationFeed({ store, denylist, clock, logger })
     // the denylist is complete before the first request is served (fail closed)
     await feed.start()
-    readiness.push(() => feed.ready ? undefined : `revocation feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`)
+    readiness.push(() => ({
+      name: 'revocation',
+      state: feed.ready ? 'ok' : 'down',
+      reason: feed.ready ? undefined : `feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`,
+    }))
     await app.register(sessionsPlugin, { config: initial, service, clock })
     // expired refresh tokens, sessions and revocations leave the database; idempotent, so
     // every replica may run it

@@ -13,12 +13,19 @@ export interface Listening {
 }
 
 /** Starts both listeners; SIGTERM/SIGINT drain and exit 0. `server.ts` listens, `app.ts` builds. */
-export async function listen (gateway: Gateway, options: { handleSignals?: boolean } = {}): Promise<Listening> {
+export interface ListenOptions {
+  /** SIGTERM/SIGINT drain and exit, SIGHUP reloads (default true) */
+  handleSignals?: boolean
+  /** start the admin listener (default true; a worker leaves it to the primary, src/workers.ts) */
+  admin?: boolean
+}
+
+export async function listen (gateway: Gateway, options: ListenOptions = {}): Promise<Listening> {
   const { config, app, admin, logger } = gateway
   await app.listen({ host: config.server.host, port: config.server.port, backlog: LISTEN_BACKLOG })
-  await admin.listen({ host: config.admin.host, port: config.admin.port })
+  if (options.admin !== false) await admin.listen({ host: config.admin.host, port: config.admin.port })
   const port = (app.server.address() as { port: number }).port
-  const adminPort = (admin.server.address() as { port: number }).port
+  const adminPort = options.admin === false ? 0 : (admin.server.address() as { port: number }).port
   logger.info({ port, adminPort, routes: config.routes.length, tls: config.server.tls !== undefined, http2: config.server.http2, hash: config.hash }, 'portcullis listening')
 
   let closing: Promise<void> | undefined
@@ -43,8 +50,9 @@ export async function listen (gateway: Gateway, options: { handleSignals?: boole
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
     }
-    // SIGHUP: load gateway.yaml again; the outcome is logged by reload itself
-    process.on('SIGHUP', () => { gateway.reload().catch(() => {}) })
+    // SIGHUP: load gateway.yaml again; the outcome is logged by reload itself (in a worker
+    // the primary asks for reloads, so every worker switches together)
+    if (options.admin !== false) process.on('SIGHUP', () => { gateway.reload().catch(() => {}) })
   }
   return { port, adminPort, shutdown }
 }
