@@ -93,11 +93,11 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
 
   t.test('a killed worker is replaced; only the requests it held are lost', async (t) => {
     const victim = pids[0] as number
-    let stop = false
+    const state = { stop: false }
     let ok = 0
     const failed: string[] = []
     const load = (async () => {
-      while (!stop) {
+      while (!state.stop) {
         try {
           const r = await send(`${gw.url}/.well-known/jwks.json`)
           if (r.status === 200) ok++
@@ -116,7 +116,7 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
       await new Promise(resolve => setTimeout(resolve, 100))
     }
     await new Promise(resolve => setTimeout(resolve, 300))
-    stop = true
+    state.stop = true
     await load
     t.equal(replaced.length, 2, `a new worker took its place (${replaced.join(', ')})`)
     t.ok(ok > 50, `${ok} requests answered meanwhile`)
