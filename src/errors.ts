@@ -66,6 +66,21 @@ export const ErrorCode = {
   invalidUserInput: 'invalid_user_input',
   adminUnauthorized: 'admin_unauthorized',
   storeUnavailable: 'store_unavailable',
+  // identity providers' keys (logs, /readyz and metrics; never sent to a client, whose
+  // token is refused with token_keys_unavailable or token_unknown_key)
+  issuerKeysTimeout: 'issuer_keys_timeout',
+  issuerKeysNetwork: 'issuer_keys_network',
+  issuerKeysRedirect: 'issuer_keys_redirect_refused',
+  issuerKeysHttpStatus: 'issuer_keys_http_status',
+  issuerKeysTooLarge: 'issuer_keys_response_too_large',
+  issuerKeysInvalidJson: 'issuer_keys_invalid_json',
+  issuerKeysInvalidJwks: 'issuer_keys_invalid_jwks',
+  issuerKeysTooManyKeys: 'issuer_keys_too_many_keys',
+  issuerKeysNoUsableKeys: 'issuer_keys_no_usable_keys',
+  issuerKeysInvalidDiscovery: 'issuer_keys_invalid_discovery',
+  issuerKeysIssuerMismatch: 'issuer_keys_discovery_issuer_mismatch',
+  issuerKeysInsecureUrl: 'issuer_keys_insecure_url',
+  issuerKeysClosed: 'issuer_keys_closed',
   // operations
   configInvalid: 'config_invalid',
   reloadFailed: 'reload_failed',
