@@ -1,6 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, GatewayError } from '../src/errors.js'
+import { NO_SECURITY_EVENTS } from '../src/security-events.js'
+import type { SecurityEvents } from '../src/security-events.js'
 import { UserNotFoundError } from '../src/sessions/errors.js'
 import type { SessionService } from '../src/sessions/service.js'
 import type { Store } from '../src/sessions/store.js'
@@ -9,17 +12,46 @@ export interface AdminApiOptions {
   token: string
   service: SessionService
   store: Store
+  /** one admin_action event per request (the revocations themselves are events of the service) */
+  events?: SecurityEvents | undefined
+}
+
+/** what the admin_action event names each endpoint */
+const AdminAction = {
+  listSessions: 'list_sessions',
+  revokeUser: 'revoke_user',
+  revokeSession: 'revoke_session',
+  revokeJti: 'revoke_jti',
+} as const
+type AdminActionName = typeof AdminAction[keyof typeof AdminAction]
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** the admin_action name of an admin API route */
+    adminAction?: AdminActionName
+  }
 }
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest()
+
+/** the object of an action, for the event: a user name, a session id or a jti (never the admin token) */
+function targetOf (request: FastifyRequest): string | undefined {
+  const params = request.params as { name?: unknown, sid?: unknown } | undefined
+  if (typeof params?.name === 'string') return params.name
+  if (typeof params?.sid === 'string') return params.sid
+  const jti = (request.body as { jti?: unknown } | undefined)?.jti
+  return typeof jti === 'string' ? jti : undefined
+}
 
 /**
  * The admin API on the admin listener, behind `admin.token`: list a user's sessions,
  * revoke one session, revoke a user (all sessions and access tokens), revoke one jti.
  * The token is compared in constant time (digests of equal length, timingSafeEqual).
+ * Every request, allowed or refused, is an `admin_action` security event.
  */
 export default fp(async function adminApi (app, opts: AdminApiOptions) {
   const { service, store } = opts
+  const events = opts.events ?? NO_SECURITY_EVENTS
   const expected = sha256(opts.token)
 
   app.register(async (api) => {
@@ -27,18 +59,41 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       const header = request.headers.authorization ?? ''
       const presented = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ''
       if (presented === '' || !timingSafeEqual(sha256(presented), expected)) {
-        done(new GatewayError(ErrorCode.missingToken, 401, 'the admin token is missing or wrong'))
+        done(new GatewayError(ErrorCode.adminUnauthorized, 401, 'the admin token is missing or wrong'))
         return
       }
       done()
     })
 
-    api.get('/admin/users/:name/sessions', async (request) => {
+    // the stable code of a refused action, for its event
+    const failures = new WeakMap<FastifyRequest, string>()
+    api.addHook('onError', (request, _reply, error, done) => {
+      const code = (error as { code?: unknown }).code
+      failures.set(request, typeof code === 'string' ? code : ErrorCode.internal)
+      done()
+    })
+    api.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
+      const action = request.routeOptions.config.adminAction
+      if (action !== undefined) {
+        const failed = reply.statusCode >= 400
+        events.emit('admin_action', {
+          action,
+          via: 'api',
+          target: targetOf(request),
+          ip: request.ip,
+          outcome: failed ? 'error' : 'ok',
+          code: failed ? failures.get(request) ?? String(reply.statusCode) : undefined,
+        })
+      }
+      done()
+    })
+
+    api.get('/admin/users/:name/sessions', { config: { adminAction: AdminAction.listSessions } }, async (request) => {
       const { name } = request.params as { name: string }
       return { sessions: await service.listSessions(name) }
     })
 
-    api.post('/admin/users/:name/revoke', async (request, reply) => {
+    api.post('/admin/users/:name/revoke', { config: { adminAction: AdminAction.revokeUser } }, async (request, reply) => {
       const { name } = request.params as { name: string }
       const user = await store.findUserByName(name)
       if (user === undefined) throw new UserNotFoundError(name)
@@ -46,13 +101,14 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       reply.send({ revoked: { user: name, sessions } })
     })
 
-    api.delete('/admin/sessions/:sid', async (request, reply) => {
+    api.delete('/admin/sessions/:sid', { config: { adminAction: AdminAction.revokeSession } }, async (request, reply) => {
       const { sid } = request.params as { sid: string }
       await service.revokeSession(sid)
       reply.code(204).send()
     })
 
     api.post('/admin/revocations/jti', {
+      config: { adminAction: AdminAction.revokeJti },
       schema: {
         body: {
           type: 'object',

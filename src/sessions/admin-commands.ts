@@ -3,6 +3,7 @@
  * parses arguments, reads passwords with readPassword(), calls these and prints the
  * result. They return data, never a password hash or a token.
  */
+import type { SecurityEvents } from '../security-events.js'
 import { SessionNotFoundError, UserNotFoundError } from './errors.js'
 import { revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
 import type { RevocationTiming } from './revoke.js'
@@ -17,6 +18,8 @@ export interface AdminOptions {
   /** sizes revocation entries; pass the configured access token TTL */
   accessTokenTtlSec?: number
   clockSkewSec?: number
+  /** revocations made by a command are security events (user_revoked, session_revoked) */
+  events?: SecurityEvents | undefined
 }
 
 /** a user as shown to operators: everything but the password hash */
@@ -55,7 +58,7 @@ export async function usersList (store: Store): Promise<UserSummary[]> {
 /** disables the user and revokes all their sessions and access tokens */
 export async function usersDisable (store: Store, name: string, opts?: AdminOptions): Promise<UserSummary> {
   const { now, timing } = resolve(opts)
-  return summary(await setDisabled(store, name, true, now, timing))
+  return summary(await setDisabled(store, name, true, now, timing, { events: opts?.events }))
 }
 
 export async function usersEnable (store: Store, name: string, opts?: AdminOptions): Promise<UserSummary> {
@@ -66,7 +69,7 @@ export async function usersEnable (store: Store, name: string, opts?: AdminOptio
 /** sets a new password; the user's sessions are revoked unless keepSessions */
 export async function usersPasswd (store: Store, name: string, password: string, opts?: AdminOptions & { keepSessions?: boolean }): Promise<UserSummary> {
   const { now, timing } = resolve(opts)
-  return summary(await setPassword(store, name, password, now, timing, { revokeSessions: opts?.keepSessions !== true }))
+  return summary(await setPassword(store, name, password, now, timing, { revokeSessions: opts?.keepSessions !== true, events: opts?.events }))
 }
 
 export async function usersSetScopes (store: Store, name: string, scopes: string[], opts?: AdminOptions): Promise<UserSummary> {
@@ -75,6 +78,21 @@ export async function usersSetScopes (store: Store, name: string, scopes: string
 
 export async function usersSetClaims (store: Store, name: string, claims: Record<string, unknown>, opts?: AdminOptions): Promise<UserSummary> {
   return summary(await setClaims(store, name, claims, resolve(opts).now))
+}
+
+/**
+ * Changes some claims: `set` adds or replaces keys, `unset` removes keys; with `replace`
+ * the user's claims become exactly `set`. Validated as a whole (reserved names, size).
+ * Takes effect on the next access token (login or refresh).
+ */
+export async function usersUpdateClaims (store: Store, name: string,
+  change: { set?: Record<string, unknown>, unset?: string[], replace?: boolean }, opts?: AdminOptions): Promise<UserSummary> {
+  const user = await store.findUserByName(name)
+  if (user === undefined) throw new UserNotFoundError(name)
+  const next: Record<string, unknown> = change.replace === true ? {} : { ...user.claims }
+  for (const k of change.unset ?? []) Reflect.deleteProperty(next, k)
+  Object.assign(next, change.set ?? {})
+  return summary(await setClaims(store, name, next, resolve(opts).now))
 }
 
 export async function sessionsList (store: Store, user: string, opts?: AdminOptions): Promise<SessionInfo[]> {
@@ -92,12 +110,18 @@ export async function sessionsRevoke (store: Store, target: { user: string } | {
   if ('user' in target) {
     const u = await store.findUserByName(target.user)
     if (u === undefined) throw new UserNotFoundError(target.user)
-    return await store.transaction(async (tx) => await revokeUserTx(tx, u.id, now, RevokeReason.admin, timing))
+    const sids = await store.transaction(async (tx) => await revokeUserTx(tx, u.id, now, RevokeReason.admin, timing))
+    opts?.events?.emit('user_revoked', { sub: u.id, user: u.name, reason: 'admin', sessions: sids.length })
+    return sids
   }
-  return await store.transaction(async (tx) => {
-    if (await tx.getSession(target.session) === undefined) throw new SessionNotFoundError(target.session)
-    return (await revokeSessionTx(tx, target.session, now, RevokeReason.admin, timing)) ? [target.session] : []
+  const revoked = await store.transaction(async (tx) => {
+    const session = await tx.getSession(target.session)
+    if (session === undefined) throw new SessionNotFoundError(target.session)
+    return (await revokeSessionTx(tx, target.session, now, RevokeReason.admin, timing)) ? session.userId : undefined
   })
+  if (revoked === undefined) return []
+  opts?.events?.emit('session_revoked', { sid: target.session, sub: revoked, reason: 'admin' })
+  return [target.session]
 }
 
 /** `portcullis migrate`: applies pending migrations and returns the versions applied */

@@ -49,7 +49,14 @@ export async function createEmbeddedDriver (opts: EmbeddedDriverOptions): Promis
     listen: async (channel, onPayload) => {
       // in-process: this subscription cannot be lost while the database is open
       const unsubscribe = await db.listen(channel, onPayload)
-      return { close: async () => { if (!closed) await unsubscribe() } }
+      return {
+        close: async () => { if (!closed) await unsubscribe() },
+        // nothing between us and the database to go silently dead: a heartbeat only
+        // needs to know that the database is still open
+        ping: async () => {
+          if (closed) throw new StoreUnavailableError({ cause: new Error('embedded store is closed') })
+        },
+      }
     },
     close: async () => {
       if (closed) return

@@ -52,8 +52,8 @@ export class PasswordLengthError extends GatewayError {
 /** Too many login attempts for this account or client address. */
 export class LoginThrottledError extends GatewayError {
   /** which limit was hit: for the security event, not for the client */
-  readonly limit: 'account' | 'ip' | undefined
-  constructor (retryAfterSec: number, limit?: 'account' | 'ip') {
+  readonly limit: 'account' | 'ip' | 'ip_total' | undefined
+  constructor (retryAfterSec: number, limit?: 'account' | 'ip' | 'ip_total') {
     super(ErrorCode.tooManyAttempts, 429, 'too many login attempts; retry later', { retryAfterSec })
     this.limit = limit
   }

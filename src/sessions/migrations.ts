@@ -77,4 +77,53 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_expires_at_idx ON revocations (expires_at);
 `,
   },
+  {
+    version: 2,
+    name: 'login throttle in the store, credentials version, refresh state on the session row',
+    sql: `
+-- Login throttle shared by every replica (issue 9 item 1). One row per (kind, key): the
+-- attempt is counted here, under the row lock, BEFORE the password is verified.
+-- kind account: key = SHA-256 of the NFKC-lowercased name (fixed size whatever the input);
+-- kind ip / ip_total: key = the client address, IPv6 aggregated per /64.
+CREATE TABLE login_attempts (
+  kind         text NOT NULL CHECK (kind IN ('account', 'ip', 'ip_total')),
+  key          text NOT NULL CHECK (length(key) <= 64),
+  window_start timestamptz NOT NULL,
+  attempts     integer NOT NULL,
+  locked_until timestamptz,
+  lockouts     integer NOT NULL DEFAULT 0,
+  -- when the row holds nothing any more (window, lock and backoff streak all over)
+  forget_at    timestamptz NOT NULL,
+  updated_at   timestamptz NOT NULL,
+  PRIMARY KEY (kind, key)
+);
+CREATE INDEX login_attempts_forget_at_idx ON login_attempts (forget_at);
+CREATE INDEX login_attempts_updated_at_idx ON login_attempts (updated_at);
+
+-- Bumped (in the same transaction) whenever a user's sessions are revoked: password change,
+-- disable, logout-all, admin revoke. A login re-reads it under a row lock in the transaction
+-- that creates its session; a refresh compares it with the session's copy (issue 9 item 2).
+ALTER TABLE users ADD COLUMN credentials_version integer NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN credentials_version integer NOT NULL DEFAULT 0;
+
+-- Refresh state on the session row: O(1) storage per session instead of one row per
+-- rotation (issue 9 item 8). Tokens are <sid>.<secret+tag>; only hashes are stored.
+-- refresh_key: per-session HMAC key; the tag proves a token was issued for this session
+--   (an old spent one is recognised as reuse without keeping its hash).
+-- refresh_prev_*: the token rotated last, for the reuse grace window; the sealed successor
+--   is dropped once refresh_prev_sealed_until has passed.
+-- Legacy sessions (made before this migration) have refresh_key NULL and keep their
+-- refresh_tokens rows until their first rotation moves them here.
+ALTER TABLE sessions ADD COLUMN refresh_key text;
+ALTER TABLE sessions ADD COLUMN refresh_hash text;
+ALTER TABLE sessions ADD COLUMN refresh_issued_at timestamptz;
+ALTER TABLE sessions ADD COLUMN refresh_expires_at timestamptz;
+ALTER TABLE sessions ADD COLUMN refresh_prev_hash text;
+ALTER TABLE sessions ADD COLUMN refresh_prev_issued_at timestamptz;
+ALTER TABLE sessions ADD COLUMN refresh_prev_sealed text;
+ALTER TABLE sessions ADD COLUMN refresh_prev_sealed_until timestamptz;
+CREATE INDEX sessions_prev_sealed_until_idx ON sessions (refresh_prev_sealed_until)
+  WHERE refresh_prev_sealed_until IS NOT NULL;
+`,
+  },
 ])

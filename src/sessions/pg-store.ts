@@ -6,6 +6,8 @@
  * Every pg error passes through translatePgError(), the one place where "the database
  * is unreachable" becomes StoreUnavailableError (503); other errors pass unchanged.
  */
+import { randomBytes } from 'node:crypto'
+import type { Socket } from 'node:net'
 import pg from 'pg'
 import { StoreUnavailableError } from './errors.js'
 import type { SqlDriver, SqlExecutor } from './sql-store.js'
@@ -15,12 +17,32 @@ export const DEFAULT_POOL_SIZE = 10
 /** fail fast instead of queueing forever when the server does not answer */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
+/**
+ * TCP keep-alive of the LISTEN connection: probes start after this much idle time instead
+ * of the OS default (2 h), so a NAT or load balancer that forgets an idle flow is noticed
+ * even if the heartbeat is switched off.
+ */
+export const LISTEN_KEEPALIVE_INITIAL_DELAY_MS = 10_000
+/**
+ * Client-side read timeout, on top of statement_timeout: a server that stops answering
+ * altogether (a black-holed connection) never sends the statement_timeout error.
+ */
+export const QUERY_TIMEOUT_MARGIN_MS = 2_000
+/** a transaction idle this long (a frozen replica) is ended by the server: its row locks go */
+export const MIN_IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 
 /** Node socket errors that mean the server cannot be reached */
 const NETWORK_ERROR_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH',
   'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ENETDOWN',
 ])
+
+/**
+ * SQLSTATEs of a statement that gave up waiting (lock_timeout, statement_timeout): the
+ * store is too busy to answer in time. The caller gets a 503 like an outage and may retry;
+ * the connection itself is healthy and goes back to the pool.
+ */
+const TIMEOUT_SQL_STATES = new Set(['55P03', '57014'])
 
 /** SQLSTATEs that mean the server is going away or refusing connections */
 function isUnavailableSqlState (code: string): boolean {
@@ -39,6 +61,8 @@ const UNAVAILABLE_MESSAGES = [
   'Cannot use a pool after calling end',
   'Client was closed and is not queryable',
   'Connection terminated due to connection timeout',
+  // pg's client-side query_timeout: the connection is in an unknown state
+  'Query read timeout',
 ]
 
 export function isPgUnavailable (err: unknown): boolean {
@@ -55,10 +79,24 @@ export function isPgUnavailable (err: unknown): boolean {
   return Array.isArray(errors) && errors.length > 0 && errors.every(isPgUnavailable)
 }
 
-/** The boundary: pg errors that mean "unreachable" become StoreUnavailableError (cause kept). */
+function isPgTimeout (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && TIMEOUT_SQL_STATES.has(code)
+}
+
+/**
+ * The boundary: pg errors that mean "unreachable" or "gave up waiting" (lock_timeout,
+ * statement_timeout) become StoreUnavailableError (cause kept).
+ */
 export function translatePgError (err: unknown): unknown {
   if (err instanceof StoreUnavailableError) return err
-  return isPgUnavailable(err) ? new StoreUnavailableError({ cause: err }) : err
+  return isPgUnavailable(err) || isPgTimeout(err) ? new StoreUnavailableError({ cause: err }) : err
+}
+
+/** a connection whose failure says nothing about its health (a timeout) may be reused */
+function breaksConnection (err: unknown): boolean {
+  if (err instanceof StoreUnavailableError) return !isPgTimeout(err.cause) && isPgUnavailable(err.cause ?? err)
+  return isPgUnavailable(err)
 }
 
 async function translated<T> (p: Promise<T>): Promise<T> {
@@ -71,9 +109,41 @@ async function translated<T> (p: Promise<T>): Promise<T> {
 
 export interface PgDriverOptions {
   url: string
+  /** the LISTEN connection's URL (default: url) — e.g. straight to PostgreSQL past a transaction-mode pooler */
+  listenUrl?: string | undefined
   poolSize?: number | undefined
+  /** statement_timeout of pooled connections, ms (0 or undefined: none) */
+  statementTimeoutMs?: number | undefined
+  /** lock_timeout of pooled connections, ms (0 or undefined: none) */
+  lockTimeoutMs?: number | undefined
   logger?: SessionsLogger | undefined
 }
+
+/** the socket under a pg.Client: destroying it is the only way out of a black-holed connection */
+function socketOf (client: pg.Client): Socket | undefined {
+  return (client as unknown as { connection?: { stream?: Socket } }).connection?.stream
+}
+
+/** how long a clean goodbye (Terminate) may take before the socket is destroyed */
+const END_GRACE_MS = 1_000
+
+/**
+ * Ends a client politely, and destroys its socket if the server does not answer within
+ * END_GRACE_MS: on a black-holed connection end() would otherwise never complete.
+ */
+async function endClient (client: pg.Client): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    client.end().catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => { socketOf(client)?.destroy(); resolve() }, END_GRACE_MS)
+      timer.unref()
+    }),
+  ])
+  clearTimeout(timer)
+}
+
+const HEARTBEAT_CHANNEL_PREFIX = 'portcullis_hb_'
 
 function executor (c: pg.Pool | pg.PoolClient): SqlExecutor {
   return {
@@ -83,12 +153,26 @@ function executor (c: pg.Pool | pg.PoolClient): SqlExecutor {
 }
 
 export function createPgDriver (opts: PgDriverOptions): SqlDriver {
+  const statementTimeoutMs = opts.statementTimeoutMs ?? 0
+  const lockTimeoutMs = opts.lockTimeoutMs ?? 0
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.poolSize ?? DEFAULT_POOL_SIZE,
     connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS,
     idleTimeoutMillis: DEFAULT_IDLE_TIMEOUT_MS,
     application_name: 'portcullis',
+    // Sent as startup parameters, so they hold on every pooled connection from its first
+    // statement: a stuck lock holder or a runaway query fails the request with 503
+    // instead of hanging it (issue 9 item 8). 0 leaves the server default.
+    ...(statementTimeoutMs > 0
+      ? {
+          statement_timeout: statementTimeoutMs,
+          query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
+          // a transaction left open by a frozen replica must not hold its row locks forever
+          idle_in_transaction_session_timeout: Math.max(statementTimeoutMs * 2, MIN_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+        }
+      : {}),
+    ...(lockTimeoutMs > 0 ? { lock_timeout: lockTimeoutMs } : {}),
   })
   // An idle pooled client whose server goes away emits 'error' on the pool; without a
   // listener that would crash the process. The next query reconnects.
@@ -103,7 +187,7 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
     try {
       return await fn(executor(client))
     } catch (err) {
-      if (isPgUnavailable(err)) broken = err
+      if (breaksConnection(err)) broken = err
       throw err
     } finally {
       // a client whose connection failed must not go back to the pool
@@ -128,46 +212,72 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
     }),
     listen: async (channel, onPayload, onLost): Promise<StoreListener> => {
       const client = new pg.Client({
-        connectionString: opts.url,
+        connectionString: opts.listenUrl !== undefined && opts.listenUrl !== '' ? opts.listenUrl : opts.url,
         connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS,
         application_name: 'portcullis-revocation-feed',
-        // keepalive so a silently dead peer is noticed, not waited on forever
+        // keep-alive with a short first probe: the OS default waits 2 h before the first
         keepAlive: true,
+        keepAliveInitialDelayMillis: LISTEN_KEEPALIVE_INITIAL_DELAY_MS,
       })
+      // A channel only this connection listens on: heartbeats reach no other replica.
+      const heartbeatChannel = HEARTBEAT_CHANNEL_PREFIX + randomBytes(8).toString('hex')
+      const pings = new Map<string, () => void>()
       let closing = false
       let lost = false
+      const abort = async (): Promise<void> => {
+        listeners.delete(client)
+        await endClient(client)
+      }
       const fail = (err: Error): void => {
         if (closing || lost) return
         lost = true
-        listeners.delete(client)
-        client.end().catch(() => {})
+        abort().catch(() => {})
         onLost(err)
       }
       client.on('error', fail)
       client.on('end', () => fail(new StoreUnavailableError({ cause: new Error('listen connection ended') })))
       client.on('notification', (msg) => {
         if (msg.channel === channel && msg.payload !== undefined) onPayload(msg.payload)
+        else if (msg.channel === heartbeatChannel && msg.payload !== undefined) pings.get(msg.payload)?.()
       })
       try {
         await translated(client.connect())
-        // channel is a constant identifier (REVOCATION_CHANNEL), never user input
+        // channels are constant identifiers (REVOCATION_CHANNEL, a hex suffix), never user input
         await translated(client.query(`LISTEN ${channel}`))
+        await translated(client.query(`LISTEN ${heartbeatChannel}`))
       } catch (err) {
         closing = true
-        await client.end().catch(() => {})
+        await abort()
         throw translatePgError(err)
       }
       listeners.add(client)
       return {
         close: async () => {
           closing = true
-          listeners.delete(client)
-          await client.end().catch(() => {})
+          await abort()
+        },
+        ping: async (timeoutMs) => {
+          if (closing || lost) throw new StoreUnavailableError({ cause: new Error('listen connection closed') })
+          const token = randomBytes(8).toString('hex')
+          let timer: NodeJS.Timeout | undefined
+          try {
+            await new Promise<void>((resolve, reject) => {
+              pings.set(token, resolve)
+              timer = setTimeout(() => {
+                reject(new StoreUnavailableError({ cause: new Error(`no heartbeat from the listen connection within ${timeoutMs} ms`) }))
+              }, timeoutMs)
+              // the round trip through the server's notification queue, not just the socket
+              client.query('SELECT pg_notify($1, $2)', [heartbeatChannel, token]).catch((err: unknown) => { reject(translatePgError(err)) })
+            })
+          } finally {
+            clearTimeout(timer)
+            pings.delete(token)
+          }
         },
       }
     },
     close: async () => {
-      for (const c of listeners) await c.end().catch(() => {})
+      await Promise.all([...listeners].map(endClient))
       listeners.clear()
       await pool.end()
     },

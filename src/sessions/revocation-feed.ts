@@ -9,6 +9,23 @@
  * sent meanwhile is gone, so a reconnect (with exponential backoff and jitter) always
  * repeats steps 1–2. While disconnected the old entries stay in force: stale
  * revocations are safe, forgotten ones are not. Expired entries are pruned on a timer.
+ *
+ * A connection can also die SILENTLY (a NAT or load balancer drops an idle flow, a
+ * failover leaves a half-open socket): no error, no end, just no more notifications.
+ * Two defences (issue 9 item 5):
+ * - a heartbeat every `heartbeatIntervalMs`: a NOTIFY to itself on the listen connection
+ *   that must come back within the interval. It proves the whole path (socket, server,
+ *   notification queue), and since notifications arrive in commit order, everything
+ *   committed before it has been delivered: the denylist is known current as of the
+ *   heartbeat. No answer → the connection is dropped, then reconnect and full reload;
+ * - a reconcile every `reconcileIntervalMs`: a full reload even when all seems fine.
+ *
+ * Readiness (issue 9 item 4): health() says whether to serve. Before the first load the
+ * answer is no (fail closed at boot). Afterwards, while reconnecting, the gateway keeps
+ * serving with the last denylist ("degraded", with its staleness): a revocation missed
+ * meanwhile is bounded by the access-token lifetime, and taking every replica out of the
+ * load balancer at once would be a full outage. With `maxStalenessMs` > 0 the answer
+ * turns to no once the denylist has been unconfirmed for longer than that.
  */
 import type { Denylist, RevocationEntry } from '../pipeline/denylist.js'
 import type { SessionsLogger, Store, StoreListener } from './store.js'
@@ -16,6 +33,8 @@ import type { SessionsLogger, Store, StoreListener } from './store.js'
 export const DEFAULT_PRUNE_INTERVAL_MS = 60_000
 export const DEFAULT_RECONNECT_MIN_DELAY_MS = 250
 export const DEFAULT_RECONNECT_MAX_DELAY_MS = 10_000
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000
+export const DEFAULT_RECONCILE_INTERVAL_MS = 300_000
 
 export interface RevocationFeedOptions {
   store: Store
@@ -25,6 +44,24 @@ export interface RevocationFeedOptions {
   pruneIntervalMs?: number
   reconnectMinDelayMs?: number
   reconnectMaxDelayMs?: number
+  /** revocation.heartbeatIntervalMs: a round trip on the listen connection this often, answer due within it; 0 = off */
+  heartbeatIntervalMs?: number
+  /** revocation.reconcileIntervalMs: a full reload this often even when notifications flow; 0 = off */
+  reconcileIntervalMs?: number
+  /** revocation.maxStalenessMs: 0 = keep serving with the last denylist; > 0 = not ready once it is staler */
+  maxStalenessMs?: number
+}
+
+/** the feed's verdict for /readyz and the staleness metric */
+export interface FeedHealth {
+  /** serve traffic? false before the first load, after close, or when staler than maxStaleness */
+  ready: boolean
+  /** serving with a denylist that may miss revocations (the feed is reconnecting) */
+  degraded: boolean
+  /** ms since the denylist was last known current (0 before the first load) */
+  stalenessMs: number
+  /** why not ready, or why degraded */
+  reason?: string
 }
 
 export const FeedState = {
@@ -40,8 +77,12 @@ export interface FeedStatus {
   state: FeedStateName
   /** when the denylist was last rebuilt from the table */
   loadedAt: Date | undefined
-  /** full reloads so far (1 after a clean start; +1 per reconnect) */
+  /** full reloads so far (1 after a clean start; +1 per reconnect and per reconcile) */
   reloads: number
+  /** heartbeats that came back in time / that did not */
+  heartbeats: { ok: number, failed: number }
+  /** when the denylist was last known current (a load, or a heartbeat's round trip) */
+  currentAt: Date | undefined
   entries: number
   lastError: string | undefined
 }
@@ -72,6 +113,9 @@ export class RevocationFeed {
   readonly #pruneIntervalMs: number
   readonly #minDelayMs: number
   readonly #maxDelayMs: number
+  readonly #heartbeatIntervalMs: number
+  readonly #reconcileIntervalMs: number
+  readonly #maxStalenessMs: number
 
   #state: FeedStateName = 'idle'
   #listener: StoreListener | undefined
@@ -83,6 +127,12 @@ export class RevocationFeed {
   #pruneTimer: NodeJS.Timeout | undefined
   #sleep: { timer: NodeJS.Timeout, resolve: () => void } | undefined
   #started: Promise<void> | undefined
+  #currentAtMs: number | undefined
+  #heartbeatTimer: NodeJS.Timeout | undefined
+  #reconcileTimer: NodeJS.Timeout | undefined
+  #heartbeats = { ok: 0, failed: 0 }
+  /** notifications received while a reconcile reload is in flight, re-applied after it */
+  #reconcileBuffer: RevocationEntry[] | undefined
 
   constructor (opts: RevocationFeedOptions) {
     this.#store = opts.store
@@ -92,6 +142,12 @@ export class RevocationFeed {
     this.#pruneIntervalMs = opts.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS
     this.#minDelayMs = opts.reconnectMinDelayMs ?? DEFAULT_RECONNECT_MIN_DELAY_MS
     this.#maxDelayMs = opts.reconnectMaxDelayMs ?? DEFAULT_RECONNECT_MAX_DELAY_MS
+    this.#heartbeatIntervalMs = opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
+    this.#reconcileIntervalMs = opts.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS
+    this.#maxStalenessMs = opts.maxStalenessMs ?? 0
+    for (const [name, v] of [['heartbeatIntervalMs', this.#heartbeatIntervalMs], ['reconcileIntervalMs', this.#reconcileIntervalMs], ['maxStalenessMs', this.#maxStalenessMs]] as const) {
+      if (!Number.isFinite(v) || v < 0) throw new TypeError(`revocation feed option ${name} must be a number >= 0`)
+    }
   }
 
   /** true while listening with a complete denylist; false while (re)connecting */
@@ -100,7 +156,34 @@ export class RevocationFeed {
   }
 
   get status (): FeedStatus {
-    return { state: this.#state, loadedAt: this.#loadedAt, reloads: this.#reloads, entries: this.#denylist.size, lastError: this.#lastError }
+    return {
+      state: this.#state,
+      loadedAt: this.#loadedAt,
+      reloads: this.#reloads,
+      heartbeats: { ...this.#heartbeats },
+      currentAt: this.#currentAtMs === undefined ? undefined : new Date(this.#currentAtMs),
+      entries: this.#denylist.size,
+      lastError: this.#lastError,
+    }
+  }
+
+  /**
+   * The readiness verdict at `nowMs`. While connected the staleness is the age of the last
+   * proof (load or heartbeat), at most about one heartbeat interval; while reconnecting it
+   * grows from the last proof before the connection was lost.
+   */
+  health (nowMs: number = this.#clock()): FeedHealth {
+    if (this.#state === 'closed') return { ready: false, degraded: false, stalenessMs: 0, reason: 'revocation feed closed' }
+    if (this.#currentAtMs === undefined) {
+      return { ready: false, degraded: false, stalenessMs: 0, reason: `revocation feed starting${this.#lastError === undefined ? '' : `: ${this.#lastError}`}` }
+    }
+    const stalenessMs = Math.max(0, nowMs - this.#currentAtMs)
+    if (this.#state === 'ready') return { ready: true, degraded: false, stalenessMs }
+    const why = `revocation feed ${this.#state}${this.#lastError === undefined ? '' : `: ${this.#lastError}`}`
+    if (this.#maxStalenessMs > 0 && stalenessMs > this.#maxStalenessMs) {
+      return { ready: false, degraded: true, stalenessMs, reason: `${why}; denylist unconfirmed for ${Math.round(stalenessMs / 1000)} s (revocation.maxStaleness ${Math.round(this.#maxStalenessMs / 1000)} s)` }
+    }
+    return { ready: true, degraded: true, stalenessMs, reason: `${why}; serving with the last denylist` }
   }
 
   /**
@@ -127,6 +210,7 @@ export class RevocationFeed {
     this.#state = 'closed'
     this.#generation++
     if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer)
+    this.#stopTimers()
     if (this.#sleep !== undefined) {
       clearTimeout(this.#sleep.timer)
       this.#sleep.resolve()
@@ -174,10 +258,14 @@ export class RevocationFeed {
         buffer.push(entry)
       } else {
         this.#denylist.add(entry)
+        this.#reconcileBuffer?.push(entry)
       }
     }, (err) => this.#onLost(generation, err))
+    let loadStartMs: number
     try {
-      const entries = await this.#store.loadRevocations(new Date(this.#clock()))
+      // the snapshot is at least as new as this instant: the denylist is current as of it
+      loadStartMs = this.#clock()
+      const entries = await this.#store.loadRevocations(new Date(loadStartMs))
       if (this.#lostDuringConnect || generation !== this.#generation) throw new Error('listen connection lost during reload')
       this.#denylist.replace(entries)
       for (const e of buffer) this.#denylist.add(e)
@@ -188,10 +276,78 @@ export class RevocationFeed {
     }
     this.#listener = listener
     this.#loadedAt = new Date(this.#clock())
+    this.#currentAtMs = Math.max(this.#currentAtMs ?? 0, loadStartMs)
     this.#reloads++
     this.#lastError = undefined
     this.#state = 'ready'
+    this.#startTimers(generation, listener)
     this.#log?.info({ entries: this.#denylist.size, reloads: this.#reloads }, 'revocation feed ready')
+  }
+
+  #startTimers (generation: number, listener: StoreListener): void {
+    this.#stopTimers()
+    if (this.#heartbeatIntervalMs > 0) {
+      const beat = (): void => {
+        this.#heartbeatTimer = setTimeout(() => {
+          if (generation !== this.#generation || this.#state !== 'ready') return
+          const sentAtMs = this.#clock()
+          listener.ping(this.#heartbeatIntervalMs).then(() => {
+            if (generation !== this.#generation) return
+            this.#heartbeats.ok++
+            this.#currentAtMs = Math.max(this.#currentAtMs ?? 0, sentAtMs)
+            beat()
+          }, (err: unknown) => {
+            if (generation !== this.#generation) return
+            this.#heartbeats.failed++
+            // the connection may look alive and deliver nothing: drop it, reconnect, reload
+            this.#onLost(generation, err instanceof Error ? err : new Error(String(err)))
+          })
+        }, this.#heartbeatIntervalMs)
+        this.#heartbeatTimer.unref()
+      }
+      beat()
+    }
+    if (this.#reconcileIntervalMs > 0) {
+      this.#reconcileTimer = setInterval(() => {
+        if (generation !== this.#generation || this.#state !== 'ready') return
+        this.reconcile().catch((err: unknown) => {
+          this.#log?.warn({ err: { message: (err as Error).message } }, 'revocation feed: reconcile failed')
+        })
+      }, this.#reconcileIntervalMs)
+      this.#reconcileTimer.unref()
+    }
+  }
+
+  #stopTimers (): void {
+    if (this.#heartbeatTimer !== undefined) clearTimeout(this.#heartbeatTimer)
+    if (this.#reconcileTimer !== undefined) clearInterval(this.#reconcileTimer)
+    this.#heartbeatTimer = undefined
+    this.#reconcileTimer = undefined
+  }
+
+  /**
+   * Reloads the whole denylist from the table on the live subscription (a missed
+   * notification, however it was missed, is repaired). Notifications that arrive during
+   * the load are applied again after the replace, so none is lost to the swap. Resolves
+   * to false when the feed is not ready (a reconnect reloads anyway).
+   */
+  async reconcile (): Promise<boolean> {
+    if (this.#state !== 'ready' || this.#reconcileBuffer !== undefined) return false
+    const generation = this.#generation
+    this.#reconcileBuffer = []
+    try {
+      const loadStartMs = this.#clock()
+      const entries = await this.#store.loadRevocations(new Date(loadStartMs))
+      if (generation !== this.#generation || this.#state !== 'ready') return false
+      this.#denylist.replace(entries)
+      for (const e of this.#reconcileBuffer) this.#denylist.add(e)
+      this.#currentAtMs = Math.max(this.#currentAtMs ?? 0, loadStartMs)
+      this.#loadedAt = new Date(this.#clock())
+      this.#reloads++
+      return true
+    } finally {
+      this.#reconcileBuffer = undefined
+    }
   }
 
   #onLost (generation: number, err: Error): void {
@@ -201,7 +357,11 @@ export class RevocationFeed {
       this.#lostDuringConnect = true
       return
     }
+    const listener = this.#listener
     this.#listener = undefined
+    this.#stopTimers()
+    this.#generation++ // late notifications and pings of the old connection are ignored from here
+    listener.close().catch(() => {})
     this.#state = 'reconnecting'
     this.#lastError = err.message
     this.#log?.warn({ err: { message: err.message } }, 'revocation feed: connection lost, reconnecting')

@@ -1,14 +1,16 @@
 /**
  * Revocations written inside the caller's transaction: the state change (session
- * revoked) and the feed entry (revocations row + NOTIFY) commit together or not at all.
+ * revoked, credentials version bumped) and the feed entries (revocations rows + NOTIFY)
+ * commit together or not at all.
  *
  * How long an entry must live — until no token it covers can still pass verification:
  * - jti: the token's `exp` plus the verifier's clock skew;
  * - session: now + access TTL + skew (no new access token of a revoked session can be
  *   issued, so the latest one already issued expires by then);
- * - user cut-off: the same, for every token with `iat` <= now.
+ * - user cut-off: the same, for every token with `iat` <= the cut-off.
  */
 import type { RevocationEntry } from '../pipeline/denylist.js'
+import type { RevocationEventReason } from '../security-events.js'
 import type { StoreQueries } from './store.js'
 
 export interface RevocationTiming {
@@ -17,6 +19,7 @@ export interface RevocationTiming {
   clockSkewSec: number
 }
 
+/** the reason stored on the session row (`revoke_reason`, shown by `sessions list`) */
 export const RevokeReason = {
   logout: 'logout',
   logoutAll: 'logout_all',
@@ -27,37 +30,59 @@ export const RevokeReason = {
 } as const
 export type RevokeReasonName = typeof RevokeReason[keyof typeof RevokeReason]
 
+/** the same reason as a security event names it */
+export function eventReason (reason: RevokeReasonName): RevocationEventReason {
+  return reason === RevokeReason.refreshTokenReuse ? 'reuse' : reason
+}
+
 const nowSecOf = (nowMs: number): number => Math.floor(nowMs / 1000)
+
+function sessionEntry (sid: string, nowMs: number, timing: RevocationTiming): RevocationEntry {
+  return { kind: 'session', value: sid, expiresAtSec: nowSecOf(nowMs) + timing.accessTokenTtlSec + timing.clockSkewSec }
+}
 
 /** revokes one session; false when unknown or already revoked (then nothing is written) */
 export async function revokeSessionTx (tx: StoreQueries, sid: string, nowMs: number, reason: RevokeReasonName, timing: RevocationTiming): Promise<boolean> {
   const changed = await tx.revokeSession(sid, new Date(nowMs), reason)
-  if (changed) {
-    await tx.insertRevocation({
-      kind: 'session',
-      value: sid,
-      expiresAtSec: nowSecOf(nowMs) + timing.accessTokenTtlSec + timing.clockSkewSec,
-    }, new Date(nowMs))
-  }
+  if (changed) await tx.insertRevocation(sessionEntry(sid, nowMs, timing), new Date(nowMs))
   return changed
 }
 
 /**
- * Revokes every session of a user and every access token issued to them up to now.
- * The cut-off is inclusive of the current second (the Denylist checks iat <= cut-off),
- * so a token issued in this same second, even just after, is refused too: erring on
- * the side of revoking. Returns the session ids revoked.
+ * Revokes every session of a user and every access token issued to them up to now, and
+ * bumps their credentials version, so that a login or a refresh that read the user
+ * before this transaction cannot create or extend a session after it (issue 9 item 2:
+ * the login re-reads the version under a row lock in the transaction that creates its
+ * session; this UPDATE of the user row waits for it, or it waits for this one).
+ *
+ * Two kinds of entry cover the access tokens:
+ * - one `session` entry per revoked session: a token of that session is refused
+ *   whatever its `iat`, so a replica whose clock runs ahead (signing with an `iat` after
+ *   the cut-off) cannot slip a token of a revoked session past it;
+ * - one `user` cut-off at the current second, inclusive (the Denylist refuses
+ *   iat <= cut-off): a token of the same second, even signed just after, is refused. It
+ *   covers tokens whose session is already gone from the table (purged after its
+ *   absolute expiry) and tokens without a `sid`.
+ * The cut-off is deliberately NOT moved forward by the clock skew: every session that
+ * existed at the cut-off is already refused by its own entry, and a session made after
+ * it has passed the credentials-version check, so it is legitimate. A cut-off at
+ * now + skew would instead refuse, for up to `clockSkew`, the access tokens of the user's
+ * next login (log out everywhere, log in again at once → 401 token_revoked until then).
+ * Returns the session ids revoked.
  */
 export async function revokeUserTx (tx: StoreQueries, userId: string, nowMs: number, reason: RevokeReasonName, timing: RevocationTiming): Promise<string[]> {
-  const sids = await tx.revokeUserSessions(userId, new Date(nowMs), reason)
+  const at = new Date(nowMs)
+  // users before sessions: the same lock order as a login (user FOR SHARE, then its insert)
+  await tx.bumpCredentialsVersion(userId, at)
+  const sids = await tx.revokeUserSessions(userId, at, reason)
+  for (const sid of sids) await tx.insertRevocation(sessionEntry(sid, nowMs, timing), at)
   const nowSec = nowSecOf(nowMs)
-  const entry: RevocationEntry = {
+  await tx.insertRevocation({
     kind: 'user',
     value: userId,
     issuedBeforeSec: nowSec,
     expiresAtSec: nowSec + timing.accessTokenTtlSec + timing.clockSkewSec,
-  }
-  await tx.insertRevocation(entry, new Date(nowMs))
+  }, at)
   return sids
 }
 

@@ -1,20 +1,25 @@
 /**
- * The token lifecycle (DESIGN.md "The token lifecycle"): login, refresh rotation with
- * reuse detection, logout, revocation. Fastify-free: the HTTP layer maps the thrown
- * errors (errors.ts) to responses by their `statusCode` and `code`.
+ * The token lifecycle (DESIGN.md "The token lifecycle"): login (login.ts), refresh
+ * rotation with reuse detection (rotation.ts), logout, revocation. Fastify-free: the HTTP
+ * layer maps the thrown errors (errors.ts) to responses by their `statusCode` and `code`.
  *
  * Time comes only from the injected `clock` (epoch ms), so tests move it instead of
- * sleeping, and every database timestamp agrees with it.
+ * sleeping, and every database timestamp agrees with it. Security events (login, reuse,
+ * revocations) are emitted after their transaction commits, never for one rolled back.
  */
-import { InvalidCredentialsError, InvalidGrantError, LoginThrottledError, SessionNotFoundError, UserNotFoundError } from './errors.js'
-import { checkPasswordLength, hashPassword, needsRehash, verifyPassword } from './passwords.js'
-import {
-  hashRefreshToken, isWellFormedRefreshToken, newRefreshToken, newSessionId, openSuccessor, sealSuccessor,
-} from './refresh-tokens.js'
-import { revokeJtiTx, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
-import type { RevocationTiming } from './revoke.js'
-import type { SessionRecord, Store, UserRecord } from './store.js'
+import { NO_SECURITY_EVENTS } from '../security-events.js'
+import type { SecurityEvents } from '../security-events.js'
+import { InvalidGrantError, SessionNotFoundError, UserNotFoundError } from './errors.js'
+import { loginFlow } from './login.js'
+import { hasFamilyTag, hashRefreshToken, parseRefreshToken } from './refresh-tokens.js'
+import { eventReason, revokeJtiTx, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
+import type { RevokeReasonName } from './revoke.js'
+import { refreshFlow } from './rotation.js'
+import type { ServiceContext, SessionServiceOptions } from './service-context.js'
+import type { PurgeResult, SessionRecord, Store, StoreQueries, UserRecord } from './store.js'
 import type { LoginThrottle } from './throttle.js'
+
+export type { SessionServiceOptions } from './service-context.js'
 
 export interface SignAccessTokenInput {
   sub: string
@@ -35,19 +40,6 @@ export interface SignedAccessToken {
 /** provided by the token module (src/tokens); may be sync or async */
 export type SignAccessToken = (input: SignAccessTokenInput) => SignedAccessToken | Promise<SignedAccessToken>
 
-export interface SessionServiceOptions {
-  /** lifetime of one refresh token; capped by the session's absolute expiry */
-  refreshTokenTtlSec: number
-  /** absolute session lifetime from login: refresh never extends it */
-  sessionMaxAgeSec: number
-  /** how long a spent refresh token still returns its successor (concurrent tabs) */
-  reuseGraceSec: number
-  /** access token lifetime, used to size revocation entries */
-  accessTokenTtlSec: number
-  /** the verifier's clock tolerance: revocation entries outlive `exp` by this much */
-  clockSkewSec: number
-}
-
 export const DEFAULT_SESSION_OPTIONS: Readonly<SessionServiceOptions> = Object.freeze({
   refreshTokenTtlSec: 14 * 24 * 3600,
   sessionMaxAgeSec: 30 * 24 * 3600,
@@ -56,8 +48,9 @@ export const DEFAULT_SESSION_OPTIONS: Readonly<SessionServiceOptions> = Object.f
   clockSkewSec: 30,
 })
 
-/** where a request came from; stored with the session for `sessions list` */
+/** where a request came from: the throttle's address and what `sessions list` shows */
 export interface ClientInfo {
+  /** the client address as the HTTP layer resolved it (Fastify `request.ip`, per server.trustProxy) */
   ip?: string | undefined
   userAgent?: string | undefined
 }
@@ -94,136 +87,58 @@ export interface SessionServiceDeps {
   clock?: () => number
   signAccessToken: SignAccessToken
   options?: Partial<SessionServiceOptions>
-  /** optional login throttle; checked before any password work */
+  /** the login throttle (throttle.ts, in the store); without one logins are not throttled */
   throttle?: LoginThrottle | undefined
+  /** security event lines and counters; default: none */
+  events?: SecurityEvents | undefined
 }
-
-const MAX_USER_AGENT_CHARS = 512
-const MAX_IP_CHARS = 64
-
-function clip (v: string | undefined, max: number): string | null {
-  return v === undefined || v === '' ? null : v.slice(0, max)
-}
-
-type RefreshOutcome =
-  | { kind: 'rotated', user: UserRecord, session: SessionRecord, refreshToken: string, refreshExpiresAt: Date }
-  | { kind: 'invalid', reason: string }
 
 export class SessionService {
-  readonly #store: Store
-  readonly #clock: () => number
+  readonly #ctx: ServiceContext
   readonly #sign: SignAccessToken
-  readonly #throttle: LoginThrottle | undefined
   readonly options: Readonly<SessionServiceOptions>
 
   constructor (deps: SessionServiceDeps) {
-    this.#store = deps.store
-    this.#clock = deps.clock ?? Date.now
-    this.#sign = deps.signAccessToken
-    this.#throttle = deps.throttle
     this.options = Object.freeze({ ...DEFAULT_SESSION_OPTIONS, ...deps.options })
     for (const [k, v] of Object.entries(this.options)) {
       if (!Number.isFinite(v) || v < 0) throw new TypeError(`sessions option ${k} must be a number >= 0`)
     }
+    const options = this.options
+    this.#sign = deps.signAccessToken
+    this.#ctx = {
+      store: deps.store,
+      clock: deps.clock ?? Date.now,
+      options,
+      timing: { accessTokenTtlSec: options.accessTokenTtlSec, clockSkewSec: options.clockSkewSec },
+      throttle: deps.throttle,
+      events: deps.events ?? NO_SECURITY_EVENTS,
+      refreshExpiry: (nowMs, sessionExpiresAt) => new Date(Math.min(nowMs + options.refreshTokenTtlSec * 1000, sessionExpiresAt.getTime())),
+    }
   }
 
-  get #timing (): RevocationTiming {
-    return { accessTokenTtlSec: this.options.accessTokenTtlSec, clockSkewSec: this.options.clockSkewSec }
-  }
+  get #store (): Store { return this.#ctx.store }
+  #now (): number { return this.#ctx.clock() }
 
   /**
-   * Throws PasswordLengthError (before any work), LoginThrottledError (429, before
-   * verifying), InvalidCredentialsError (unknown user, wrong password, disabled user:
-   * one error, and the unknown user is verified against the dummy hash for equal
-   * cost) or StoreUnavailableError.
+   * Throws PasswordLengthError (before any work), LoginThrottledError (429, counted before
+   * verifying), InvalidCredentialsError (unknown user, wrong password, disabled user, or a
+   * revocation of the user's sessions that committed while this login ran: one error, and
+   * the unknown user is verified against the dummy hash for equal cost) or
+   * StoreUnavailableError.
    */
   async login (username: string, password: string, client: ClientInfo = {}): Promise<TokenPair> {
-    checkPasswordLength(password)
-    if (this.#throttle !== undefined) {
-      const decision = this.#throttle.check(username, client.ip)
-      if (!decision.allowed) throw new LoginThrottledError(decision.retryAfterSec)
-    }
-    const user = await this.#store.findUserByName(username)
-    const ok = await verifyPassword(user?.passwordHash, password)
-    if (user === undefined || !ok || user.disabled) {
-      this.#throttle?.recordFailure(username, client.ip)
-      throw new InvalidCredentialsError()
-    }
-    this.#throttle?.recordSuccess(username)
-    if (needsRehash(user.passwordHash)) {
-      // upgrade hashes made with older parameters while we hold the plaintext
-      await this.#store.updateUser(user.name, { passwordHash: await hashPassword(password) }, new Date(this.#clock()))
-    }
-
-    const nowMs = this.#clock()
-    const sid = newSessionId()
-    const sessionExpiresAt = new Date(nowMs + this.options.sessionMaxAgeSec * 1000)
-    const refreshToken = newRefreshToken()
-    const refreshExpiresAt = this.#refreshExpiry(nowMs, sessionExpiresAt)
-    await this.#store.transaction(async (tx) => {
-      await tx.insertSession({
-        id: sid,
-        userId: user.id,
-        createdAt: new Date(nowMs),
-        expiresAt: sessionExpiresAt,
-        userAgent: clip(client.userAgent, MAX_USER_AGENT_CHARS),
-        ip: clip(client.ip, MAX_IP_CHARS),
-      })
-      await tx.insertRefreshToken({ tokenHash: hashRefreshToken(refreshToken), sessionId: sid, createdAt: new Date(nowMs), expiresAt: refreshExpiresAt })
-    })
-    return await this.#pair(user, sid, refreshToken, refreshExpiresAt)
+    const r = await loginFlow(this.#ctx, username, password, client)
+    return await this.#pair(r.user, r.sid, r.refreshToken, r.refreshExpiresAt)
   }
 
   /**
-   * Rotates a refresh token: in one transaction the presented token is locked, spent
-   * and replaced. Throws InvalidGrantError (`reason` says why, for the log) or
-   * StoreUnavailableError. See the grace-window and reuse rules inline.
+   * Rotates a refresh token (rotation.ts). Throws InvalidGrantError (`reason` says why,
+   * for the log) or StoreUnavailableError.
    */
   async refresh (refreshToken: string, client: ClientInfo = {}): Promise<TokenPair> {
-    if (!isWellFormedRefreshToken(refreshToken)) throw new InvalidGrantError('malformed')
-    const presentedHash = hashRefreshToken(refreshToken)
-    const nowMs = this.#clock()
-    const now = new Date(nowMs)
-    const outcome = await this.#store.transaction(async (tx): Promise<RefreshOutcome> => {
-      // FOR UPDATE: concurrent refreshes of one token queue here; the second one then
-      // sees it spent and takes the grace path, so exactly one successor exists.
-      const ctx = await tx.lockRefreshToken(presentedHash)
-      if (ctx === undefined) return { kind: 'invalid', reason: 'unknown_token' }
-      const { token, session, user } = ctx
-      if (session.revokedAt !== null) return { kind: 'invalid', reason: 'session_revoked' }
-      if (session.expiresAt.getTime() <= nowMs) return { kind: 'invalid', reason: 'session_expired' }
-      if (user.disabled) return { kind: 'invalid', reason: 'user_disabled' }
-
-      if (token.spentAt !== null) {
-        const spentForMs = nowMs - token.spentAt.getTime()
-        if (spentForMs <= this.options.reuseGraceSec * 1000 && token.successorHash !== null && token.successorSealed !== null) {
-          // A second tab racing the first: give back the same successor, if it is
-          // still unused. Only the holder of the presented plaintext can open it.
-          const successor = await tx.getRefreshToken(token.successorHash)
-          const plaintext = openSuccessor(refreshToken, token.successorSealed)
-          if (successor !== undefined && plaintext !== undefined && successor.spentAt === null && successor.expiresAt.getTime() > nowMs) {
-            await tx.touchSession(session.id, now, clip(client.ip, MAX_IP_CHARS), clip(client.userAgent, MAX_USER_AGENT_CHARS))
-            return { kind: 'rotated', user, session, refreshToken: plaintext, refreshExpiresAt: successor.expiresAt }
-          }
-          // the successor moved on already: refuse, but within the grace window this is
-          // a race between the client's own tabs, not evidence of theft
-          return { kind: 'invalid', reason: 'successor_already_used' }
-        }
-        // Reuse after the grace window: the token was copied. Revoke the whole family,
-        // since we cannot tell the thief's copy from the client's (OAuth 2.0 Security
-        // BCP, RFC 9700 §4.14.2). Committed before the error is thrown.
-        await revokeSessionTx(tx, session.id, nowMs, RevokeReason.refreshTokenReuse, this.#timing)
-        return { kind: 'invalid', reason: 'reuse_detected' }
-      }
-      if (token.expiresAt.getTime() <= nowMs) return { kind: 'invalid', reason: 'token_expired' }
-
-      const next = newRefreshToken()
-      const nextExpiresAt = this.#refreshExpiry(nowMs, session.expiresAt)
-      await tx.insertRefreshToken({ tokenHash: hashRefreshToken(next), sessionId: session.id, createdAt: now, expiresAt: nextExpiresAt })
-      await tx.spendRefreshToken(presentedHash, now, hashRefreshToken(next), sealSuccessor(refreshToken, next))
-      await tx.touchSession(session.id, now, clip(client.ip, MAX_IP_CHARS), clip(client.userAgent, MAX_USER_AGENT_CHARS))
-      return { kind: 'rotated', user, session, refreshToken: next, refreshExpiresAt: nextExpiresAt }
-    })
+    const parsed = parseRefreshToken(refreshToken)
+    if (parsed === undefined) throw new InvalidGrantError('malformed')
+    const outcome = await refreshFlow(this.#ctx, parsed, client)
     if (outcome.kind === 'invalid') throw new InvalidGrantError(outcome.reason)
     // the user row was read in the transaction: the token carries CURRENT scopes/claims
     return await this.#pair(outcome.user, outcome.session.id, outcome.refreshToken, outcome.refreshExpiresAt)
@@ -235,58 +150,72 @@ export class SessionService {
    * be the claims of an access token that has already been verified.
    */
   async logout (refreshToken: string | undefined, accessClaims: AccessClaims | undefined): Promise<void> {
-    const nowMs = this.#clock()
-    await this.#store.transaction(async (tx) => {
+    const nowMs = this.#now()
+    const sub = typeof accessClaims?.sub === 'string' ? accessClaims.sub : undefined
+    const done = await this.#store.transaction(async (tx) => {
       const sids = new Set<string>()
-      if (refreshToken !== undefined && isWellFormedRefreshToken(refreshToken)) {
-        // a spent token still names its session: logging out with it ends the session
-        const row = await tx.getRefreshToken(hashRefreshToken(refreshToken))
-        if (row !== undefined) sids.add(row.sessionId)
-      }
+      const fromToken = refreshToken === undefined ? undefined : await sessionOfRefreshToken(tx, refreshToken)
+      if (fromToken !== undefined) sids.add(fromToken)
       if (typeof accessClaims?.sid === 'string') sids.add(accessClaims.sid)
-      for (const sid of sids) await revokeSessionTx(tx, sid, nowMs, RevokeReason.logout, this.#timing)
-      if (typeof accessClaims?.jti === 'string' && typeof accessClaims.exp === 'number') {
-        await revokeJtiTx(tx, accessClaims.jti, accessClaims.exp, nowMs, this.#timing)
-      }
+      const revoked: string[] = []
+      for (const sid of sids) if (await revokeSessionTx(tx, sid, nowMs, RevokeReason.logout, this.#ctx.timing)) revoked.push(sid)
+      let jti: string | undefined
+      if (typeof accessClaims?.jti === 'string' && typeof accessClaims.exp === 'number' &&
+        await revokeJtiTx(tx, accessClaims.jti, accessClaims.exp, nowMs, this.#ctx.timing)) jti = accessClaims.jti
+      return { revoked, jti }
     })
+    for (const sid of done.revoked) this.#ctx.events.emit('session_revoked', { sid, sub, reason: 'logout' })
+    if (done.jti !== undefined) this.#ctx.events.emit('jti_revoked', { jti: done.jti, sub, reason: 'logout' })
   }
 
   /** "log out everywhere": every session of `sub` and every access token issued up to now */
   async logoutAll (sub: string): Promise<void> {
-    const nowMs = this.#clock()
-    await this.#store.transaction(async (tx) => await revokeUserTx(tx, sub, nowMs, RevokeReason.logoutAll, this.#timing))
+    await this.#revokeUser(sub, RevokeReason.logoutAll)
   }
 
   /** operator-forced logout of a user by `sub` (user id); returns the sessions revoked */
   async revokeUser (sub: string): Promise<string[]> {
-    const nowMs = this.#clock()
-    return await this.#store.transaction(async (tx) => await revokeUserTx(tx, sub, nowMs, RevokeReason.admin, this.#timing))
+    return await this.#revokeUser(sub, RevokeReason.admin)
+  }
+
+  async #revokeUser (sub: string, reason: RevokeReasonName): Promise<string[]> {
+    const nowMs = this.#now()
+    const sids = await this.#store.transaction(async (tx) => await revokeUserTx(tx, sub, nowMs, reason, this.#ctx.timing))
+    this.#ctx.events.emit('user_revoked', { sub, reason: eventReason(reason), sessions: sids.length })
+    return sids
   }
 
   /** revokes one session; throws SessionNotFoundError for an unknown id, no error when already revoked */
   async revokeSession (sid: string): Promise<void> {
-    const nowMs = this.#clock()
-    await this.#store.transaction(async (tx) => {
-      if (await tx.getSession(sid) === undefined) throw new SessionNotFoundError(sid)
-      await revokeSessionTx(tx, sid, nowMs, RevokeReason.admin, this.#timing)
+    const nowMs = this.#now()
+    const revoked = await this.#store.transaction(async (tx) => {
+      const session = await tx.getSession(sid)
+      if (session === undefined) throw new SessionNotFoundError(sid)
+      return await revokeSessionTx(tx, sid, nowMs, RevokeReason.admin, this.#ctx.timing) ? session.userId : undefined
     })
+    if (revoked !== undefined) this.#ctx.events.emit('session_revoked', { sid, sub: revoked, reason: 'admin' })
   }
 
   /** denylists one access token until `expSec` (+ clock skew) */
   async revokeJti (jti: string, expSec: number): Promise<void> {
-    const nowMs = this.#clock()
-    await this.#store.transaction(async (tx) => { await revokeJtiTx(tx, jti, expSec, nowMs, this.#timing) })
+    const nowMs = this.#now()
+    const written = await this.#store.transaction(async (tx) => await revokeJtiTx(tx, jti, expSec, nowMs, this.#ctx.timing))
+    if (written) this.#ctx.events.emit('jti_revoked', { jti, reason: 'admin' })
   }
 
   /** the sessions of a user, newest first; throws UserNotFoundError */
   async listSessions (username: string): Promise<SessionInfo[]> {
     const user = await this.#store.findUserByName(username)
     if (user === undefined) throw new UserNotFoundError(username)
-    return toSessionInfos(await this.#store.listSessionsByUser(user.id), this.#clock())
+    return toSessionInfos(await this.#store.listSessionsByUser(user.id), this.#now())
   }
 
-  #refreshExpiry (nowMs: number, sessionExpiresAt: Date): Date {
-    return new Date(Math.min(nowMs + this.options.refreshTokenTtlSec * 1000, sessionExpiresAt.getTime()))
+  /**
+   * Deletes what can no longer matter (store.purgeExpired) with this service's grace
+   * window. Idempotent; safe from every replica.
+   */
+  async purgeExpired (): Promise<PurgeResult> {
+    return await this.#store.purgeExpired(new Date(this.#now()), { reuseGraceSec: this.options.reuseGraceSec })
   }
 
   async #pair (user: UserRecord, sid: string, refreshToken: string, refreshExpiresAt: Date): Promise<TokenPair> {
@@ -299,7 +228,7 @@ export class SessionService {
     return {
       accessToken: signed.token,
       tokenType: 'Bearer',
-      expiresIn: Math.max(0, signed.exp - Math.floor(this.#clock() / 1000)),
+      expiresIn: Math.max(0, signed.exp - Math.floor(this.#now() / 1000)),
       refreshToken,
       refreshExpiresAt,
       sid,
@@ -307,6 +236,21 @@ export class SessionService {
       jti: signed.jti,
     }
   }
+}
+
+/**
+ * The session a refresh token names, if it really is one of that session's tokens (a
+ * spent one too: logging out with it ends the session). Only naming a sid is not enough:
+ * sids appear in access tokens and logs, and must not let anyone end someone's session.
+ */
+async function sessionOfRefreshToken (tx: StoreQueries, token: string): Promise<string | undefined> {
+  const parsed = parseRefreshToken(token)
+  if (parsed === undefined) return undefined
+  const hash = hashRefreshToken(token)
+  if (parsed.format === 'legacy') return (await tx.getRefreshToken(hash))?.sessionId
+  const r = await tx.getSessionRefresh(parsed.sid)
+  if (r === undefined) return undefined
+  return r.hash === hash || r.prevHash === hash || (r.key !== null && hasFamilyTag(parsed, r.key)) ? parsed.sid : undefined
 }
 
 export function toSessionInfos (sessions: SessionRecord[], nowMs: number): SessionInfo[] {

@@ -6,11 +6,15 @@
 import type { RevocationEntry, RevocationKind } from '../pipeline/denylist.js'
 import { UserExistsError } from './errors.js'
 import { MIGRATION_LOCK_KEY, MIGRATIONS } from './migrations.js'
+import {
+  REFRESH_COLUMNS, SESSION_COLUMNS, THROTTLE_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, toRefresh, toSession, toThrottle, toToken, toUser,
+} from './sql-rows.js'
 import type {
-  NewRefreshToken, NewSession, NewUser, RefreshContext, RefreshTokenRecord, SessionRecord,
-  Store, StoreListener, StoreQueries, UserPatch, UserRecord,
+  LockedSession, NewRefreshToken, NewSession, NewUser, PurgeOptions, PurgeResult, RefreshContext, RefreshRotation,
+  RefreshTokenRecord, SessionRecord, SessionRefreshState, Store, StoreListener, StoreQueries, ThrottleKind, ThrottleRow,
+  UserPatch, UserRecord,
 } from './store.js'
-import { REVOCATION_CHANNEL } from './store.js'
+import { DEFAULT_REUSE_GRACE_SEC, REVOCATION_CHANNEL } from './store.js'
 
 export type Row = Record<string, unknown>
 
@@ -27,52 +31,6 @@ export interface SqlDriver extends SqlExecutor {
   withConnection: <T>(fn: (q: SqlExecutor) => Promise<T>) => Promise<T>
   listen: (channel: string, onPayload: (payload: string) => void, onLost: (err: Error) => void) => Promise<StoreListener>
   close: () => Promise<void>
-}
-
-const USER_COLUMNS = 'u.id AS u_id, u.name AS u_name, u.password_hash AS u_password_hash, u.scopes AS u_scopes, ' +
-  'u.claims AS u_claims, u.disabled AS u_disabled, u.created_at AS u_created_at, u.updated_at AS u_updated_at'
-const SESSION_COLUMNS = 's.id AS s_id, s.user_id AS s_user_id, s.created_at AS s_created_at, s.last_used_at AS s_last_used_at, ' +
-  's.expires_at AS s_expires_at, s.user_agent AS s_user_agent, s.ip AS s_ip, s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason'
-const TOKEN_COLUMNS = 'rt.token_hash AS rt_token_hash, rt.session_id AS rt_session_id, rt.created_at AS rt_created_at, ' +
-  'rt.expires_at AS rt_expires_at, rt.spent_at AS rt_spent_at, rt.successor_hash AS rt_successor_hash, rt.successor_sealed AS rt_successor_sealed'
-
-function toUser (r: Row): UserRecord {
-  return {
-    id: r.u_id as string,
-    name: r.u_name as string,
-    passwordHash: r.u_password_hash as string,
-    scopes: r.u_scopes as string[],
-    claims: r.u_claims as Record<string, unknown>,
-    disabled: r.u_disabled as boolean,
-    createdAt: r.u_created_at as Date,
-    updatedAt: r.u_updated_at as Date,
-  }
-}
-
-function toSession (r: Row): SessionRecord {
-  return {
-    id: r.s_id as string,
-    userId: r.s_user_id as string,
-    createdAt: r.s_created_at as Date,
-    lastUsedAt: r.s_last_used_at as Date,
-    expiresAt: r.s_expires_at as Date,
-    userAgent: r.s_user_agent as string | null,
-    ip: r.s_ip as string | null,
-    revokedAt: r.s_revoked_at as Date | null,
-    revokeReason: r.s_revoke_reason as string | null,
-  }
-}
-
-function toToken (r: Row): RefreshTokenRecord {
-  return {
-    tokenHash: r.rt_token_hash as string,
-    sessionId: r.rt_session_id as string,
-    createdAt: r.rt_created_at as Date,
-    expiresAt: r.rt_expires_at as Date,
-    spentAt: r.rt_spent_at as Date | null,
-    successorHash: r.rt_successor_hash as string | null,
-    successorSealed: r.rt_successor_sealed as string | null,
-  }
 }
 
 const toSec = (d: Date): number => Math.floor(d.getTime() / 1000)
@@ -98,6 +56,31 @@ class SqlQueries implements StoreQueries {
     return rows[0] === undefined ? undefined : toUser(rows[0])
   }
 
+  async lockUserShared (id: string): Promise<UserRecord | undefined> {
+    const rows = await this.q.query(`SELECT ${USER_COLUMNS} FROM users u WHERE u.id = $1 FOR SHARE`, [id])
+    return rows[0] === undefined ? undefined : toUser(rows[0])
+  }
+
+  async updateUser (name: string, patch: UserPatch, at: Date): Promise<UserRecord | undefined> {
+    const sets: string[] = ['updated_at = $2']
+    const params: unknown[] = [name, at]
+    const add = (column: string, value: unknown): void => {
+      params.push(value)
+      sets.push(`${column} = $${params.length}`)
+    }
+    if (patch.passwordHash !== undefined) add('password_hash', patch.passwordHash)
+    if (patch.scopes !== undefined) add('scopes', patch.scopes)
+    if (patch.claims !== undefined) add('claims', JSON.stringify(patch.claims))
+    if (patch.disabled !== undefined) add('disabled', patch.disabled)
+    const rows = await this.q.query(`UPDATE users SET ${sets.join(', ')} WHERE name = $1 RETURNING id`, params)
+    const id = rows[0]?.id
+    return typeof id === 'string' ? await this.findUserById(id) : undefined
+  }
+
+  async bumpCredentialsVersion (userId: string, at: Date): Promise<void> {
+    await this.q.query('UPDATE users SET credentials_version = credentials_version + 1, updated_at = $2 WHERE id = $1', [userId, at])
+  }
+
   async getSession (sid: string): Promise<SessionRecord | undefined> {
     const rows = await this.q.query(`SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.id = $1`, [sid])
     return rows[0] === undefined ? undefined : toSession(rows[0])
@@ -112,21 +95,51 @@ class SqlQueries implements StoreQueries {
     // Locks the token row and its session row: a concurrent refresh of the same token
     // waits here, then re-reads the row and sees it spent (READ COMMITTED re-check).
     const rows = await this.q.query(
-      `SELECT ${TOKEN_COLUMNS}, ${SESSION_COLUMNS}, ${USER_COLUMNS}
+      `SELECT ${TOKEN_COLUMNS}, ${SESSION_COLUMNS}, ${REFRESH_COLUMNS}, ${USER_COLUMNS}
          FROM refresh_tokens rt
          JOIN sessions s ON s.id = rt.session_id
          JOIN users u ON u.id = s.user_id
         WHERE rt.token_hash = $1
         FOR UPDATE OF rt, s`, [tokenHash])
     const r = rows[0]
-    return r === undefined ? undefined : { token: toToken(r), session: toSession(r), user: toUser(r) }
+    return r === undefined ? undefined : { token: toToken(r), session: toSession(r), refresh: toRefresh(r), user: toUser(r) }
+  }
+
+  async lockSession (sid: string): Promise<LockedSession | undefined> {
+    // Only the session row is locked: a concurrent refresh of the same session waits here
+    // and then re-reads the row (READ COMMITTED re-check). The user row is read, not
+    // locked: a revocation locks users then sessions, so locking users here would invert
+    // that order and could deadlock; the revocation's UPDATE of this session waits for us
+    // instead and revokes it after we commit.
+    const rows = await this.q.query(
+      `SELECT ${SESSION_COLUMNS}, ${REFRESH_COLUMNS}, ${USER_COLUMNS}
+         FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.id = $1
+        FOR UPDATE OF s`, [sid])
+    const r = rows[0]
+    return r === undefined ? undefined : { session: toSession(r), refresh: toRefresh(r), user: toUser(r) }
+  }
+
+  async getSessionRefresh (sid: string): Promise<SessionRefreshState | undefined> {
+    const rows = await this.q.query(`SELECT ${REFRESH_COLUMNS} FROM sessions s WHERE s.id = $1`, [sid])
+    return rows[0] === undefined ? undefined : toRefresh(rows[0])
   }
 
   async insertSession (s: NewSession): Promise<void> {
     await this.q.query(
-      `INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
-       VALUES ($1, $2, $3, $3, $4, $5, $6)`,
-      [s.id, s.userId, s.createdAt, s.expiresAt, s.userAgent, s.ip])
+      `INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
+                             credentials_version, refresh_key, refresh_hash, refresh_issued_at, refresh_expires_at)
+       VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $3, $10)`,
+      [s.id, s.userId, s.createdAt, s.expiresAt, s.userAgent, s.ip, s.credentialsVersion, s.refreshKey, s.refreshHash, s.refreshExpiresAt])
+  }
+
+  async rotateSessionRefresh (sid: string, r: RefreshRotation, at: Date, ip: string | null, userAgent: string | null): Promise<void> {
+    await this.q.query(
+      `UPDATE sessions SET refresh_key = COALESCE(refresh_key, $2), refresh_hash = $3, refresh_issued_at = $4,
+              refresh_expires_at = $5, refresh_prev_hash = $6, refresh_prev_issued_at = $7, refresh_prev_sealed = $8,
+              refresh_prev_sealed_until = $9, last_used_at = $10, ip = COALESCE($11, ip), user_agent = COALESCE($12, user_agent)
+        WHERE id = $1`,
+      [sid, r.key, r.hash, r.issuedAt, r.expiresAt, r.prevHash, r.prevIssuedAt, r.prevSealed, r.prevSealedUntil, at, ip, userAgent])
   }
 
   async insertRefreshToken (r: NewRefreshToken): Promise<void> {
@@ -170,6 +183,52 @@ class SqlQueries implements StoreQueries {
     // rollback: replicas never hear of a revocation that did not happen.
     await this.q.query('SELECT pg_notify($1, $2)', [REVOCATION_CHANNEL, revocationPayload(entry)])
   }
+
+  async lockThrottleRows (keys: ReadonlyArray<{ kind: ThrottleKind, key: string }>, at: Date, forgetAt: Date): Promise<ThrottleRow[]> {
+    if (keys.length === 0) return []
+    // One statement: missing rows are created, existing ones locked (ON CONFLICT DO UPDATE
+    // takes the row lock and works on the latest committed version, so two replicas
+    // counting the same key at once are serialised, never lost). Rows are processed in
+    // VALUES order, which the caller keeps fixed (kind order) to avoid lock cycles.
+    const params: unknown[] = [at, forgetAt]
+    const values = keys.map((k) => {
+      params.push(k.kind, k.key)
+      return `($${params.length - 1}, $${params.length}, $1::timestamptz, 0, NULL::timestamptz, 0, $2::timestamptz, $1::timestamptz)`
+    })
+    const rows = await this.q.query(
+      `INSERT INTO login_attempts AS l (kind, key, window_start, attempts, locked_until, lockouts, forget_at, updated_at)
+       VALUES ${values.join(', ')}
+       ON CONFLICT (kind, key) DO UPDATE SET updated_at = EXCLUDED.updated_at
+       RETURNING ${THROTTLE_COLUMNS}`, params)
+    return rows.map(toThrottle)
+  }
+
+  async saveThrottleRows (rows: readonly ThrottleRow[], at: Date): Promise<void> {
+    if (rows.length === 0) return
+    // one statement for all of them: a login pays for each round trip
+    const params: unknown[] = [at]
+    const values = rows.map((r) => {
+      params.push(r.kind, r.key, r.windowStart, r.attempts, r.lockedUntil, r.lockouts, r.forgetAt)
+      const n = params.length
+      return `($${n - 6}::text, $${n - 5}::text, $${n - 4}::timestamptz, $${n - 3}::int, $${n - 2}::timestamptz, $${n - 1}::int, $${n}::timestamptz)`
+    })
+    await this.q.query(
+      `UPDATE login_attempts AS l
+          SET window_start = v.window_start, attempts = v.attempts, locked_until = v.locked_until, lockouts = v.lockouts,
+              forget_at = v.forget_at, updated_at = $1
+         FROM (VALUES ${values.join(', ')}) AS v (kind, key, window_start, attempts, locked_until, lockouts, forget_at)
+        WHERE l.kind = v.kind AND l.key = v.key`, params)
+  }
+
+  async recordLoginSuccess (accountKey: string, ipKey: string | undefined, at: Date): Promise<void> {
+    // A lock that is running stays: it may have been set by someone else's guesses.
+    await this.q.query(
+      `UPDATE login_attempts
+          SET attempts = CASE WHEN kind = 'account' THEN 0 ELSE GREATEST(attempts - 1, 0) END,
+              lockouts = CASE WHEN kind = 'account' AND (locked_until IS NULL OR locked_until <= $3) THEN 0 ELSE lockouts END,
+              updated_at = $3
+        WHERE (kind = 'account' AND key = $1) OR (kind = 'ip' AND key = $2)`, [accountKey, ipKey ?? null, at])
+  }
 }
 
 export class SqlStore extends SqlQueries implements Store {
@@ -184,9 +243,18 @@ export class SqlStore extends SqlQueries implements Store {
 
   async migrate (): Promise<number[]> {
     return await this.#driver.withConnection(async (q) => {
+      // The pool's statement and lock timeouts guard requests, not this: waiting for
+      // another replica's migration, or building an index on a big table, may take longer.
+      // Reset before the connection goes back to the pool (RESET: back to the pool's value).
+      await q.exec('SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0')
       // Session-level lock: a second replica waits here until the first has finished,
       // then finds every version applied. Released explicitly (and by disconnect).
-      await q.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY])
+      try {
+        await q.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY])
+      } catch (err) {
+        await q.exec('RESET statement_timeout; RESET lock_timeout; RESET idle_in_transaction_session_timeout').catch(() => {})
+        throw err
+      }
       try {
         await q.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
@@ -208,6 +276,7 @@ export class SqlStore extends SqlQueries implements Store {
         return applied
       } finally {
         await q.query('SELECT pg_advisory_unlock($1::bigint)', [MIGRATION_LOCK_KEY]).catch(() => {})
+        await q.exec('RESET statement_timeout; RESET lock_timeout; RESET idle_in_transaction_session_timeout').catch(() => {})
       }
     })
   }
@@ -235,22 +304,6 @@ export class SqlStore extends SqlQueries implements Store {
     return (await this.q.query(`SELECT ${USER_COLUMNS} FROM users u ORDER BY u.name`)).map(toUser)
   }
 
-  async updateUser (name: string, patch: UserPatch, at: Date): Promise<UserRecord | undefined> {
-    const sets: string[] = ['updated_at = $2']
-    const params: unknown[] = [name, at]
-    const add = (column: string, value: unknown): void => {
-      params.push(value)
-      sets.push(`${column} = $${params.length}`)
-    }
-    if (patch.passwordHash !== undefined) add('password_hash', patch.passwordHash)
-    if (patch.scopes !== undefined) add('scopes', patch.scopes)
-    if (patch.claims !== undefined) add('claims', JSON.stringify(patch.claims))
-    if (patch.disabled !== undefined) add('disabled', patch.disabled)
-    const rows = await this.q.query(`UPDATE users SET ${sets.join(', ')} WHERE name = $1 RETURNING id`, params)
-    const id = rows[0]?.id
-    return typeof id === 'string' ? await this.findUserById(id) : undefined
-  }
-
   async listSessionsByUser (userId: string): Promise<SessionRecord[]> {
     return (await this.q.query(
       `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id`, [userId])).map(toSession)
@@ -270,15 +323,41 @@ export class SqlStore extends SqlQueries implements Store {
     return await this.#driver.listen(REVOCATION_CHANNEL, onPayload, onLost)
   }
 
-  async purgeExpired (now: Date): Promise<{ sessions: number, refreshTokens: number, revocations: number }> {
+  async purgeExpired (now: Date, opts: PurgeOptions = {}): Promise<PurgeResult> {
     // A session past its absolute expiry can never refresh again: it goes, with its
-    // token family (ON DELETE CASCADE). A spent token of a live session is kept until
-    // its own expiry: presenting it later must still be recognised as reuse (theft),
-    // not answered as "unknown".
+    // legacy token rows (ON DELETE CASCADE). A spent legacy token of a live session is
+    // kept until its own expiry: presenting it later must still be recognised as reuse
+    // (theft), not answered as "unknown". Session-format tokens need no row to be
+    // recognised (refresh-tokens.ts): nothing per rotation is left to purge.
+    const graceEnd = new Date(now.getTime() - (opts.reuseGraceSec ?? DEFAULT_REUSE_GRACE_SEC) * 1000)
     const s = await this.q.query('DELETE FROM sessions WHERE expires_at < $1 RETURNING 1', [now])
     const rt = await this.q.query('DELETE FROM refresh_tokens WHERE expires_at < $1 RETURNING 1', [now])
     const rv = await this.q.query('DELETE FROM revocations WHERE expires_at < $1 RETURNING 1', [now])
-    return { sessions: s.length, refreshTokens: rt.length, revocations: rv.length }
+    // a sealed successor serves only the grace window; afterwards it is a liability (it
+    // opens with a spent token that may leak later), so it goes
+    const sealed = await this.q.query(
+      `UPDATE sessions SET refresh_prev_sealed = NULL, refresh_prev_sealed_until = NULL
+        WHERE refresh_prev_sealed_until IS NOT NULL AND refresh_prev_sealed_until < $1 RETURNING 1`, [now])
+    const legacySealed = await this.q.query(
+      'UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND spent_at < $1 RETURNING 1', [graceEnd])
+    return { sessions: s.length, refreshTokens: rt.length, revocations: rv.length, sealedSuccessors: sealed.length + legacySealed.length }
+  }
+
+  async countThrottleRows (): Promise<number> {
+    return (await this.q.query('SELECT count(*)::int AS n FROM login_attempts'))[0]?.n as number
+  }
+
+  async pruneThrottle (now: Date, maxEntries: number): Promise<number> {
+    const expired = await this.q.query('DELETE FROM login_attempts WHERE forget_at <= $1 RETURNING 1', [now])
+    // Beyond the bound, the least recently touched rows go, unlocked ones first: a sprayer
+    // filling the table with fresh keys must not evict the lock of the account it attacks.
+    const excess = await this.q.query(
+      `DELETE FROM login_attempts WHERE (kind, key) IN (
+         SELECT kind, key FROM login_attempts
+          ORDER BY (locked_until IS NOT NULL AND locked_until > $1), updated_at
+          LIMIT GREATEST((SELECT count(*) FROM login_attempts) - $2, 0))
+       RETURNING 1`, [now, maxEntries])
+    return expired.length + excess.length
   }
 
   async close (): Promise<void> {

@@ -1,132 +1,212 @@
 /**
- * Login throttling, in memory, per replica (OWASP Authentication Cheat Sheet, "Login
- * Throttling"). Two dimensions:
- * - per account: 5 failures in 15 min lock it, for 1 min, doubling on each further
- *   lock (up to 1 h) until a quiet window passes — slows a guesser on one account;
- * - per client IP: 50 failures in 15 min lock the address — slows a sprayer trying one
- *   password on many accounts.
- * The caller asks check() BEFORE verifying the password: while locked even the right
- * password is refused, otherwise the lock would be an oracle. Memory is bounded: each
- * table keeps at most `maxEntries` keys and drops the least recently touched.
- * Pure: the clock is injected.
+ * Login throttling in the store, shared by every replica and worker (OWASP Authentication
+ * Cheat Sheet, "Login Throttling"; issue 9 item 1). Three counters per attempt:
+ * - account (`perAccount`): failed attempts on one account name — slows a guesser;
+ * - ip (`perIp`): failed attempts from one client address (IPv6 per /64) — slows a sprayer
+ *   trying one password on many accounts;
+ * - ip_total (`perIpTotal`): every attempt from one address, successful ones included —
+ *   credential stuffing with a list of correct passwords succeeds most of the time.
+ *
+ * The attempt is COUNTED BEFORE the password is verified, under the row locks of one
+ * transaction (store.lockThrottleRows), so N concurrent guesses on one account get at most
+ * `perAccount` verifications, whatever the replica they land on. A success then gives
+ * back what it took (account: the counter restarts; ip: the attempt was not a failure).
+ * An attempt that is refused counts nowhere: a locked address cannot lock accounts by
+ * spraying them. Reaching a limit locks the key for `lockout`, doubling with each further
+ * lockout up to `maxLockout`, until a quiet window passes. While locked even the right
+ * password is refused, otherwise the lock would be an oracle.
+ *
+ * Bounded: keys are fixed-size (the account name is hashed, addresses aggregated), and
+ * rows that hold nothing any more are pruned, with `maxEntries` as a hard cap.
  */
+import { createHash } from 'node:crypto'
+import { throttleAddressKey } from './client-address.js'
+import type { SessionsLogger, Store, StoreQueries, ThrottleKind, ThrottleRow } from './store.js'
 
-export interface ThrottleRule {
-  maxFailures: number
+/** the `login.throttle` settings (GatewayConfig['login']['throttle']) */
+export interface LoginThrottleSettings {
+  perAccount: number
+  perIp: number
+  perIpTotal: number
   windowSec: number
   /** first lockout; each further lockout within a window doubles it */
   lockoutSec: number
   maxLockoutSec: number
+  maxEntries: number
 }
+
+export const DEFAULT_LOGIN_THROTTLE: Readonly<LoginThrottleSettings> = Object.freeze({
+  perAccount: 5,
+  perIp: 50,
+  perIpTotal: 300,
+  windowSec: 900,
+  lockoutSec: 60,
+  maxLockoutSec: 3600,
+  maxEntries: 100_000,
+})
+
+/** how often a replica prunes the table (and at the latest after maxEntries / 10 attempts) */
+export const DEFAULT_THROTTLE_PRUNE_INTERVAL_MS = 60_000
 
 export interface LoginThrottleOptions {
-  account?: Partial<ThrottleRule>
-  ip?: Partial<ThrottleRule>
-  /** per table; the oldest entries are evicted beyond it */
-  maxEntries?: number
+  store: Store
+  settings?: Partial<LoginThrottleSettings> | undefined
   clock?: () => number
+  logger?: SessionsLogger | undefined
+  pruneIntervalMs?: number
 }
 
-export const DEFAULT_ACCOUNT_RULE: ThrottleRule = Object.freeze({ maxFailures: 5, windowSec: 900, lockoutSec: 60, maxLockoutSec: 3600 })
-export const DEFAULT_IP_RULE: ThrottleRule = Object.freeze({ maxFailures: 50, windowSec: 900, lockoutSec: 900, maxLockoutSec: 3600 })
-export const DEFAULT_THROTTLE_MAX_ENTRIES = 100_000
+/** which limit refused an attempt (for the security event and the metric, never the client) */
+export type ThrottleLimit = ThrottleKind
 
-export type ThrottleDecision = { allowed: true } | { allowed: false, retryAfterSec: number, scope: 'account' | 'ip' }
-
-interface Counter {
-  failures: number
-  windowStartMs: number
-  lockedUntilMs: number
-  /** consecutive lockouts; reset after a full quiet window */
-  lockouts: number
+/** what admit() took, handed back to succeeded() */
+export interface AttemptTicket {
+  accountKey: string
+  ipKey: string | undefined
 }
 
-class Table {
-  readonly #map = new Map<string, Counter>()
-  readonly #rule: ThrottleRule
-  readonly #max: number
-  constructor (rule: ThrottleRule, max: number) {
-    this.#rule = rule
-    this.#max = max
-  }
+export type AdmitDecision =
+  | { allowed: true, ticket: AttemptTicket }
+  | { allowed: false, retryAfterSec: number, limit: ThrottleLimit }
 
-  lockedForMs (key: string, nowMs: number): number {
-    const c = this.#map.get(key)
-    return c === undefined ? 0 : Math.max(0, c.lockedUntilMs - nowMs)
-  }
+export interface ThrottleRule {
+  limit: number
+  windowMs: number
+  lockoutMs: number
+  maxLockoutMs: number
+}
 
-  fail (key: string, nowMs: number): void {
-    const rule = this.#rule
-    let c = this.#map.get(key)
-    if (c !== undefined) this.#map.delete(key) // re-inserted below: Map order = recency
-    if (c === undefined) {
-      c = { failures: 0, windowStartMs: nowMs, lockedUntilMs: 0, lockouts: 0 }
-    } else if (nowMs - c.windowStartMs >= rule.windowSec * 1000 && nowMs >= c.lockedUntilMs) {
-      // a quiet window since the last lock ends the backoff streak
-      const quiet = nowMs - Math.max(c.lockedUntilMs, c.windowStartMs) >= rule.windowSec * 1000
-      c = { failures: 0, windowStartMs: nowMs, lockedUntilMs: 0, lockouts: quiet ? 0 : c.lockouts }
-    }
-    c.failures++
-    if (c.failures >= rule.maxFailures) {
-      const lockMs = Math.min(rule.lockoutSec * 2 ** c.lockouts, rule.maxLockoutSec) * 1000
-      c.lockouts++
-      c.lockedUntilMs = Math.max(c.lockedUntilMs, nowMs + lockMs)
-      c.failures = 0
-      c.windowStartMs = nowMs
-    }
-    this.#map.set(key, c)
-    if (this.#map.size > this.#max) {
-      const oldest = this.#map.keys().next().value
-      if (oldest !== undefined) this.#map.delete(oldest)
-    }
-  }
+export type ThrottleStep =
+  | { allowed: true, row: ThrottleRow }
+  /** `row` is the state to write when `changed` (a lock starts now) */
+  | { allowed: false, retryAfterMs: number, row: ThrottleRow, changed: boolean }
 
-  reset (key: string): void {
-    this.#map.delete(key)
-  }
+const MAX_DOUBLINGS = 30
 
-  get size (): number {
-    return this.#map.size
+function forgetAt (row: Omit<ThrottleRow, 'forgetAt'>, windowMs: number): Date {
+  // after this the row means nothing: its window is over, and a whole quiet window has
+  // passed since its lock ended, so the backoff streak is over too
+  return new Date(Math.max(row.windowStart.getTime(), row.lockedUntil?.getTime() ?? 0) + windowMs)
+}
+
+/**
+ * One counter's decision for one attempt at `nowMs` — pure, the whole state machine:
+ * locked → refused; window over → restart (the streak too after a quiet window); limit
+ * reached → refused and locked now (doubling); otherwise counted.
+ */
+export function throttleStep (current: ThrottleRow, rule: ThrottleRule, nowMs: number): ThrottleStep {
+  const lockedUntilMs = current.lockedUntil?.getTime() ?? 0
+  if (lockedUntilMs > nowMs) return { allowed: false, retryAfterMs: lockedUntilMs - nowMs, row: current, changed: false }
+  let row = current
+  const windowStartMs = row.windowStart.getTime()
+  if (nowMs - windowStartMs >= rule.windowMs) {
+    const quiet = nowMs - Math.max(lockedUntilMs, windowStartMs) >= rule.windowMs
+    row = { ...row, windowStart: new Date(nowMs), attempts: 0, lockedUntil: null, lockouts: quiet ? 0 : row.lockouts }
   }
+  if (row.attempts >= rule.limit) {
+    const lockMs = Math.min(rule.lockoutMs * 2 ** Math.min(row.lockouts, MAX_DOUBLINGS), rule.maxLockoutMs)
+    const locked = { ...row, windowStart: new Date(nowMs), attempts: 0, lockedUntil: new Date(nowMs + lockMs), lockouts: row.lockouts + 1 }
+    return { allowed: false, retryAfterMs: lockMs, row: { ...locked, forgetAt: forgetAt(locked, rule.windowMs) }, changed: true }
+  }
+  const counted = { ...row, attempts: row.attempts + 1 }
+  return { allowed: true, row: { ...counted, forgetAt: forgetAt(counted, rule.windowMs) } }
 }
 
 export class LoginThrottle {
-  readonly #accounts: Table
-  readonly #ips: Table
+  readonly #store: Store
   readonly #clock: () => number
+  readonly #log: SessionsLogger | undefined
+  readonly #pruneIntervalMs: number
+  readonly settings: Readonly<LoginThrottleSettings>
+  readonly #rules: Record<ThrottleKind, ThrottleRule>
+  #lastPruneMs = 0
+  #admitsSincePrune = 0
+  #pruning: Promise<number> | undefined
 
-  constructor (opts: LoginThrottleOptions = {}) {
-    const max = opts.maxEntries ?? DEFAULT_THROTTLE_MAX_ENTRIES
-    this.#accounts = new Table({ ...DEFAULT_ACCOUNT_RULE, ...opts.account }, max)
-    this.#ips = new Table({ ...DEFAULT_IP_RULE, ...opts.ip }, max)
+  constructor (opts: LoginThrottleOptions) {
+    this.#store = opts.store
     this.#clock = opts.clock ?? Date.now
+    this.#log = opts.logger
+    this.#pruneIntervalMs = opts.pruneIntervalMs ?? DEFAULT_THROTTLE_PRUNE_INTERVAL_MS
+    this.settings = Object.freeze({ ...DEFAULT_LOGIN_THROTTLE, ...opts.settings })
+    for (const [k, v] of Object.entries(this.settings)) {
+      if (!Number.isInteger(v) || v < 1) throw new TypeError(`login.throttle.${k} must be an integer >= 1`)
+    }
+    const s = this.settings
+    const rule = (limit: number): ThrottleRule => ({ limit, windowMs: s.windowSec * 1000, lockoutMs: s.lockoutSec * 1000, maxLockoutMs: s.maxLockoutSec * 1000 })
+    this.#rules = { account: rule(s.perAccount), ip: rule(s.perIp), ip_total: rule(s.perIpTotal) }
+    this.#lastPruneMs = this.#clock()
   }
 
-  /** account names are compared case-insensitively, so `Alice` and `alice` share a counter */
+  /**
+   * The account key: names compare case-insensitively after NFKC (so `Alice`, `ALICE` and
+   * `Ａｌｉｃｅ` share a counter), hashed so the key has a fixed size whatever the input
+   * (NFKC can grow a string 18-fold: 256 × U+FDFA is 4,608 characters).
+   */
   static accountKey (username: string): string {
-    return username.normalize('NFKC').toLowerCase()
+    return createHash('sha256').update(username.normalize('NFKC').toLowerCase(), 'utf8').digest('base64url')
   }
 
-  check (username: string, ip: string | undefined): ThrottleDecision {
-    const now = this.#clock()
-    const accountMs = this.#accounts.lockedForMs(LoginThrottle.accountKey(username), now)
-    const ipMs = ip === undefined ? 0 : this.#ips.lockedForMs(ip, now)
-    if (accountMs === 0 && ipMs === 0) return { allowed: true }
-    return { allowed: false, retryAfterSec: Math.ceil(Math.max(accountMs, ipMs) / 1000), scope: accountMs >= ipMs ? 'account' : 'ip' }
+  /**
+   * Counts one attempt, before any password work. Refused: the caller answers 429 with
+   * Retry-After. Allowed: the caller verifies, and calls succeeded(ticket) on success.
+   * Throws StoreUnavailableError when the store cannot count (the login fails closed).
+   */
+  async admit (username: string, address: string | undefined): Promise<AdmitDecision> {
+    const nowMs = this.#clock()
+    const at = new Date(nowMs)
+    const ticket: AttemptTicket = { accountKey: LoginThrottle.accountKey(username), ipKey: throttleAddressKey(address) }
+    // fixed kind order (account, ip, ip_total): every transaction locks rows in this order
+    const keys: Array<{ kind: ThrottleKind, key: string }> = [{ kind: 'account', key: ticket.accountKey }]
+    if (ticket.ipKey !== undefined) keys.push({ kind: 'ip', key: ticket.ipKey }, { kind: 'ip_total', key: ticket.ipKey })
+    const decision = await this.#store.transaction(async (tx): Promise<AdmitDecision> => {
+      const rows = await tx.lockThrottleRows(keys, at, new Date(nowMs + this.settings.windowSec * 1000))
+      const steps = rows.map((row) => ({ kind: row.kind, step: throttleStep(row, this.#rules[row.kind], nowMs) }))
+      let worst: { kind: ThrottleKind, retryAfterMs: number } | undefined
+      for (const { kind, step } of steps) {
+        if (!step.allowed && (worst === undefined || step.retryAfterMs > worst.retryAfterMs)) worst = { kind, retryAfterMs: step.retryAfterMs }
+      }
+      if (worst !== undefined) {
+        // refused: only a lock that starts now is written; the other counters are untouched
+        await tx.saveThrottleRows(steps.flatMap(({ step }) => !step.allowed && step.changed ? [step.row] : []), at)
+        return { allowed: false, retryAfterSec: Math.max(1, Math.ceil(worst.retryAfterMs / 1000)), limit: worst.kind }
+      }
+      await tx.saveThrottleRows(steps.map(({ step }) => step.row), at)
+      return { allowed: true, ticket }
+    })
+    this.#maybePrune(nowMs)
+    return decision
   }
 
-  recordFailure (username: string, ip: string | undefined): void {
-    const now = this.#clock()
-    this.#accounts.fail(LoginThrottle.accountKey(username), now)
-    if (ip !== undefined) this.#ips.fail(ip, now)
+  /**
+   * A verified login gives back what admit() counted (account restarts; ip: not a failure).
+   * `q`: the transaction that creates the session, to save the login a round trip.
+   */
+  async succeeded (ticket: AttemptTicket, q: Pick<StoreQueries, 'recordLoginSuccess'> = this.#store): Promise<void> {
+    await q.recordLoginSuccess(ticket.accountKey, ticket.ipKey, new Date(this.#clock()))
   }
 
-  /** a successful login clears the account's counter (not the address's: a sprayer may succeed once) */
-  recordSuccess (username: string): void {
-    this.#accounts.reset(LoginThrottle.accountKey(username))
+  /** drops rows that hold nothing any more, then enforces maxEntries; returns how many went */
+  async prune (): Promise<number> {
+    // after one in flight (it may have started with an older clock reading)
+    await this.#pruning?.catch(() => {})
+    const run = this.#store.pruneThrottle(new Date(this.#clock()), this.settings.maxEntries)
+    this.#pruning = run
+    try {
+      return await run
+    } finally {
+      if (this.#pruning === run) this.#pruning = undefined
+    }
   }
 
-  get size (): { accounts: number, ips: number } {
-    return { accounts: this.#accounts.size, ips: this.#ips.size }
+  #maybePrune (nowMs: number): void {
+    this.#admitsSincePrune++
+    if (this.#pruning !== undefined) return
+    if (nowMs - this.#lastPruneMs < this.#pruneIntervalMs && this.#admitsSincePrune < this.settings.maxEntries / 10) return
+    this.#lastPruneMs = nowMs
+    this.#admitsSincePrune = 0
+    this.prune().catch((err: unknown) => {
+      this.#log?.warn({ err: { message: (err as Error).message } }, 'login throttle: prune failed')
+    })
   }
 }

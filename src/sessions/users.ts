@@ -6,9 +6,10 @@
 import { randomUUID } from 'node:crypto'
 import { InvalidUserInputError, UserNotFoundError } from './errors.js'
 import { hashPassword } from './passwords.js'
-import { revokeUserTx, RevokeReason } from './revoke.js'
-import type { RevocationTiming } from './revoke.js'
-import type { Store, UserRecord } from './store.js'
+import type { SecurityEvents } from '../security-events.js'
+import { eventReason, revokeUserTx, RevokeReason } from './revoke.js'
+import type { RevocationTiming, RevokeReasonName } from './revoke.js'
+import type { Store, StoreQueries, UserPatch, UserRecord } from './store.js'
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/
 /** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\` */
@@ -87,8 +88,8 @@ export async function addUser (store: Store, input: AddUserInput, nowMs: number)
   return await store.createUser({ id: randomUUID(), name, passwordHash, scopes, claims, disabled: input.disabled ?? false }, new Date(nowMs))
 }
 
-async function mustUpdate (store: Store, name: string, patch: Parameters<Store['updateUser']>[1], nowMs: number): Promise<UserRecord> {
-  const user = await store.updateUser(name, patch, new Date(nowMs))
+async function mustUpdate (q: Pick<StoreQueries, 'updateUser'>, name: string, patch: UserPatch, nowMs: number): Promise<UserRecord> {
+  const user = await q.updateUser(name, patch, new Date(nowMs))
   if (user === undefined) throw new UserNotFoundError(name)
   return user
 }
@@ -101,22 +102,38 @@ export async function setClaims (store: Store, name: string, claims: Record<stri
   return await mustUpdate(store, name, { claims: validateClaims(claims) }, nowMs)
 }
 
-/** sets a new password and, by default, logs the user out everywhere */
-export async function setPassword (store: Store, name: string, password: string, nowMs: number,
-  timing: RevocationTiming, opts: { revokeSessions?: boolean } = {}): Promise<UserRecord> {
-  const passwordHash = await hashPassword(password)
-  const user = await mustUpdate(store, name, { passwordHash }, nowMs)
-  if (opts.revokeSessions ?? true) {
-    await store.transaction(async (tx) => await revokeUserTx(tx, user.id, nowMs, RevokeReason.passwordChanged, timing))
-  }
+export interface RevokingChangeOptions {
+  /** security events: user_revoked with the reason */
+  events?: SecurityEvents | undefined
+}
+
+/**
+ * The change and the revocation of every session in ONE transaction, the user row updated
+ * first: a login that read the user before commits its session before this (and is
+ * revoked here) or sees the bumped credentials version after (and is refused).
+ */
+async function changeAndRevoke (store: Store, name: string, patch: UserPatch, nowMs: number, timing: RevocationTiming,
+  reason: RevokeReasonName, events: SecurityEvents | undefined): Promise<UserRecord> {
+  const { user, sids } = await store.transaction(async (tx) => {
+    const updated = await mustUpdate(tx, name, patch, nowMs)
+    const sids = await revokeUserTx(tx, updated.id, nowMs, reason, timing)
+    return { user: (await tx.findUserById(updated.id)) ?? updated, sids }
+  })
+  events?.emit('user_revoked', { sub: user.id, user: user.name, reason: eventReason(reason), sessions: sids.length })
   return user
 }
 
+/** sets a new password and, by default, logs the user out everywhere */
+export async function setPassword (store: Store, name: string, password: string, nowMs: number,
+  timing: RevocationTiming, opts: { revokeSessions?: boolean } & RevokingChangeOptions = {}): Promise<UserRecord> {
+  const passwordHash = await hashPassword(password)
+  if (!(opts.revokeSessions ?? true)) return await mustUpdate(store, name, { passwordHash }, nowMs)
+  return await changeAndRevoke(store, name, { passwordHash }, nowMs, timing, RevokeReason.passwordChanged, opts.events)
+}
+
 /** disabling also revokes every session and access token of the user */
-export async function setDisabled (store: Store, name: string, disabled: boolean, nowMs: number, timing: RevocationTiming): Promise<UserRecord> {
-  const user = await mustUpdate(store, name, { disabled }, nowMs)
-  if (disabled) {
-    await store.transaction(async (tx) => await revokeUserTx(tx, user.id, nowMs, RevokeReason.userDisabled, timing))
-  }
-  return user
+export async function setDisabled (store: Store, name: string, disabled: boolean, nowMs: number, timing: RevocationTiming,
+  opts: RevokingChangeOptions = {}): Promise<UserRecord> {
+  if (!disabled) return await mustUpdate(store, name, { disabled }, nowMs)
+  return await changeAndRevoke(store, name, { disabled }, nowMs, timing, RevokeReason.userDisabled, opts.events)
 }
