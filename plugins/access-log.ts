@@ -2,9 +2,9 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import { pino, type Logger } from 'pino'
 import { Reason } from '../src/pipeline/auth-state.js'
+import { CLIENT_CLOSED_STATUS } from '../src/proxy/errors.js'
 
-/** nginx's status for a client that closed the connection before the response was complete */
-export const CLIENT_CLOSED_STATUS = 499
+// nginx's status for a client that closed the connection before the response was complete
 const kLogged = Symbol('portcullis.decisionLogged')
 
 /**
@@ -65,8 +65,10 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
     if (!request[kLogged]) { request[kLogged] = true; line(request, reply.statusCode, undefined) }
     done()
   })
-  // a client that went away before its response was complete gets its line too (status 499,
-  // as nginx writes it); without this hook an aborted proxied response left no trace
+  // a client that went away first gets its line too (status 499, as nginx writes it).
+  // Fastify fires this only while the request body is unread (a GET, an upload cut short);
+  // a proxied response cut short after its request body went upstream is reported by the
+  // exchange (src/proxy/exchange.ts #unfinished) through onResponse above
   app.addHook('onRequestAbort', (request, done) => {
     if (!request[kLogged]) { request[kLogged] = true; line(request, CLIENT_CLOSED_STATUS, Reason.clientClosed) }
     done()

@@ -68,7 +68,9 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   const body: ErrorBody = { statusCode: e.statusCode, code: e.code, message: e.message }
   if (e.oauthError !== undefined) body.error = e.oauthError
   reply.code(e.statusCode)
-  if (e.statusCode === 401 || e.statusCode === 403 || e.oauthError === 'invalid_request') {
+  // RFC 6750 §3: the challenge on 401, on 403 insufficient_scope and on 400 invalid_request;
+  // not on a 403 that is not about the token (csrf_origin, cors_rejected)
+  if (e.statusCode === 401 || e.oauthError === 'insufficient_scope' || e.oauthError === 'invalid_request') {
     reply.header('www-authenticate', challenge(realm, e))
   }
   if (e.retryAfterSec !== undefined) reply.header('retry-after', String(e.retryAfterSec))

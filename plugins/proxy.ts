@@ -65,7 +65,8 @@ function forwardUpstream (request: FastifyRequest, reply: FastifyReply): void {
     peerAddress: request.socket.remoteAddress ?? '',
     protocol: request.protocol,
     host: request.host,
-    upstreamHost: upstream.upstreamHost ?? request.headers.host ?? new URL(upstream.origin).host,
+    // preserveHost: the client's own Host (HTTP/2: its :authority), never a forwarded one
+    upstreamHost: upstream.upstreamHost ?? request.headers.host ?? (request.headers[':authority'] as string | undefined) ?? new URL(upstream.origin).host,
     requestId: request.id,
     identity: token?.identity,
     extra,

@@ -1,3 +1,4 @@
+import type { Http2Session } from 'node:http2'
 import type { Gateway } from './app.js'
 
 // Node's default accept backlog (511) overflows when a load balancer opens a thousand
@@ -28,18 +29,30 @@ export async function listen (gateway: Gateway, options: ListenOptions = {}): Pr
   const adminPort = options.admin === false ? 0 : (admin.server.address() as { port: number }).port
   logger.info({ port, adminPort, routes: config.routes.length, tls: config.server.tls !== undefined, http2: config.server.http2, hash: config.hash }, 'portcullis listening')
 
+  // HTTP/2 sessions outlive their requests (a browser keeps one open): on shutdown each gets a
+  // GOAWAY (in-flight streams finish, new ones go elsewhere), and is destroyed at the timeout
+  const sessions = new Set<Http2Session>()
+  app.server.on('session', (session: Http2Session) => {
+    sessions.add(session)
+    session.once('close', () => sessions.delete(session))
+  })
+
   let closing: Promise<void> | undefined
   const shutdown = (signal = 'shutdown'): Promise<void> => {
     closing ??= (async () => {
       logger.info({ signal }, 'draining: no new connections, waiting for in-flight requests')
+      for (const session of sessions) session.close()
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), config.server.shutdownTimeoutMs) })
       const outcome = await Promise.race([gateway.close().then(() => 'closed' as const), timeout])
       clearTimeout(timer)
       if (outcome === 'timeout') {
         logger.warn({ timeoutMs: config.server.shutdownTimeoutMs }, 'in-flight requests did not finish in time; closing their connections')
-        app.server.closeAllConnections()
-        admin.server.closeAllConnections()
+        for (const server of [app.server, admin.server]) {
+          // an HTTP/2 server has no closeAllConnections: its sessions are destroyed instead
+          if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+        }
+        for (const session of sessions) session.destroy()
       }
       logger.info('stopped')
       logger.flush()

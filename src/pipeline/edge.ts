@@ -11,6 +11,7 @@ import { checkPath } from './path.js'
  * - the path (path.ts): dot segments, encoded separators, `//`, `;`, control characters;
  * - Host (RFC 9112 §3.2, RFC 9110 §7.2): present once for HTTP/1.1, and a plain
  *   `host[:port]` — `Host: 127.0.0.1:8080/admin` or `Host: bad host` is a 400, never forwarded;
+ *   over HTTP/2 a Host beside :authority must name the same host (RFC 9113 §8.3.1);
  * - headers Node keeps only the first copy of, where the copies could disagree between us
  *   and the upstream: two `Authorization` lines (RFC 6750 §2: one credential per request),
  *   two `Host`, two `Content-Type` (the CSRF check reads it);
@@ -32,8 +33,13 @@ const SINGLE_COPY: ReadonlyMap<number, readonly string[]> = new Map([
 
 export function checkRequest (req: IncomingMessage): void {
   checkPath(req.url ?? '')
-  // HTTP/2 carries the host as the :authority pseudo-header (RFC 9113 §8.3.1)
-  const host = req.headers.host ?? (req.headers[':authority'] as string | undefined)
+  // HTTP/2 carries the host as the :authority pseudo-header (RFC 9113 §8.3.1); a Host beside
+  // it naming another host is malformed there, and one of the two would go unchecked
+  const authority = req.headers[':authority'] as string | undefined
+  const host = req.headers.host ?? authority
+  if (authority !== undefined && host !== undefined && host !== authority && host.toLowerCase() !== authority.toLowerCase()) {
+    throw badRequest(ErrorCode.badHost, 'the Host header and :authority name different hosts')
+  }
   if (host === undefined) {
     if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) throw badRequest(ErrorCode.badHost, 'the request has no Host header')
   } else if (!HOST.test(host)) {

@@ -17,21 +17,33 @@ import type { TrustFunction } from './trust.js'
  *    `preserveHost`; the client's goes in `x-forwarded-host` (fix-host-reaches-upstream)
  * 3. every header under the reserved prefix, `x-portcullis-*`, and every mapped identity
  *    header name is removed, in any case, repeated, or with `_` for `-`
- * 4. method-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
- *    `X-Method-Override`) are removed: the method that was authorized is the method that
- *    runs (fix-method-override)
- * 5. `x-forwarded-for/-proto/-host`, `forwarded`, `x-real-ip` survive only from a trusted
- *    proxy (server.trustProxy); the gateway appends/sets its own
+ * 4. method- and path-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+ *    `X-Method-Override`; `X-Original-URL`, `X-Rewrite-URL`) are removed: the method and
+ *    path that were authorized are the ones that run (fix-method-override)
+ * 5. `x-forwarded-*` (for, proto, host, port, prefix, scheme, ssl, server), `forwarded`,
+ *    `x-real-ip` survive only from a trusted proxy (server.trustProxy); the gateway
+ *    appends/sets its own
  * 6. `Authorization` and the refresh cookie are not forwarded unless configured
  * 7. `x-request-id` is the gateway's (the client's when well-formed)
  * 8. `Expect` is removed (the gateway answered 100-continue itself, after authorization);
  *    `TE` passes only as `trailers`
  * 9. `traceparent`/`tracestate` are the gateway's when tracing is on
  * 10. `Content-Length` passes (undici checks it against the body it sends)
+ * 11. every rule above reads `_` as `-` in a name: CGI, WSGI, PHP and Rack merge the two
+ *    (`X_Forwarded_For` becomes HTTP_X_FORWARDED_FOR), so an underscore spelling of a
+ *    header the gateway owns is dropped like the header itself; other names with `_` pass
+ *    (nginx drops them all by default, which breaks APIs that use them)
  */
 
-const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'])
-const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
+// what frameworks read as the client's address, scheme, host or base path once they trust a
+// proxy (Express, Spring, ASP.NET, Rack, Symfony): only a trusted proxy may say it
+const FORWARDING = new Set([
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix',
+  'x-forwarded-scheme', 'x-forwarded-ssl', 'x-forwarded-server', 'forwarded', 'x-real-ip',
+])
+// what frameworks run instead of the request's method (Symfony, Laravel, ASP.NET) or path
+// (IIS URL Rewrite, Zend, older Symfony)
+const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url'])
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface RequestFacts {
@@ -74,9 +86,8 @@ export class HeaderRewriter {
     this.#trust = trust
   }
 
-  /** true for a header name a client may not send upstream: reserved prefix or injected, any case, `_` for `-` */
-  #isReserved (lowerName: string): boolean {
-    const name = lowerName.includes('_') ? lowerName.replaceAll('_', '-') : lowerName
+  /** true for a header name a client may not send upstream: reserved prefix, injected or an override (`name` canonical) */
+  #isReserved (name: string): boolean {
     return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) || METHOD_OVERRIDE.has(name)
   }
 
@@ -86,18 +97,21 @@ export class HeaderRewriter {
     const trusted = this.#trust(facts.peerAddress)
     const nominated = connectionNominated(inbound.connection)
     for (const name in inbound) {
-      if (HOP_BY_HOP.has(name)) {
+      // `X_Forwarded_For` and `X-Forwarded-For` are one variable to CGI, WSGI, PHP and Rack
+      // (HTTP_X_FORWARDED_FOR): the rules judge a name with `_` read as `-` (rule 11)
+      const canonical = name.includes('_') ? name.replaceAll('_', '-') : name
+      if (HOP_BY_HOP.has(canonical)) {
         if (facts.upgrade === true && (name === 'upgrade' || name === 'connection')) out[name] = inbound[name]
         else if (name === 'te' && isTrailers(inbound.te)) out.te = 'trailers'
         continue
       }
-      if (name === 'host') continue // set below, after anything a client could nominate
+      if (canonical === 'host') continue // set below, after anything a client could nominate
       if (name.charCodeAt(0) === 58 /* : */) continue // HTTP/2 pseudo-headers describe the client's hop
       if (nominated !== undefined && nominated.has(name)) continue
-      if (this.#isReserved(name)) continue
-      if (FORWARDING.has(name) && !trusted) continue
-      if (name === 'authorization' && !this.#forwardAuthorization) continue
-      if (name === 'x-request-id') continue
+      if (this.#isReserved(canonical)) continue
+      if (FORWARDING.has(canonical) && !trusted) continue
+      if (canonical === 'authorization' && !this.#forwardAuthorization) continue
+      if (canonical === 'x-request-id') continue
       out[name] = inbound[name]
     }
     if (this.#refreshCookie !== undefined && typeof out.cookie === 'string') {

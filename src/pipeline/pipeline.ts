@@ -39,6 +39,7 @@ export function runPipeline (request: FastifyRequest, reply: FastifyReply, runti
   if (route.cors && runtime.cors !== undefined) {
     const origin = request.headers.origin
     if (isPreflight(request.method, request.headers)) {
+      reply.header('vary', 'Origin') // a refused preflight varies with Origin too
       setHeaders(reply, runtime.cors.preflight(origin as string, policy.allow))
       state.granted = true
       state.reason = Reason.preflight

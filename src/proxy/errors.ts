@@ -18,7 +18,11 @@ export class ClientGoneError extends Error {
   constructor () { super('the client closed the connection') }
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'PORTCULLIS_UPSTREAM_TIMEOUT'])
+/** nginx's status for a client that closed the connection before its response was complete */
+export const CLIENT_CLOSED_STATUS = 499
+
+// UND_ERR_BODY_TIMEOUT: the route's idleTimeout between body chunks (the response has started by then)
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'PORTCULLIS_UPSTREAM_TIMEOUT'])
 
 /**
  * The one place upstream failures become client errors (undici's errors translated at the

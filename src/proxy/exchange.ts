@@ -5,8 +5,9 @@ import type { GatewayError } from '../errors.js'
 import type { HeaderRewriter, RequestFacts } from '../pipeline/headers.js'
 import type { UpstreamPool } from './pools.js'
 import type { UpstreamPath } from './upstream-path.js'
-import { earlyHintsHeaders, responseHeaderList, type ResponseRules } from './response-headers.js'
-import { BodyTooLargeError, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, UpstreamTimeoutError } from './errors.js'
+import { Reason } from '../pipeline/auth-state.js'
+import { earlyHintsHeaders, responseHeaderList, trailerHeaders, type ResponseRules } from './response-headers.js'
+import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, UpstreamTimeoutError } from './errors.js'
 
 // a request without a body that met a stale keep-alive socket is sent again, once
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
@@ -141,7 +142,24 @@ class Exchange implements Dispatcher.DispatchHandler {
   #clientGone (): void {
     this.#done = true
     this.#clearTimers()
-    this.#controller?.abort(new ClientGoneError())
+    const gone = new ClientGoneError()
+    this.#controller?.abort(gone)
+    this.#unfinished(CLIENT_CLOSED_STATUS, Reason.clientClosed, gone)
+  }
+
+  /**
+   * The response will not complete (the client left, or the upstream broke off mid-body).
+   * Fastify runs the onResponse hooks — the decision line, the metrics — on the response's
+   * `finish` or `error`, and a response cut short has neither; its onRequestAbort fires only
+   * while the request body is unread, so never for a POST whose body went upstream (issue 8,
+   * item 9). The response is handed its error, with the status and reason of what happened.
+   */
+  #unfinished (status: number, reason: string, cause: Error): void {
+    const res = this.#res
+    res.statusCode = status // what the hooks read; a status line already sent stays as it was
+    this.#request.auth.reason = reason
+    // Fastify's listener is there until the response finished or failed: then nobody listens
+    if (res.listenerCount('error') > 0) res.emit('error', cause)
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
@@ -154,6 +172,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (statusCode < 200) {
       // 103 Early Hints reach the client; 100 Continue was the gateway's to answer
       if (statusCode === 103 && !this.#done) {
+        // Node writes a 103 only with a valid Link; hints are optional, so a bad one is dropped
         try { this.#res.writeEarlyHints(earlyHintsHeaders(headers)) } catch {}
       }
       return
@@ -161,7 +180,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.#done) { controller.abort(new ClientGoneError()); return }
     clearTimeout(this.#headersTimer)
     this.#headersTimer = undefined
-    const list = responseHeaderList(this.#target.responseRules, headers, {
+    const list = responseHeaderList(this.#target.responseRules, statusCode, headers, {
       requestId: this.#request.id,
       paths: this.#target.path,
       cors: this.#ctx.cors,
@@ -172,13 +191,23 @@ class Exchange implements Dispatcher.DispatchHandler {
     try {
       this.#res.writeHead(statusCode, list as string[])
     } catch (err) {
-      // Node refused a header the upstream sent; nothing was written yet
-      controller.abort(err as Error)
+      // Node refused a header the upstream sent; nothing was written yet. Answered first:
+      // the abort reaches onResponseError, which must find the exchange done
       this.#fail(upstreamError(err as Error))
+      controller.abort(err as Error)
       return
     }
     this.#started = true
     this.#reply.hijack() // the response is ours now; Fastify still runs the onResponse hooks
+    if (statusCode === 204 || statusCode === 304 || this.#request.method === 'HEAD') {
+      // RFC 9112 §6.3: these end with their header section, whatever Content-Length says.
+      // The client has its answer now; undici may still fail the upstream's framing after
+      // the fact (a 204 with Content-Length: 5), which then costs only the upstream connection
+      this.#done = true
+      this.#clearTimers()
+      this.#res.end()
+      return
+    }
     this.#res.on('drain', () => {
       clearTimeout(this.#writeTimer)
       this.#writeTimer = undefined
@@ -203,8 +232,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.#done) return
     this.#done = true
     this.#clearTimers()
-    if (trailers !== undefined && Object.keys(trailers).length > 0) {
-      try { this.#res.addTrailers(trailers as Record<string, string>) } catch {}
+    if (trailers !== undefined) {
+      const kept = trailerHeaders(trailers)
+      // a trailer Node refuses to write (invalid characters) is dropped with the others: the body is already out
+      if (kept !== undefined) try { this.#res.addTrailers(kept) } catch {}
     }
     this.#res.end()
   }
@@ -215,6 +246,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.#started || this.#res.destroyed) {
       this.#done = true
       this.#clearTimers()
+      const error = upstreamError(err)
+      this.#unfinished(error.statusCode, error.code, err)
       this.#res.destroy() // mid-body: the client must see the response break, not a short one
       return
     }

@@ -3,21 +3,33 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
 
 /**
  * What an upstream may and may not say to the client, applied to every proxied response.
- * The checklist (reply-from, nginx, Envoy; each rule has a test in test/e2e/):
+ * The checklist (reply-from, nginx, Envoy; each rule has a test in test/e2e/edge-checklist.test.ts,
+ * the deeper regression tests are named after their cause):
  *
  * 1. hop-by-hop headers (RFC 9110 §7.6.1) and every header the upstream's `Connection`
- *    names are removed; the client connection is the gateway's (fix-connection-nominated)
+ *    names are removed; the client connection is the gateway's
  * 2. `x-request-id` is the gateway's, never the upstream's
  * 3. no `Set-Cookie` may set, clear or shadow the refresh cookie: each is parsed as a browser
  *    would (RFC 6265bis §5.6, undici's parser: names trimmed of whitespace, a nameless cookie
- *    is its value), compared case-insensitively (fix-upstream-refresh-cookie)
+ *    — `=name=v`, or `name` with no `=` at all — is its value), compared case-insensitively
+ *    (fix-upstream-refresh-cookie)
  * 4. `Clear-Site-Data` is removed: only the gateway may wipe a client's cookies and storage
  * 5. `Location` under the route's rewritePrefix is moved back under its prefix
  * 6. on a CORS route the gateway's `Access-Control-*` replace the upstream's, and `Origin`
  *    joins its `Vary`
- * 7. `Trailer` passes and the trailers are relayed (RFC 9110 §6.5); `103 Early Hints` are
- *    relayed, `100 Continue` is not (the gateway answered the client's Expect itself)
- * 8. a header Node refuses to write (invalid characters) fails the exchange with 502
+ * 7. `Trailer` passes and the trailers are relayed (RFC 9110 §6.5), minus every field a
+ *    trailer may not carry (§6.5.1: framing, routing, authentication, caching, content
+ *    metadata) and the rules above (fix-trailers-and-early-hints); `103 Early Hints` are
+ *    relayed under the same rules, without Set-Cookie and framing, each Link separately
+ *    (Node refuses a comma-joined one); `100 Continue` is not (the gateway answered the
+ *    client's Expect itself)
+ * 8. a header Node refuses to write (invalid characters) fails the exchange with 502; undici
+ *    already refuses control characters, obs-fold, bare CR, duplicate or conflicting framing
+ *    and header blocks over 16 KiB (502 too), and hands values over as latin1, byte for byte
+ * 9. a 204 carries no `Content-Length` (RFC 9110 §8.6: MUST NOT; nginx drops it too), so no
+ *    client can read a body into the next response on its connection
+ * 10. a response to HEAD, a 204 and a 304 end with their headers (RFC 9112 §6.3), whatever
+ *    the upstream's framing says or sends after them (exchange.ts)
  */
 export interface ResponseRules {
   /** the refresh cookie name, lower case; undefined when the gateway forwards it (then upstreams own it) */
@@ -36,7 +48,7 @@ export interface ResponseContext {
  * Response headers for the client as a flat `[name, value, …]` list for `writeHead`.
  * `headers` is undici's parsed object (lower-case names); it is read, not changed.
  */
-export function responseHeaderList (rules: ResponseRules, headers: Readonly<Record<string, string | string[] | undefined>>, ctx: ResponseContext): Array<string | string[]> {
+export function responseHeaderList (rules: ResponseRules, statusCode: number, headers: Readonly<Record<string, string | string[] | undefined>>, ctx: ResponseContext): Array<string | string[]> {
   const out: Array<string | string[]> = []
   const nominated = connectionNominated(headers.connection)
   const cors = ctx.cors
@@ -45,6 +57,7 @@ export function responseHeaderList (rules: ResponseRules, headers: Readonly<Reco
     const value = headers[name]
     if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id' || name === 'clear-site-data') continue
     if (nominated !== undefined && nominated.has(name)) continue
+    if (statusCode === 204 && name === 'content-length') continue
     if (name === 'set-cookie') {
       const kept = keepCookies(rules.refreshCookie, value)
       if (kept.length > 0) out.push(name, kept)
@@ -66,15 +79,70 @@ export function responseHeaderList (rules: ResponseRules, headers: Readonly<Reco
   return out
 }
 
-/** the same rules for the headers of a 103 Early Hints */
+/** the same rules for the headers of a 103 Early Hints, in the shape Node's writeEarlyHints takes */
 export function earlyHintsHeaders (headers: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const nominated = connectionNominated(headers.connection)
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || name === 'set-cookie' || name === 'clear-site-data') continue
+    if (value === undefined || HOP_BY_HOP.has(name) || NOT_IN_HINTS.has(name)) continue
     if (nominated !== undefined && nominated.has(name)) continue
-    out[name] = value
+    out[name] = name === 'link' ? splitLinks(value) : value
+  }
+  return out
+}
+
+// a 1xx has no body (RFC 9110 §8.6) and sets no state in the client
+const NOT_IN_HINTS: ReadonlySet<string> = new Set(['set-cookie', 'clear-site-data', 'x-request-id', 'content-length'])
+
+/** `<a>; rel=preload, <b>; rel=preload` → one entry per link (commas inside `<…>` or quotes stay) */
+function splitLinks (value: string | string[]): string[] {
+  const out: string[] = []
+  for (const v of typeof value === 'string' ? [value] : value) {
+    let start = 0
+    let inUri = false
+    let inQuote = false
+    for (let i = 0; i < v.length; i++) {
+      const c = v[i]
+      if (inQuote) {
+        if (c === '\\') i++
+        else if (c === '"') inQuote = false
+      } else if (inUri) {
+        if (c === '>') inUri = false
+      } else if (c === '<') {
+        inUri = true
+      } else if (c === '"') {
+        inQuote = true
+      } else if (c === ',') {
+        const link = v.slice(start, i).trim()
+        if (link !== '') out.push(link)
+        start = i + 1
+      }
+    }
+    const last = v.slice(start).trim()
+    if (last !== '') out.push(last)
+  }
+  return out
+}
+
+// RFC 9110 §6.5.1: fields a trailer must not carry (message framing, routing, request
+// modifiers, authentication, response control data, payload processing), plus what the
+// header rules above keep from clients; the rest is the application's (checksums, grpc-status)
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set([
+  'trailer', 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location',
+  'host', 'authorization', 'www-authenticate', 'proxy-authenticate', 'set-cookie', 'cookie',
+  'age', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary', 'warning', 'pragma',
+  'etag', 'last-modified', 'x-request-id', 'clear-site-data',
+])
+
+/** the upstream's response trailers the client may get; undefined when none is left */
+export function trailerHeaders (trailers: Readonly<Record<string, string | string[] | undefined>>): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined
+  for (const name in trailers) {
+    const value = trailers[name]
+    if (value === undefined || HOP_BY_HOP.has(name) || NOT_IN_TRAILERS.has(name) || name.startsWith('access-control-')) continue
+    out ??= {}
+    out[name] = typeof value === 'string' ? value : value.join(', ')
   }
   return out
 }
@@ -99,6 +167,12 @@ function touchesCookie (setCookie: string, lowerName: string): boolean {
   if (parsed === null) return true
   const name = parsed.name.toLowerCase()
   if (name === lowerName) return true
-  // a nameless cookie is sent as its bare value: `=__Host-x=v` would arrive as `__Host-x=v`
-  return name === '' && parsed.value.toLowerCase().startsWith(lowerName + '=')
+  if (name !== '') return false
+  // a nameless cookie is sent as its bare value: `=__Host-x=v` arrives as `__Host-x=v`, and
+  // `__Host-x; Path=/` (no `=` at all: RFC 6265bis §5.6 step 3) as `__Host-x`, which a
+  // cookie parser then reads under that name (with the whitespace before `=` trimmed)
+  const value = parsed.value.toLowerCase()
+  if (!value.startsWith(lowerName)) return false
+  const next = value.charCodeAt(lowerName.length)
+  return Number.isNaN(next) || next === 61 /* = */ || next === 32 || next === 9
 }
