@@ -22,6 +22,7 @@ import { runSessions, type SessionsResult } from './lib/sessions.js'
 import { runStartup, type StartupResult } from './lib/startup.js'
 import { runProfile, type ProfileResult } from './lib/profile.js'
 import { ALGORITHMS, makeKeys, type Algorithm, type KeyMaterial } from './lib/tokens.js'
+import { startBenchIdp, type BenchIdp } from './lib/idp.js'
 
 const BENCH = join(ROOT, 'bench')
 const log = (s: string): void => { process.stderr.write(s + '\n') }
@@ -70,6 +71,10 @@ function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, data
     list.push({ id: 'portcullis-EdDSA-no-decision-log', kind: 'portcullis', alg: 'EdDSA', database, noDecisionLog: true })
     list.push({ id: 'portcullis-HS256-cold', kind: 'portcullis', alg: 'HS256', cold: true, database })
     list.push({ id: 'portcullis-ES256-cold', kind: 'portcullis', alg: 'ES256', cold: true, database })
+    // identity in from an identity provider (its RS256 tokens, keys by discovery → JWKS), and identity out (the signed assertion)
+    list.push({ id: 'portcullis-external-RS256', kind: 'portcullis', alg: 'RS256', external: true, database })
+    list.push({ id: 'portcullis-external-RS256-cold', kind: 'portcullis', alg: 'RS256', external: true, cold: true, database })
+    list.push({ id: 'portcullis-EdDSA-assertion', kind: 'portcullis', alg: 'EdDSA', assertion: true, database })
   }
   // jsonwebtoken 9 (under express-jwt) cannot verify EdDSA
   for (const alg of [...asym.filter((a) => a !== 'EdDSA'), 'HS256' as const]) list.push({ id: `express-${alg}`, kind: 'express', alg })
@@ -107,9 +112,11 @@ async function main (): Promise<void> {
   if (!multiCore) notes.push('fewer than 2 cores or no taskset: nothing is pinned, figures are not comparable with pinned runs')
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
   let pg: PgCluster | undefined
+  let idp: BenchIdp | undefined
   const cleanup = (): void => {
     stopAllSync()
     pg?.stop()
+    idp?.close().catch(() => {})
     if (!flags.verbose) rmSync(dir, { recursive: true, force: true })
   }
   process.once('SIGINT', () => { cleanup(); process.exit(130) })
@@ -138,6 +145,9 @@ async function main (): Promise<void> {
     const keysDir = join(dir, 'keys')
     mkdirSync(keysDir)
     const keys = Object.fromEntries(ALGORITHMS.map((a) => [a, makeKeys(a, keysDir)])) as Record<Algorithm, KeyMaterial>
+    // the stand-in identity provider of the external configurations (in this process: it is
+    // asked once per gateway start, never on the request path)
+    if (gateway !== undefined) idp = await startBenchIdp(dir)
     const bodyFile = join(dir, 'body-1MiB.bin')
     writeFileSync(bodyFile, Buffer.alloc(1024 * 1024, 'x'))
     const ctx: Ctx = {
@@ -148,11 +158,13 @@ async function main (): Promise<void> {
       pools: new TokenPools(dir, keys, flags.coldTokens),
       gateway,
       pg,
+      idp,
       bodyFile,
       warmupSec: flags.warmupSec,
       durationSec: flags.durationSec,
       verbose: flags.verbose,
     }
+    if (idp !== undefined) ctx.pools.external = { keys: idp.keys, issuer: idp.issuer, audience: idp.audience, kid: idp.kid }
     let seq = 0
     const nextSeq = (): number => seq++
 
@@ -171,6 +183,10 @@ async function main (): Promise<void> {
         log(line(r))
       }
       summary = summarize(records, ['direct', 'nginx', 'bare', ...configs.map((c) => c.id).filter((id) => id !== 'direct' && id !== 'nginx')])
+      const externalRuns = records.filter((r) => r.id.startsWith('portcullis-external-')).length
+      if (idp !== undefined && externalRuns > 0) {
+        notes.push(`stand-in IdP: ${idp.hits.get('/.well-known/openid-configuration') ?? 0} discovery and ${idp.hits.get('/jwks') ?? 0} JWKS requests over ${externalRuns} external run(s) (one each per gateway start: none on the request path)`)
+      }
     }
 
     // 2. scale checks

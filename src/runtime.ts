@@ -6,6 +6,7 @@ import { TokenVerifier } from './tokens/verifier.js'
 import { SelfIssuer } from './tokens/self-issuer.js'
 import { ExternalIssuer } from './tokens/external-issuer.js'
 import { RemoteKeySet } from './tokens/issuers/remote-key-set.js'
+import { keySetOptionsFor } from './tokens/issuers/options.js'
 import { AssertionSigner } from './tokens/assertion.js'
 import { compilePolicy, type RoutePolicy } from './pipeline/authorize.js'
 import type { Authenticator } from './pipeline/authenticate.js'
@@ -110,7 +111,13 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
     cors: config.cors === undefined ? undefined : new CorsPolicy(config.cors),
     keys,
     signer,
-    assertions: config.identity.assertion === undefined ? undefined : new AssertionSigner(keys, config.tokens.issuer, config.identity.assertion.lifetimeSec, shared.clock),
+    assertions: config.identity.assertion === undefined
+      ? undefined
+      : new AssertionSigner(keys, config.tokens.issuer, config.identity.assertion.lifetimeSec, shared.clock, {
+        // the assertion shares the identity headers' budget (a token with 500 groups)
+        maxBytes: config.identity.maxHeaderBytes - config.identity.assertion.header.length,
+        maxTokens: Math.max(1000, config.tokens.verifyCacheSize),
+      }),
     issuers,
     jwksBody: JSON.stringify(keys.jwks),
     pools,
@@ -135,23 +142,7 @@ export class KeySetRegistry {
     const key = JSON.stringify([issuer.name, issuer.issuer, issuer.discovery, issuer.jwksUri, issuer.algorithms, issuer.jwks, issuer.allowInsecureHttp])
     const existing = this.#sets.get(key)
     if (existing !== undefined) return existing
-    const set = new RemoteKeySet({
-      name: issuer.name,
-      issuer: issuer.issuer,
-      discovery: issuer.discovery,
-      jwksUri: issuer.jwksUri,
-      algorithms: issuer.algorithms,
-      fetchTimeoutMs: issuer.jwks.fetchTimeoutMs,
-      maxResponseBytes: issuer.jwks.maxBytes,
-      minRefreshIntervalMs: issuer.jwks.minRefreshIntervalMs,
-      maxRefreshIntervalMs: issuer.jwks.maxRefreshIntervalMs,
-      defaultRefreshIntervalMs: issuer.jwks.refreshIntervalMs,
-      cooldownMs: issuer.jwks.cooldownMs,
-      staleIfErrorMs: issuer.jwks.staleIfErrorMs,
-      maxKeys: issuer.jwks.maxKeys,
-      allowInsecureHttp: issuer.allowInsecureHttp,
-      logger: shared.logger.child({ issuer: issuer.name }),
-    })
+    const set = new RemoteKeySet(keySetOptionsFor(issuer, { logger: shared.logger.child({ issuer: issuer.name }) }))
     if (this.#fetch) set.start()
     this.#sets.set(key, set)
     return set

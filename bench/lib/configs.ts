@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url'
 import { cpuUs, freePort, memKiB, start, stop, waitUntil, type Started } from './proc.js'
 import { runWrk, rps, errorCount, type WrkResult } from './wrk.js'
 import { writeNginxConf } from './nginx.js'
-import { API_PATH, ROOT, writeGatewayYaml, type GatewayCommand } from './portcullis.js'
+import { API_PATH, ASSERTION_AUDIENCE, ASSERTION_HEADER, ROOT, writeGatewayYaml, type GatewayCommand } from './portcullis.js'
+import type { BenchIdp } from './idp.js'
 import { AUDIENCE, ISSUER, SCOPE, type Algorithm, type KeyMaterial } from './tokens.js'
 import { POOL_SIZE, type TokenPools } from './pools.js'
 import type { PgCluster } from './pg.js'
@@ -37,6 +38,10 @@ export interface Config {
   noDecisionLog?: boolean
   /** extra node arguments for the system under test (e.g. --cpu-prof) */
   nodeArgs?: string[]
+  /** tokens of the stand-in identity provider (bench/lib/idp.ts), keys from its JWKS */
+  external?: boolean
+  /** the measured route sends a signed assertion (identity.assertion) */
+  assertion?: boolean
 }
 
 export const authed = (c: Config): boolean => c.kind === 'portcullis' || c.kind === 'express' || c.kind === 'fast-gateway'
@@ -50,6 +55,8 @@ export interface Ctx {
   pools: TokenPools
   gateway: GatewayCommand | undefined
   pg: PgCluster | undefined
+  /** the stand-in identity provider of the external configurations */
+  idp: BenchIdp | undefined
   bodyFile: string
   warmupSec: number
   durationSec: number
@@ -141,6 +148,8 @@ async function launch (c: Config, ctx: Ctx, logDir: string): Promise<Launched> {
         dataDir,
         extraRoutes: c.extraRoutes ?? 0,
         decisions: c.noDecisionLog !== true,
+        externalIssuer: c.external === true && ctx.idp !== undefined ? { issuer: ctx.idp.issuer, audience: ctx.idp.audience } : undefined,
+        assertion: c.assertion,
       })
       const g = ctx.gateway
       sut = start({ name: 'portcullis', core: ctx.sutCore, cmd: g.cmd, args: [...(c.nodeArgs ?? []), ...g.args(file)], env: NODE_ENV, cwd: ROOT, logFile })
@@ -180,6 +189,11 @@ async function check (c: Config, pools: TokenPools, base: string, token: string,
     const h = (JSON.parse(echo.body) as { headers: Record<string, string> }).headers
     if (h['x-user-id'] !== sub) problems.push(`upstream saw x-user-id=${String(h['x-user-id'])}, expected ${sub}`)
     if (h.authorization !== undefined) problems.push('upstream saw the Authorization header')
+    if (c.assertion === true) {
+      const a = h[ASSERTION_HEADER]
+      const aud = typeof a === 'string' ? (JSON.parse(Buffer.from(a.split('.')[1] ?? '', 'base64url').toString()) as { aud?: unknown }).aud : undefined
+      if (aud !== ASSERTION_AUDIENCE) problems.push(`upstream saw no assertion for ${ASSERTION_AUDIENCE} (${typeof a === 'string' ? `aud ${String(aud)}` : 'none'})`)
+    }
   }
   if (c.revokedJti !== undefined) {
     const revoked = await get(API_PATH, { authorization: `Bearer ${pools.tokenWithJti(c.alg ?? 'EdDSA', c.revokedJti)}` })
@@ -210,8 +224,8 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     const alg = c.alg ?? 'EdDSA'
     const needsTokens = authed(c)
     // non-auth configurations get the same Authorization header: equal request bytes
-    const pool = ctx.pools.get(alg, c.cold === true ? 'cold' : 'pool')
-    const probe = ctx.pools.checkToken(alg)
+    const pool = ctx.pools.get(alg, c.cold === true ? 'cold' : 'pool', c.external === true)
+    const probe = ctx.pools.checkToken(alg, c.external === true)
     l = await launch(c, ctx, logDir)
     const base = `http://127.0.0.1:${l.port}`
     const problems = await check(c, ctx.pools, base, probe.token, probe.sub)

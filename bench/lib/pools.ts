@@ -15,11 +15,16 @@ const REMINT_MARGIN_SEC = 180
 
 interface PoolFile { file: string, mintedAtSec: number }
 
+/** another issuer's tokens (bench/lib/idp.ts): minted with its key, iss, aud and kid */
+export interface ExternalSource { keys: KeyMaterial, issuer: string, audience: string, kid: string }
+
 export class TokenPools {
   readonly #dir: string
   readonly #keys: Record<Algorithm, KeyMaterial>
   readonly #files = new Map<string, PoolFile>()
   readonly coldCount: number
+  /** set by the runner once the stand-in IdP listens */
+  external: ExternalSource | undefined
   #serial = 0
   /** seconds spent minting, for the report */
   mintSec = 0
@@ -30,13 +35,18 @@ export class TokenPools {
     this.coldCount = coldCount
   }
 
-  get (alg: Algorithm, kind: 'pool' | 'cold'): PoolFile {
-    const key = `${alg}-${kind}`
+  /** `external`: the stand-in IdP's tokens (its own RS256 key), not the gateway's */
+  get (alg: Algorithm, kind: 'pool' | 'cold', external = false): PoolFile {
+    const key = `${external ? 'external-' : ''}${alg}-${kind}`
     const now = Math.floor(Date.now() / 1000)
     const have = this.#files.get(key)
     if (have !== undefined && now - have.mintedAtSec < TOKEN_TTL_SEC - REMINT_MARGIN_SEC) return have
     const t0 = performance.now()
-    const tokens = mintTokens(this.#keys[alg], kind === 'pool' ? POOL_SIZE : this.coldCount, { tag: `${kind}${this.#serial++}`, nowSec: now })
+    const count = kind === 'pool' ? POOL_SIZE : this.coldCount
+    const tag = `${kind}${this.#serial++}`
+    const tokens = external
+      ? mintTokens(this.#source().keys, count, { tag, nowSec: now, ...this.#sourceClaims() })
+      : mintTokens(this.#keys[alg], count, { tag, nowSec: now })
     const file = join(this.#dir, `${key}.tokens`)
     writeTokenFile(file, tokens)
     this.mintSec += (performance.now() - t0) / 1000
@@ -46,10 +56,20 @@ export class TokenPools {
   }
 
   /** a fresh token for the pre-run checks, with its sub */
-  checkToken (alg: Algorithm): { token: string, sub: string } {
+  checkToken (alg: Algorithm, external = false): { token: string, sub: string } {
     const tag = `check${this.#serial++}`
-    const [token] = mintTokens(this.#keys[alg], 1, { tag })
+    const [token] = external ? mintTokens(this.#source().keys, 1, { tag, ...this.#sourceClaims() }) : mintTokens(this.#keys[alg], 1, { tag })
     return { token: token as string, sub: `user-${tag}-0` }
+  }
+
+  #source (): ExternalSource {
+    if (this.external === undefined) throw new Error('no stand-in IdP: the external configurations need one')
+    return this.external
+  }
+
+  #sourceClaims (): { issuer: string, audience: string, kid: string } {
+    const s = this.#source()
+    return { issuer: s.issuer, audience: s.audience, kid: s.kid }
   }
 
   /** a valid token whose jti is `jti` (the denylist check) */

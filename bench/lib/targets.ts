@@ -18,6 +18,10 @@ export function targetsTable (summary: readonly Summary[], scale: readonly Scale
   for (const alg of ['EdDSA', 'ES256', 'RS256', 'HS256']) atLeast(`portcullis-${alg} ÷ fast-gateway-${alg}`, vs(`portcullis-${alg}`) / vs(`fast-gateway-${alg}`), 1, cpu(`portcullis-${alg}`) / cpu(`fast-gateway-${alg}`))
   atLeast('portcullis-HS256-cold ÷ bare', vs('portcullis-HS256-cold'), 0.8, cpu('portcullis-HS256-cold'))
   atLeast('portcullis-ES256-cold ÷ bare', vs('portcullis-ES256-cold'), 0.45, cpu('portcullis-ES256-cold'))
+  // issue 10: identity in from an IdP and identity out, held to the targets of our own tokens
+  atLeast('portcullis-external-RS256 ÷ bare', vs('portcullis-external-RS256'), 0.9, cpu('portcullis-external-RS256'))
+  atLeast('portcullis-external-RS256-cold ÷ bare', vs('portcullis-external-RS256-cold'), 0.45, cpu('portcullis-external-RS256-cold'))
+  atLeast('portcullis-EdDSA-assertion ÷ bare', vs('portcullis-EdDSA-assertion'), 0.9, cpu('portcullis-EdDSA-assertion'))
   for (const name of ['1,000,000 denylisted jtis', '10,000 routes']) {
     const r = scale.find((s) => s.name === name)
     atLeast(`${name}: with ÷ without`, r?.ratio ?? NaN, 0.95)

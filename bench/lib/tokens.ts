@@ -64,18 +64,22 @@ export interface MintOptions {
   ttlSec?: number
   /** a fixed jti (count must be 1) */
   jti?: string
+  /** another issuer's tokens (the external configurations): its iss, aud and kid */
+  issuer?: string
+  audience?: string
+  kid?: string
 }
 
 /** mints `count` distinct tokens (distinct sub and jti), signed with `keys` */
 export function mintTokens (keys: KeyMaterial, count: number, opts: MintOptions): string[] {
   const now = opts.nowSec ?? Math.floor(Date.now() / 1000)
-  const header = b64(JSON.stringify({ alg: keys.alg, typ: 'at+jwt', kid: KID }))
+  const header = b64(JSON.stringify({ alg: keys.alg, typ: 'at+jwt', kid: opts.kid ?? KID }))
   const out = new Array<string>(count)
   const salt = randomBytes(6).toString('hex')
   for (let i = 0; i < count; i++) {
     const claims = {
-      iss: ISSUER,
-      aud: AUDIENCE,
+      iss: opts.issuer ?? ISSUER,
+      aud: opts.audience ?? AUDIENCE,
       sub: `user-${opts.tag}-${i}`,
       jti: opts.jti ?? `${opts.tag}-${salt}-${i}`,
       iat: now,
@@ -85,7 +89,7 @@ export function mintTokens (keys: KeyMaterial, count: number, opts: MintOptions)
     const input = `${header}.${b64(JSON.stringify(claims))}`
     out[i] = `${input}.${signature(keys, input)}`
   }
-  if (count > 0) checkToken(keys, out[0] as string)
+  if (count > 0) checkToken(keys, out[0] as string, opts.issuer, opts.audience)
   return out
 }
 
@@ -100,8 +104,8 @@ function signature (keys: KeyMaterial, input: string): string {
 }
 
 /** throws when fast-jwt (pinned algorithm, iss, aud) does not accept the token */
-export function checkToken (keys: KeyMaterial, token: string): void {
-  const verify = createVerifier({ key: keys.verifyKey, algorithms: [keys.alg], allowedIss: ISSUER, allowedAud: AUDIENCE })
+export function checkToken (keys: KeyMaterial, token: string, issuer = ISSUER, audience = AUDIENCE): void {
+  const verify = createVerifier({ key: keys.verifyKey, algorithms: [keys.alg], allowedIss: issuer, allowedAud: audience })
   verify(token)
 }
 

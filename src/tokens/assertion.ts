@@ -6,11 +6,31 @@ import type { VerifiedToken } from './verified-token.js'
 /** the `typ` of an assertion: never mistaken for an access token (at+jwt) by the gateway or an upstream */
 export const ASSERTION_TYP = 'portcullis-assertion+jwt'
 
-// claims of the presented token that describe that token, not its subject
-const TOKEN_CLAIMS = new Set(['iss', 'aud', 'exp', 'nbf', 'iat', 'jti', 'typ', 'cnf', 'client_id', 'azp', 'scope', 'scp'])
+/** the claim that lists the token claims left out of an assertion to keep it within its budget */
+export const OMITTED_CLAIMS = 'omitted_claims'
+
+// claims of the presented token that describe that token, not its subject (and our own
+// marker, which a token must not be able to forge into the assertion)
+const TOKEN_CLAIMS = new Set(['iss', 'aud', 'exp', 'nbf', 'iat', 'jti', 'typ', 'cnf', 'client_id', 'azp', 'scope', 'scp', OMITTED_CLAIMS])
+// what every assertion carries, whatever its size
+const CORE_CLAIMS = new Set(['iss', 'aud', 'sub', 'scope', 'token_iss', 'iat', 'exp', 'jti'])
 // an assertion is re-signed once less than this share of its lifetime is left, so an
 // upstream never receives one about to expire in flight
 const RENEW_AT_REMAINING = 0.2
+
+export interface AssertionLimits {
+  /**
+   * identity.maxHeaderBytes: the identity headers of a token and its assertion together stay
+   * within it (a token with 500 groups must not make a request the upstream refuses). Over it,
+   * the largest non-core claims are left out of the assertion and named in `omitted_claims`;
+   * the core claims (iss aud sub scope token_iss iat exp jti) are always kept. Default 8192.
+   */
+  maxBytes?: number | undefined
+  /** distinct tokens whose assertions are kept for reuse; the oldest leave first. Default 10,000. */
+  maxTokens?: number | undefined
+}
+
+interface Signed { jwt: string, renewAtMs: number }
 
 /**
  * Identity out, verifiable (DESIGN: "Identity out"): a short-lived JWT the gateway signs for
@@ -20,19 +40,27 @@ const RENEW_AT_REMAINING = 0.2
  * /.well-known/jwks.json; `typ` portcullis-assertion+jwt.
  *
  * Signed once per token and audience and reused until it nears its end — never a signature
- * per request: the verify cache hands the same VerifiedToken object to every request with
- * that token, and the signatures hang off it in a WeakMap (they go when it goes).
+ * per request. Reuse is keyed by the token's signature, not by the VerifiedToken object: the
+ * verify cache admits a token on its second use (and may be off), so the same token arrives
+ * as two or more objects; keyed by object, every token was signed at least twice, and on
+ * every request with the cache off (test/e2e/assertion-gateway.test.ts). The map is bounded
+ * like the verify cache: a ring of keys, the oldest insertion leaves first.
  */
 export class AssertionSigner {
   readonly #sign: (payload: Record<string, unknown>) => string
   readonly #issuer: string
   readonly #lifetimeSec: number
   readonly #clock: () => number
-  readonly #signed = new WeakMap<VerifiedToken, Map<string, { jwt: string, renewAtMs: number }>>()
+  readonly #maxBytes: number
+  readonly #signed = new Map<string, Map<string, Signed>>()
+  readonly #ring: Array<string | undefined>
+  #next = 0
   /** signatures made, for the metrics (and the test that they are reused) */
   signatures = 0
+  /** assertions that left claims out to stay within maxBytes */
+  trimmed = 0
 
-  constructor (keys: KeySet, issuer: string, lifetimeSec: number, clock: () => number) {
+  constructor (keys: KeySet, issuer: string, lifetimeSec: number, clock: () => number, limits: AssertionLimits = {}) {
     this.#sign = createSigner({
       key: keys.signing.key,
       algorithm: keys.algorithm,
@@ -42,19 +70,25 @@ export class AssertionSigner {
     this.#issuer = issuer
     this.#lifetimeSec = lifetimeSec
     this.#clock = clock
+    this.#maxBytes = limits.maxBytes ?? 8192
+    this.#ring = new Array<string | undefined>(Math.max(1, limits.maxTokens ?? 10_000)).fill(undefined)
   }
 
   /** the assertion about `token` for `audience`; reused while it has life left */
   assertion (token: VerifiedToken, audience: string): string {
     const nowMs = this.#clock()
-    let byAudience = this.#signed.get(token)
+    let byAudience = this.#signed.get(token.signature)
     const cached = byAudience?.get(audience)
     if (cached !== undefined && nowMs < cached.renewAtMs) return cached.jwt
     const iat = Math.floor(nowMs / 1000)
     // never outlives the token it vouches for
     const exp = Math.min(iat + this.#lifetimeSec, Math.floor(token.expMs / 1000))
     const payload: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(token.claims)) if (!TOKEN_CLAIMS.has(k)) payload[k] = v
+    // defineProperty: a claim named "__proto__" (JSON.parse makes it an own property) is copied
+    // as a claim, never assigned as the payload's prototype
+    for (const [k, v] of Object.entries(token.claims)) {
+      if (!TOKEN_CLAIMS.has(k)) Object.defineProperty(payload, k, { value: v, enumerable: true, writable: true, configurable: true })
+    }
     Object.assign(payload, {
       iss: this.#issuer,
       aud: audience,
@@ -65,13 +99,61 @@ export class AssertionSigner {
       exp,
       jti: randomUUID(),
     })
-    const jwt = this.#sign(payload)
-    this.signatures++
+    let identityBytes = 0
+    for (const [name, value] of token.identity) identityBytes += name.length + value.length
+    const jwt = this.#signWithin(payload, this.#maxBytes - identityBytes)
     if (byAudience === undefined) {
       byAudience = new Map()
-      this.#signed.set(token, byAudience)
+      this.#remember(token.signature, byAudience)
     }
     byAudience.set(audience, { jwt, renewAtMs: (exp - (exp - iat) * RENEW_AT_REMAINING) * 1000 })
+    return jwt
+  }
+
+  /** how many tokens have assertions kept for reuse */
+  get size (): number { return this.#signed.size }
+
+  #remember (signature: string, byAudience: Map<string, Signed>): void {
+    const oldest = this.#ring[this.#next]
+    if (oldest !== undefined) this.#signed.delete(oldest)
+    this.#ring[this.#next] = signature
+    this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1
+    this.#signed.set(signature, byAudience)
+  }
+
+  /**
+   * Signs, and when the result is over `budget` bytes, signs again without the largest
+   * optional claims, naming them in `omitted_claims` (signed: the upstream knows the list is
+   * incomplete rather than reading a partial one as whole). The core claims always stay.
+   */
+  #signWithin (payload: Record<string, unknown>, budget: number): string {
+    let jwt = this.#sign(payload)
+    this.signatures++
+    if (jwt.length <= budget) return jwt
+    // base64url: 4 characters per 3 bytes of JSON
+    const encoded = (bytes: number): number => Math.ceil(bytes * 4 / 3)
+    // largest first, each with its share of the encoded payload ("name":value,)
+    const optional = Object.keys(payload)
+      .filter(k => !CORE_CLAIMS.has(k))
+      .map(k => [k, encoded(Buffer.byteLength(JSON.stringify(payload[k])) + Buffer.byteLength(k) + 4)] as const)
+      .sort((a, b) => b[1] - a[1])
+    const omitted: string[] = []
+    let i = 0
+    while (jwt.length > budget && i < optional.length) {
+      // drop until the estimate fits (the list of omitted names grows the payload a little),
+      // then sign and measure; a second round only when the estimate was short
+      let estimate = jwt.length + (omitted.length === 0 ? encoded(OMITTED_CLAIMS.length + 5) : 0)
+      while (estimate > budget && i < optional.length) {
+        const [k, size] = optional[i++] as readonly [string, number]
+        delete payload[k]
+        omitted.push(k)
+        estimate -= size - encoded(Buffer.byteLength(k) + 3)
+      }
+      payload[OMITTED_CLAIMS] = omitted
+      jwt = this.#sign(payload)
+      this.signatures++
+    }
+    this.trimmed++
     return jwt
   }
 }

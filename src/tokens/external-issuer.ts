@@ -93,7 +93,9 @@ export class ExternalIssuer {
         algorithms: [alg as 'RS256'],
         allowedIss: this.#config.issuer,
         allowedAud: [...this.#config.audiences],
-        requiredClaims: ['exp', 'iss', ...this.#config.requiredClaims],
+        // fast-jwt checks allowedAud only when `aud` is present: without it listed here a
+        // token with no `aud` at all passed (test/e2e/issuers-refuse.test.ts, "no aud")
+        requiredClaims: [...new Set(['exp', 'iss', 'aud', ...this.#config.requiredClaims])],
         ignoreExpiration: true, // checked by the caller with our clock
         ignoreNotBefore: true,
         cache: false,

@@ -30,4 +30,10 @@ export interface IssuerVerdict {
 export interface VerifiedToken extends IssuerVerdict {
   /** identity headers for the upstream, computed at verification */
   readonly identity: readonly IdentityHeader[]
+  /**
+   * The token's signature segment: what tells one token from another when the same token was
+   * verified twice into two objects (the verify cache admits a token on its second use, or is
+   * off), e.g. for reusing its assertion. Not a credential by itself, but never log it either.
+   */
+  readonly signature: string
 }

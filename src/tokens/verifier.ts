@@ -78,14 +78,19 @@ export class TokenVerifier {
   get cacheSize (): number { return this.#cache?.size ?? 0 }
 
   #accept (token: string, verdict: IssuerVerdict, nowMs: number): VerifiedToken {
-    const verified: VerifiedToken = { ...verdict, identity: identityHeaders(verdict.claims, this.#identity) }
+    const verified: VerifiedToken = {
+      ...verdict,
+      identity: identityHeaders(verdict.claims, this.#identity),
+      signature: token.slice(token.lastIndexOf('.') + 1),
+    }
     checkTime(verified, nowMs)
     this.#cache?.admit(token, verified)
     return verified
   }
 }
 
-function checkTime (t: VerifiedToken, nowMs: number): void {
+/** expiry and not-before against the clock, with the issuer's skew (cache hits too) */
+export function checkTime (t: VerifiedToken, nowMs: number): void {
   if (nowMs >= t.expMs + t.skewMs) throw invalidToken(ErrorCode.tokenExpired, 'the access token expired')
   if (nowMs < t.notBeforeMs) throw invalidToken(ErrorCode.tokenNotYetValid, 'the access token is not valid yet')
 }

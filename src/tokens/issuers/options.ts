@@ -3,6 +3,7 @@
  * values, and the check the constructor (and the config loader, if it likes) runs on them.
  */
 import type { Dispatcher } from 'undici'
+import type { IssuerConfig } from '../../config/types.js'
 import type { ConfigProblem } from '../../errors.js'
 import { ALLOWED_ALGORITHMS, isAllowedAlgorithm } from './algorithms.js'
 import { remoteUrlProblem } from './fetch.js'
@@ -117,4 +118,25 @@ export function checkRemoteKeySetOptions (o: RemoteKeySetOptions): ConfigProblem
   }
   if (o.maxRefreshIntervalMs > MAX_TIMER_MS) add('/maxRefreshIntervalMs', `must be at most ${MAX_TIMER_MS} ms`)
   return problems
+}
+
+/** the key set options of a configured issuer (`issuers[]` in gateway.yaml): the one mapping */
+export function keySetOptionsFor (issuer: IssuerConfig, extra: Partial<RemoteKeySetOptions> = {}): RemoteKeySetOptions {
+  return {
+    name: issuer.name,
+    issuer: issuer.issuer,
+    discovery: issuer.discovery,
+    jwksUri: issuer.jwksUri,
+    algorithms: issuer.algorithms,
+    fetchTimeoutMs: issuer.jwks.fetchTimeoutMs,
+    maxResponseBytes: issuer.jwks.maxBytes,
+    minRefreshIntervalMs: issuer.jwks.minRefreshIntervalMs,
+    maxRefreshIntervalMs: issuer.jwks.maxRefreshIntervalMs,
+    defaultRefreshIntervalMs: issuer.jwks.refreshIntervalMs,
+    cooldownMs: issuer.jwks.cooldownMs,
+    staleIfErrorMs: issuer.jwks.staleIfErrorMs,
+    maxKeys: issuer.jwks.maxKeys,
+    allowInsecureHttp: issuer.allowInsecureHttp,
+    ...extra,
+  }
 }
