@@ -1,57 +1,60 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import type { Denylist } from '../src/pipeline/denylist.js'
-import type { TokenVerifier } from '../src/tokens/verifier.js'
+import { Reason } from '../src/pipeline/auth-state.js'
+import { GatewayMetrics, type MetricsSources } from '../src/metrics/gateway-metrics.js'
+import { telemetryHub, type RequestObserver } from '../src/telemetry/hub.js'
 
-export interface MetricsOptions {
-  /** the public listener whose requests are counted */
+export interface MetricsOptions extends MetricsSources {
+  /** the public listener whose requests are measured */
   gateway: FastifyInstance
-  denylist: Denylist
-  /** the verifier in force (it changes with a reload) */
-  verifier: () => TokenVerifier
-  /** 1 when ready, 0 when not */
-  ready: () => boolean
+  /** the gateway's metrics (reloads and security events report to it); default: a new set */
+  metrics?: GatewayMetrics
 }
 
 /**
- * GET /metrics on the admin listener, Prometheus text format. Requests are counted in the
- * public listener's onResponse hook into a Map keyed by route, status and reason (a few
- * dozen keys in practice); gauges are read when scraped. No dependency, no per-request I/O.
+ * GET /metrics on the admin listener (Prometheus text, prom-client's registry). Requests of
+ * the public listener are measured through the telemetry hub (src/telemetry/hub.ts): once in
+ * its onResponse hook (a duration histogram observe and a counter increment, cells cached per
+ * route), and their upstream requests through undici's diagnostics channels. Figures other
+ * components keep (verify cache, denylist, key sets, revocation feed…) are read when scraped.
  */
 export default fp(async function metrics (admin, opts: MetricsOptions) {
-  const counts = new Map<string, number>()
-  const startedAtSec = Math.floor(Date.now() / 1000)
+  const { gateway, metrics: given, ...sources } = opts
+  const metrics = given ?? new GatewayMetrics()
+  metrics.watch(sources)
+  telemetryHub(gateway).add(metricsObserver(metrics))
 
-  opts.gateway.addHook('onResponse', (request, reply, done) => {
-    const auth = request.auth
-    const key = `${auth?.route ?? ''}\u0000${reply.statusCode}\u0000${auth?.reason ?? 'unrouted'}`
-    counts.set(key, (counts.get(key) ?? 0) + 1)
-    done()
-  })
-
-  admin.get('/metrics', (_request, reply) => {
-    const lines = [
-      '# HELP portcullis_requests_total Requests on the public listener by route, status and decision reason.',
-      '# TYPE portcullis_requests_total counter',
-    ]
-    for (const [key, n] of counts) {
-      const [route, status, reason] = key.split('\u0000') as [string, string, string]
-      lines.push(`portcullis_requests_total{route="${route}",status="${status}",reason="${reason}"} ${n}`)
-    }
-    lines.push(
-      '# HELP portcullis_denylist_entries Revocation entries held in memory.',
-      '# TYPE portcullis_denylist_entries gauge',
-      `portcullis_denylist_entries ${opts.denylist.size}`,
-      '# HELP portcullis_verify_cache_entries Verified tokens cached.',
-      '# TYPE portcullis_verify_cache_entries gauge',
-      `portcullis_verify_cache_entries ${opts.verifier().cacheSize}`,
-      '# HELP portcullis_ready 1 when the gateway is ready (revocations current).',
-      '# TYPE portcullis_ready gauge',
-      `portcullis_ready ${opts.ready() ? 1 : 0}`,
-      '# HELP portcullis_start_time_seconds Start time of the process.',
-      '# TYPE portcullis_start_time_seconds gauge',
-      `portcullis_start_time_seconds ${startedAtSec}`
-    )
-    reply.type('text/plain; version=0.0.4; charset=utf-8').send(lines.join('\n') + '\n')
+  admin.get('/metrics', async (_request, reply) => {
+    const text = await metrics.text()
+    reply.type(metrics.contentType).send(text)
   })
 }, { name: 'portcullis-metrics', fastify: '5.x' })
+
+/** what the metrics take from each request and upstream call */
+export function metricsObserver (metrics: GatewayMetrics): RequestObserver {
+  return {
+    requestDone (request, status, aborted) {
+      const auth = request.auth
+      const acceptedAt = request.acceptedAt
+      // acceptedAt is 0 when the request was refused before the edge hook ran (an undecodable URL)
+      const durationSec = acceptedAt > 0 ? (performance.now() - acceptedAt) / 1000 : 0
+      const reason = aborted ? Reason.clientClosed : auth?.reason ?? 'unrouted'
+      metrics.requestDone(auth?.route ?? '', status, reason, durationSec)
+    },
+    upstreamHeaders (call) {
+      metrics.upstreamHeaders(call.route, (call.headersAt - call.startedAt) / 1000)
+    },
+    upstreamEnd (call, error) {
+      if (error === undefined) metrics.upstreamDone(call.route, (performance.now() - call.startedAt) / 1000)
+      else metrics.upstreamFailed(call.route, errorCode(error))
+    },
+  }
+}
+
+// undici's and the gateway's codes are fixed identifiers; anything else would be an unbounded label
+const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+function errorCode (error: Error): string {
+  const code = (error as { code?: unknown }).code
+  return typeof code === 'string' && CODE.test(code) ? code : 'other'
+}
