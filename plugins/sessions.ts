@@ -53,6 +53,7 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
           try {
             setHeaders(reply, cors.preflight(origin, 'POST'))
           } catch (err) {
+            reply.header('vary', 'Origin') // refused for this Origin: the answer varies with it like any other
             request.auth.reason = (err as GatewayError).code
             done(err as GatewayError)
             return
