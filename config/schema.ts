@@ -91,6 +91,9 @@ const Database = Obj({
   url: Type.String({ default: '' }),
   dataDir: Type.String({ default: './data' }),
   poolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  // the revocation feed's LISTEN connection, when url goes through a pooler in transaction
+  // mode (which breaks LISTEN); empty: url
+  listenUrl: Type.String({ default: '' }),
   // longest a statement may run (PostgreSQL statement_timeout): a stuck query fails as 503, never hangs
   statementTimeout: Duration('5s'),
   // longest a statement waits for a row lock (lock_timeout), e.g. behind a stuck refresh
@@ -240,7 +243,8 @@ const Telemetry = Obj({
   otlp: Type.Optional(Obj({
     endpoint: Type.String({ pattern: '^https?://' }), // base URL; /v1/traces is appended
     serviceName: Type.String({ default: 'portcullis' }),
-    // share of requests traced when the client sent no sampled traceparent
+    // share of new traces (requests without a valid traceparent) that are sampled; a client's
+    // sampled flag is followed
     sampleRatio: Type.Number({ minimum: 0, maximum: 1, default: 1 }),
     timeout: Duration('10s'),
   })),
@@ -266,7 +270,7 @@ const Route = Obj({
   issuers: Type.Optional(Type.Array(Name, { minItems: 1, uniqueItems: true })),
   // time from accepting the request to the upstream's response headers, before 504
   timeout: Duration('30s'),
-  // longest gap between two body chunks of the upstream's response (SSE, long polls)
+  // longest gap between two body chunks of the upstream's response (SSE, long polls); ~1 s resolution
   idleTimeout: Duration('5m'),
   // requests waiting for a connection to this route's upstream; beyond → 503 upstream_busy
   queueLimit: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000 }),
@@ -277,7 +281,8 @@ const Route = Obj({
   // send the client's Host upstream instead of the upstream's own
   preserveHost: Type.Boolean({ default: false }),
   websocket: Type.Boolean({ default: false }),
-  // answer CORS for this route (when `cors:` is configured); false: no CORS headers, preflights 404
+  // answer CORS for this route (when `cors:` is configured); false: the upstream answers CORS
+  // itself — no CORS headers from the gateway, preflights go through the route's policy
   cors: Type.Boolean({ default: true }),
   // send a signed assertion (identity.assertion) with aud = this
   assertion: Type.Optional(Obj({ audience: Type.String({ minLength: 1 }) })),

@@ -17,12 +17,15 @@ import jwksPlugin from '../plugins/jwks.js'
 import accessLogPlugin from '../plugins/access-log.js'
 import healthPlugin from '../plugins/health.js'
 import metricsPlugin from '../plugins/metrics.js'
+import tracingPlugin from '../plugins/tracing.js'
+import { GatewayMetrics } from './metrics/gateway-metrics.js'
 import sessionsPlugin from '../plugins/sessions.js'
 import adminApiPlugin from '../plugins/admin-api.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
 import { SessionService } from './sessions/service.js'
 import { RevocationFeed } from './sessions/revocation-feed.js'
 import { LoginThrottle } from './sessions/throttle.js'
+import { SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
 import { ConfigError, type ConfigProblem } from './errors.js'
@@ -45,6 +48,10 @@ export interface GatewayDeps {
    * gateway.yaml with the process environment. Without it, `reload()` refuses.
    */
   loadConfig?: () => GatewayConfig
+  /** the metrics registry (tests pass their own; default: a new one) */
+  metrics?: GatewayMetrics
+  /** how long finished spans wait to be exported together (default 5 s; tests shorten it) */
+  traceExportDelayMs?: number
 }
 
 export interface ReloadResult {
@@ -65,6 +72,7 @@ export interface Gateway {
   denylist: Denylist
   logger: Logger
   live: LiveSockets
+  metrics: GatewayMetrics
   /** readiness checks (src/health.ts); components push theirs here */
   readiness: Array<() => HealthCheck>
   sessions: { service: SessionService, feed: RevocationFeed, store: Store } | undefined
@@ -84,7 +92,8 @@ export interface Gateway {
   close: () => Promise<void>
 }
 
-const PURGE_INTERVAL_MS = 3_600_000
+// expired sessions and revocations, and sealed successors past the reuse grace, leave the store
+const PURGE_INTERVAL_MS = 300_000
 
 /**
  * Identity providers whose keys are missing or not refreshing: the gateway still serves (its
@@ -120,6 +129,9 @@ function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
 export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const clock = deps.clock ?? Date.now
   const logger = deps.logger ?? createLogger(initial.logging.level)
+  const metrics = deps.metrics ?? new GatewayMetrics()
+  // security events: one line each (never a secret), counted in portcullis_security_events_total
+  const events = new SecurityEvents({ logger, onEvent: metrics.securityEvent })
   const denylist = deps.denylist ?? new Denylist()
   const trust = trustFunction(initial.server.trustProxy)
   const live = new LiveSockets(denylist, clock)
@@ -155,6 +167,8 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const app = Fastify(options) as unknown as FastifyInstance
   await app.register(errorsPlugin, { realm: initial.server.realm })
   await app.register(edgePlugin, { holder })
+  // traces: nothing at all is registered when telemetry.otlp is absent
+  await app.register(tracingPlugin, { otlp: initial.telemetry.otlp, exportDelayMs: deps.traceExportDelayMs })
   if (initial.logging.decisions) await app.register(accessLogPlugin, { logger })
   await app.register(jwksPlugin)
   const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)
@@ -165,9 +179,22 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   await admin.register(healthPlugin, {
     checks: () => readiness.map(check => check()),
   })
-  await admin.register(metricsPlugin, { gateway: app, denylist, verifier: () => holder.current.verifier, ready: () => readiness.every(check => check().state !== 'down') })
+  await admin.register(metricsPlugin, {
+    gateway: app,
+    metrics,
+    verifier: () => holder.current.verifier,
+    denylist,
+    ready: () => readiness.every(check => check().state !== 'down'),
+    liveWebSockets: () => live.size,
+    keySets: () => holder.current.issuers.map(i => i.keys),
+    revocationFeed: () => sessions === undefined
+      ? undefined
+      : { state: sessions.feed.status.state, stalenessMs: sessions.feed.health().stalenessMs, reloads: sessions.feed.status.reloads },
+    configHash: () => holder.current.config.hash,
+    reloads: () => reloads,
+  })
   if (sessions !== undefined && initial.admin.token !== '') {
-    await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store })
+    await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store, events })
   }
   if (initial.admin.token !== '') await admin.register(adminReloadPlugin, { token: initial.admin.token, reload: async () => await reload() })
 
@@ -179,7 +206,8 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       clock,
       // the signing key of the configuration in force (key rotation by reload)
       signAccessToken: (input) => holder.current.signer.sign(input),
-      throttle: new LoginThrottle({ clock }),
+      throttle: new LoginThrottle({ store, clock, logger, settings: initial.login.throttle }),
+      events,
       options: {
         refreshTokenTtlSec: t.refreshTokenTtlSec,
         sessionMaxAgeSec: t.sessionMaxAgeSec,
@@ -188,19 +216,28 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
         clockSkewSec: t.clockSkewSec,
       },
     })
-    const feed = new RevocationFeed({ store, denylist, clock, logger })
+    const feed = new RevocationFeed({
+      store,
+      denylist,
+      clock,
+      logger,
+      heartbeatIntervalMs: initial.revocation.heartbeatIntervalMs,
+      reconcileIntervalMs: initial.revocation.reconcileIntervalMs,
+      maxStalenessMs: initial.revocation.maxStalenessMs,
+    })
     // the denylist is complete before the first request is served (fail closed)
     await feed.start()
-    readiness.push(() => ({
-      name: 'revocation',
-      state: feed.ready ? 'ok' : 'down',
-      reason: feed.ready ? undefined : `feed ${feed.status.state}${feed.status.lastError === undefined ? '' : `: ${feed.status.lastError}`}`,
-    }))
+    // the store away: degraded (keep serving with the last denylist; a missed revocation is
+    // bounded by accessTokenTtl), down only past revocation.maxStaleness
+    readiness.push(() => {
+      const h = feed.health()
+      return { name: 'revocation', state: !h.ready ? 'down' : h.degraded ? 'degraded' : 'ok', reason: h.reason, detail: { stalenessMs: h.stalenessMs } }
+    })
     await app.register(sessionsPlugin, { config: initial, service, clock })
     // expired refresh tokens, sessions and revocations leave the database; idempotent, so
     // every replica may run it
     const purge = setInterval(() => {
-      store.purgeExpired(new Date(clock())).catch((err: unknown) => logger.warn({ err: String(err) }, 'purge of expired sessions failed'))
+      service.purgeExpired().catch((err: unknown) => logger.warn({ err: String(err) }, 'purge of expired sessions failed'))
     }, PURGE_INTERVAL_MS)
     purge.unref()
     app.addHook('onClose', async () => { clearInterval(purge) })
@@ -216,7 +253,10 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       // new handshakes use the new certificate; open connections keep theirs
       (app.server as unknown as { setSecureContext: (o: object) => void }).setSecureContext(secureContextOptions(nextTls))
     }
+    const previous = holder.current
     holder.current = runtime // the one switch: requests from here on see the new configuration
+    // the old issuers stop following their key sets (in-flight requests hold their own references)
+    for (const issuer of previous.issuers) issuer.close()
     shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
     // pools no route uses any more close once their in-flight requests are done (not awaited:
     // a long request must not hold the reload up)
@@ -250,6 +290,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     denylist,
     logger,
     live,
+    metrics,
     readiness,
     sessions,
     apply,

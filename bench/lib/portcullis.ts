@@ -26,7 +26,15 @@ export interface GatewayYamlOptions {
   extraRoutes?: number
   /** the per-request decision log line (default on, as users run it) */
   decisions?: boolean
+  /** trust this identity provider too (issuers:, keys by discovery → JWKS) */
+  externalIssuer?: { issuer: string, audience: string } | undefined
+  /** send a signed assertion on the measured route (identity.assertion + route assertion) */
+  assertion?: boolean
 }
+
+/** what the assertion configurations send, and the runner's check expects */
+export const ASSERTION_HEADER = 'x-portcullis-assertion'
+export const ASSERTION_AUDIENCE = 'https://orders.bench.internal'
 
 export function writeGatewayYaml (o: GatewayYamlOptions): string {
   const key = o.keys.secret !== undefined ? { kid: KID, secret: o.keys.secret } : { kid: KID, privateKeyFile: o.keys.privateKeyFile }
@@ -35,7 +43,7 @@ export function writeGatewayYaml (o: GatewayYamlOptions): string {
   })
   const routes: Array<Record<string, unknown>> = []
   for (let i = 0; i < (o.extraRoutes ?? 0); i++) routes.push(route(`r${i}`, `/r${i}`))
-  routes.push(route('orders', '/api'))
+  routes.push({ ...route('orders', '/api'), ...(o.assertion === true ? { assertion: { audience: ASSERTION_AUDIENCE } } : {}) })
   const doc = {
     server: { host: '127.0.0.1', port: o.port },
     admin: { host: '127.0.0.1', port: o.adminPort, token: '' },
@@ -48,7 +56,15 @@ export function writeGatewayYaml (o: GatewayYamlOptions): string {
       accessTokenTtl: '10m',
       refresh: { transport: 'body' },
     },
-    identity: { headers: { sub: 'x-user-id', scope: 'x-user-scopes' } },
+    identity: {
+      headers: { sub: 'x-user-id', scope: 'x-user-scopes' },
+      ...(o.assertion === true ? { assertion: { header: ASSERTION_HEADER, lifetime: '5m' } } : {}),
+    },
+    ...(o.externalIssuer !== undefined
+      ? { issuers: [{ name: 'idp', issuer: o.externalIssuer.issuer, discovery: true, audiences: [o.externalIssuer.audience], algorithms: ['RS256'] }] }
+      : {}),
+    // every benchmark login comes from 127.0.0.1: the per-address limits would answer 429
+    login: { throttle: { perIp: 1_000_000, perIpTotal: 1_000_000 } },
     logging: { level: 'info', decisions: o.decisions ?? true },
     routes,
   }

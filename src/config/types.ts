@@ -134,7 +134,7 @@ export interface GatewayConfig {
     http2: boolean
   }
   admin: { host: string, port: number, token: string }
-  database: { url: string, dataDir: string, poolSize: number, statementTimeoutMs: number, lockTimeoutMs: number }
+  database: { url: string, listenUrl: string, dataDir: string, poolSize: number, statementTimeoutMs: number, lockTimeoutMs: number }
   tokens: {
     issuer: string
     audience: string

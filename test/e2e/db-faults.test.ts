@@ -61,7 +61,15 @@ if (!avail.available) {
     }
     const api = (g: StartedGateway, access: string): Promise<RawResponse> => raw(g.url, '/api/x', { headers: { authorization: `Bearer ${access}` } })
     const readyz = (): Promise<RawResponse> => raw(gw.adminUrl, '/readyz')
-    const isReady = async (): Promise<boolean> => (await readyz()).status === 200
+    // ready and current (not merely serving with the last denylist)
+    const isReady = async (): Promise<boolean> => {
+      const r = await readyz()
+      return r.status === 200 && r.json().status === 'ready'
+    }
+    const isDegraded = async (): Promise<boolean> => {
+      const r = await readyz()
+      return r.status === 200 && r.json().status === 'degraded'
+    }
     const revoked = async (access: string): Promise<boolean> => {
       const r = await api(gw, access)
       return r.status === 401 && r.json().code === 'token_revoked'
@@ -88,11 +96,13 @@ if (!avail.available) {
       expectUnavailable(t, list, 'admin list sessions')
       t.equal((await json('/auth/refresh', {}, { cookie: `${COOKIE}=garbage`, origin: ORIGIN })).status, 400, 'a malformed refresh token is refused without the store')
 
-      t.ok(await waitFor(async () => !(await isReady()), 5000), 'readiness turns 503 once the feed notices')
+      // issue 9 item 4: revocation.maxStaleness 0 (default) keeps the fleet in the load balancer
+      t.ok(await waitFor(isDegraded, 5000), 'readiness turns degraded (200, not 503) once the feed notices')
       const r = await readyz()
-      t.equal(r.status, 503)
-      t.equal(r.json().status, 'not_ready')
-      t.match(r.json().reasons, [/revocation feed/])
+      t.equal(r.status, 200)
+      t.equal(r.json().status, 'degraded')
+      t.match(r.json().reasons, [/revocation.*reconnecting.*serving with the last denylist/])
+      t.match(r.json().checks.find((c: { name: string }) => c.name === 'revocation'), { state: 'degraded', detail: { stalenessMs: Number } })
       t.equal((await raw(gw.adminUrl, '/healthz')).status, 200, 'still alive')
       t.equal((await api(gw, alice.access)).status, 200, 'still verifying')
     })
@@ -123,12 +133,12 @@ if (!avail.available) {
       const killed = await admin.query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'portcullis-revocation-feed'", [DB])
       t.equal(killed.rowCount, 1, 'the feed\'s listen connection is cut')
-      t.ok(await waitFor(async () => !(await isReady()), 5000), 'not ready while the feed cannot listen')
+      t.ok(await waitFor(isDegraded, 5000), 'degraded while the feed cannot listen')
 
       t.same(await sessionsRevoke(other, { session: carol.sid }), [carol.sid], 'revoked by the other writer meanwhile')
       await new Promise((resolve) => setTimeout(resolve, 300))
       t.equal((await api(gw, carol.access)).status, 200, 'the NOTIFY was lost: this gateway does not know yet')
-      t.notOk(await isReady(), 'still not ready')
+      t.ok(await isDegraded(), 'still degraded')
 
       await admin.query(`ALTER DATABASE ${DB} ALLOW_CONNECTIONS true`)
       t.ok(await waitFor(isReady, 15_000), 'ready again after the reload')

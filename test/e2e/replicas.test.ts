@@ -6,6 +6,7 @@
  *     one live successor (grace-window semantics), checked over HTTP and in the database.
  */
 import t from 'tap'
+import { createHash } from 'node:crypto'
 import pg from 'pg'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, makeKey } from '../fixtures/gateway.js'
@@ -130,10 +131,13 @@ if (!avail.available) {
     const db = new pg.Client({ connectionString: url })
     await db.connect()
     t.teardown(() => db.end())
-    const unspentRows = async (sid: string): Promise<{ total: number, unspent: number }> => {
-      const r = await db.query('SELECT count(*)::int AS total, count(*) FILTER (WHERE spent_at IS NULL)::int AS unspent FROM refresh_tokens WHERE session_id = $1', [sid])
-      return { total: r.rows[0].total as number, unspent: r.rows[0].unspent as number }
+    // the refresh state lives on the session row: the live token's hash and the previous one's
+    const stateOf = async (sid: string): Promise<{ current: string, previous: string, rows: number }> => {
+      const s = await db.query('SELECT refresh_hash, refresh_prev_hash FROM sessions WHERE id = $1', [sid])
+      const r = await db.query('SELECT count(*)::int AS n FROM refresh_tokens WHERE session_id = $1', [sid])
+      return { current: s.rows[0].refresh_hash as string, previous: s.rows[0].refresh_prev_hash as string, rows: r.rows[0].n as number }
     }
+    const hashOf = (token: string): string => createHash('sha256').update(token, 'utf8').digest('base64url')
 
     for (let round = 0; round < REFRESH_ROUNDS; round++) {
       const { access, refresh } = await login(round % 2 === 0 ? A : B)
@@ -148,13 +152,13 @@ if (!avail.available) {
       if (successor === undefined) continue
       t.not(successor, refresh, `round ${round}: the successor is a new token`)
       t.ok(ok.every(r => claimsOf(r.json.access_token as string).sid === sid), `round ${round}: the new access tokens belong to the same session`)
-      t.same(await unspentRows(sid), { total: 2, unspent: 1 }, `round ${round}: in the database: the original spent, one unspent successor`)
+      t.same(await stateOf(sid), { current: hashOf(successor), previous: hashOf(refresh), rows: 0 }, `round ${round}: in the database: the successor is the one live token, the original the previous one`)
 
       // the one successor works, on either replica
       const next = await call(round % 2 === 0 ? B.url : A.url, 'POST', '/auth/refresh', { body: { refresh_token: successor } })
       t.equal(next.status, 200, `round ${round}: the successor refreshes`)
       t.not(next.json.refresh_token, successor, `round ${round}: and is rotated in turn`)
-      t.same(await unspentRows(sid), { total: 3, unspent: 1 }, `round ${round}: still exactly one unspent refresh token`)
+      t.same(await stateOf(sid), { current: hashOf(next.json.refresh_token as string), previous: hashOf(successor), rows: 0 }, `round ${round}: still exactly one live refresh token, no row per rotation`)
     }
   })
 

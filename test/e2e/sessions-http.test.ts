@@ -138,7 +138,7 @@ for (const name of ['postgres', 'embedded'] as const) {
       t.equal(cookies.length, 1, 'one Set-Cookie')
       const c = cookies[0]!
       t.equal(c.name, COOKIE, '__Host- cookie name')
-      t.match(c.value, /^[A-Za-z0-9_-]{43}$/, '256-bit base64url refresh token')
+      t.match(c.value, /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{64}$/, '<sid>.<256-bit secret + tag>, base64url')
       t.same(c.attrs, { path: '/', httponly: true, secure: true, samesite: 'Strict', 'max-age': String(REFRESH_TTL_SEC) }, 'cookie attributes exactly')
       t.notOk('domain' in c.attrs, '__Host- cookies carry no Domain')
 
@@ -177,11 +177,11 @@ for (const name of ['postgres', 'embedded'] as const) {
       const b1 = await login(bodyGw, 'alice')
       t.equal(b1.status, 200)
       t.equal(setCookies(b1).length, 0, 'body transport: no cookie')
-      t.match(b1.json(), { token_type: 'Bearer', expires_in: ACCESS_TTL_SEC, refresh_token: /^[A-Za-z0-9_-]{43}$/ })
+      t.match(b1.json(), { token_type: 'Bearer', expires_in: ACCESS_TTL_SEC, refresh_token: /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{64}$/ })
       t.equal(b1.headers['cache-control'], 'no-store')
       const b2 = await login(bothGw, 'alice')
       t.equal(b2.status, 200)
-      t.match(b2.json(), { refresh_token: /^[A-Za-z0-9_-]{43}$/ })
+      t.match(b2.json(), { refresh_token: /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{64}$/ })
       t.equal(refreshCookieOf(b2), b2.json().refresh_token, 'both: the cookie and the body carry the same token')
     })
 
@@ -243,7 +243,7 @@ for (const name of ['postgres', 'embedded'] as const) {
       const bs = await session('alice', bodyGw)
       const r2 = await json(bodyGw, '/auth/refresh', { refresh_token: bs.rt })
       t.equal(r2.status, 200, 'body refresh')
-      t.match(r2.json().refresh_token, /^[A-Za-z0-9_-]{43}$/)
+      t.match(r2.json().refresh_token, /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{64}$/)
       t.not(r2.json().refresh_token, bs.rt)
       t.equal(setCookies(r2).length, 0)
 
@@ -350,14 +350,18 @@ for (const name of ['postgres', 'embedded'] as const) {
       t.equal(out.body, '')
       const cleared = setCookies(out)
       t.equal(cleared.length, 1)
-      t.same(cleared[0], { name: COOKIE, value: '', attrs: { path: '/', httponly: true, secure: true, samesite: 'Strict', 'max-age': '0' } }, 'cleared with the same attributes')
+      t.match(cleared[0], { name: COOKIE, value: '', attrs: { path: '/', httponly: true, secure: true, samesite: 'Strict', expires: 'Thu, 01 Jan 1970 00:00:00 GMT' } }, 'cleared with the same attributes (@fastify/cookie: Expires in the past)')
       t.ok(await revokedSoon(cookieGw, s.access), 'access token → 401 token_revoked')
       const after = await api(cookieGw, s.access)
       t.match(after.headers['www-authenticate'], /error="invalid_token"/)
       const r = await cookiePost(cookieGw, '/auth/refresh', s.rt)
       t.equal(r.status, 400)
       t.equal(r.json().error, 'invalid_grant')
-      t.equal((await cookiePost(cookieGw, '/auth/logout', s.rt, { authorization: `Bearer ${s.access}` })).status, 204, 'repeated logout')
+      t.equal((await cookiePost(cookieGw, '/auth/logout', s.rt)).status, 204, 'repeated logout (the refresh token alone)')
+      // issue 9, item 3: a revoked access token is refused, by logout too
+      const again = await cookiePost(cookieGw, '/auth/logout', s.rt, { authorization: `Bearer ${s.access}` })
+      t.equal(again.status, 401, 'repeated logout with the revoked access token → 401')
+      t.equal(again.json().code, 'token_revoked')
       t.equal((await cookiePost(cookieGw, '/auth/logout', 'A'.repeat(43))).status, 204, 'unknown refresh token')
       t.equal((await json(cookieGw, '/auth/logout', {})).status, 204, 'nothing presented')
 

@@ -88,7 +88,8 @@ export function checkDatabase (d: Raw, ctx: CheckContext): GatewayConfig['databa
   const lockTimeoutMs = durationMs(d.lockTimeout)
   if (statementTimeoutMs < 100) problem(ctx, '/database/statementTimeout', 'must be at least 100ms')
   if (lockTimeoutMs < 100) problem(ctx, '/database/lockTimeout', 'must be at least 100ms')
-  return { url: d.url, dataDir: resolve(ctx.baseDir, d.dataDir), poolSize: d.poolSize, statementTimeoutMs, lockTimeoutMs }
+  if (d.listenUrl !== '' && d.url === '') problem(ctx, '/database/listenUrl', 'needs database.url (the embedded store has no LISTEN connection)')
+  return { url: d.url, listenUrl: d.listenUrl, dataDir: resolve(ctx.baseDir, d.dataDir), poolSize: d.poolSize, statementTimeoutMs, lockTimeoutMs }
 }
 
 export function checkCors (c: Raw | undefined, ctx: CheckContext): CorsConfig | undefined {
