@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { AggregatorRegistry, Gauge, Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
 import type { Gateway, ReloadResult } from './app.js'
@@ -46,6 +47,9 @@ export function isWorker (): boolean {
  */
 export function serveAsWorker (gateway: Gateway, port: number): void {
   const send = (m: FromWorker): void => { process.send?.(m) }
+  // the primary's /metrics asks every worker for its registry (prom-client's cluster messages)
+  AggregatorRegistry.setRegistries([gateway.metrics.registry])
+  new AggregatorRegistry() // eslint-disable-line no-new -- its constructor is what installs the worker's answering listener
   process.on('message', (m: ToWorker) => {
     if (m.type === 'reload') {
       gateway.reload().then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
@@ -77,6 +81,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   const slots = new Map<number, Slot>()
   let shuttingDown = false
   let nextId = 0
+  const restarts = 0
   const pending = new Map<number, { resolve: (m: FromWorker) => void }>()
 
   const fork = (restarts: number): void => {
@@ -93,6 +98,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       // a worker died: replace it; a crash loop backs off instead of forking in a tight loop
       const early = Date.now() - slot.startedAt < EARLY_DEATH_MS
       const delayMs = early ? Math.min(MAX_RESTART_DELAY_MS, 250 * 2 ** slot.restarts) : 0
+      restarts++
       logger.error({ event: 'worker_died', pid: worker.process.pid, code, signal, restartInMs: delayMs }, 'a worker died; starting a replacement')
       setTimeout(() => { if (!shuttingDown) fork(early ? slot.restarts + 1 : 0) }, delayMs).unref()
     })
@@ -157,6 +163,16 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       }
       return [...checks, ...byName.values()]
     },
+  })
+  // every worker's metrics, combined by each metric's aggregator (counters sum, gauges as set),
+  // plus the primary's own view of the workers
+  const aggregator = new AggregatorRegistry()
+  const own = new Registry()
+  new Gauge({ name: 'portcullis_workers', help: 'Worker processes listening on the public port.', registers: [own], collect () { this.set([...slots.values()].filter(s => s.listening).length) } }) // eslint-disable-line no-new
+  new Gauge({ name: 'portcullis_worker_restarts_total', help: 'Workers replaced after they died.', registers: [own], collect () { this.set(restarts) } }) // eslint-disable-line no-new
+  admin.get('/metrics', async (_request, reply) => {
+    const workers = await aggregator.clusterMetrics()
+    reply.type(own.contentType).send(workers + (await own.metrics()))
   })
   admin.get('/admin/workers', (_request, reply) => { reply.send({ workers: [...slots.values()].map(s => ({ pid: s.worker.process.pid, listening: s.listening, startedAt: new Date(s.startedAt).toISOString() })) }) })
   if (config.admin.token !== '') await admin.register(adminReloadPlugin, { token: config.admin.token, reload })

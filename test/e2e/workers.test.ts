@@ -66,6 +66,7 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
   t.equal(pids.length, 2, 'two workers run')
   const ready = JSON.parse((await send(`${gw.adminUrl}/readyz`)).body)
   t.equal(ready.status, 'ready', 'the primary reports every worker ready')
+  t.match(ready.checks.find((c: { name: string }) => c.name === 'workers'), { state: 'ok', detail: { expected: 2 } }, 'the workers check')
 
   t.test('a revocation through one worker is refused by every worker', async (t) => {
     const login = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: 'correct horse battery' }) })
@@ -89,6 +90,11 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
     t.ok(after.every(r => JSON.parse(r.body).code === 'token_revoked'), 'as revoked')
     const lines = await decisionsOf(gw.output, ids)
     t.same(new Set(lines.map(l => l.pid)), new Set(pids), 'and both workers refused it')
+    // the primary's /metrics sums every worker's counters
+    const metrics = (await send(`${gw.adminUrl}/metrics`)).body
+    t.match(metrics, /portcullis_workers 2/, 'the primary counts its workers')
+    const revoked = /portcullis_requests_total\{route="orders",status="401",reason="token_revoked"\} ([0-9]+)/.exec(metrics)
+    t.equal(Number(revoked?.[1]), 20, 'the 20 refusals of both workers, summed')
   })
 
   t.test('a killed worker is replaced; only the requests it held are lost', async (t) => {
