@@ -272,12 +272,14 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       const next = deps.loadConfig()
       await apply(next)
       reloads.succeeded++
-      logger.info({ event: 'config_reloaded', hash: next.hash, routes: next.routes.length }, 'configuration reloaded')
+      events.emit('config_reloaded', { hash: next.hash, routes: next.routes.length })
       return { ok: true, hash: next.hash, problems: [] }
     } catch (err) {
       problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }]
       reloads.failed++
-      logger.error({ event: 'config_reload_failed', problems, hash: holder.current.config.hash }, 'configuration reload refused; the running configuration stays')
+      // every problem in the log; the event line names their paths (never a value)
+      logger.error({ problems, hash: holder.current.config.hash }, 'configuration reload refused; the running configuration stays')
+      events.emit('config_reload_failed', { hash: holder.current.config.hash, problems: problems.length, paths: problems.map(p => p.path || '/').join(' ') })
       return { ok: false, hash: holder.current.config.hash, problems }
     }
   }

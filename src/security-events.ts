@@ -33,6 +33,10 @@ export interface SecurityEventFields {
   jti_revoked: { jti: string, sub?: string | undefined, reason: RevocationEventReason }
   /** an operator's action through the admin API or the CLI */
   admin_action: { action: string, via: 'api' | 'cli', target?: string | undefined, ip?: string | undefined, outcome: 'ok' | 'error', code?: string | undefined }
+  /** a new configuration is in force (SIGHUP, portcullis reload, POST /admin/reload) */
+  config_reloaded: { hash: string, routes: number }
+  /** a reload was refused whole: the configuration in force stays; `paths` names each problem */
+  config_reload_failed: { hash: string, problems: number, paths: string }
 }
 
 export type RevocationEventReason = 'logout' | 'logout_all' | 'admin' | 'password_changed' | 'user_disabled' | 'reuse'
@@ -57,6 +61,8 @@ export const SECURITY_EVENT_LEVELS: Record<string, SecurityEventLevel> = {
   user_revoked: 'info',
   jti_revoked: 'info',
   admin_action: 'info',
+  config_reloaded: 'info',
+  config_reload_failed: 'warn',
 }
 
 /**

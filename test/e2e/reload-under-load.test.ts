@@ -56,5 +56,5 @@ t.test('reload under load: no request fails, the new route answers within a seco
   t.notMatch(stdout, /Socket errors/, 'no connection failed or was dropped')
   const paths = new Set(upstream.requests.map(r => r.url.split('/')[1]))
   t.ok(paths.has('v1') && paths.has('v2'), 'the load was served by the old route, then by the changed one')
-  t.match(gw.output(), /configuration reloaded/, 'the reload is logged')
+  t.match(gw.output(), /"event":"config_reloaded"/, 'the reload is a security event line of its own')
 })
