@@ -35,6 +35,10 @@ export async function checkCommand (args: string[]): Promise<number> {
     '',
     routeTable(config),
     '',
+    limitsTable(config),
+    '',
+    listenerLine(config),
+    '',
     'issuers:',
     indent(await issuerTable(config, { offline: values.offline }), '  '),
   ]
@@ -55,6 +59,41 @@ export function readConfigOrReport (file: string): GatewayConfig | undefined {
     }
     throw err
   }
+}
+
+/** how each route treats slow, busy and large exchanges (issue 8's settings) */
+export function limitsTable (config: GatewayConfig): string {
+  const rows = [['ROUTE', 'TIMEOUT', 'IDLE', 'QUEUE', 'CONNECTIONS', 'MAX BODY', 'HOST', 'CORS', 'WEBSOCKET', 'ISSUERS', 'ASSERTION']]
+  for (const r of config.routes) {
+    rows.push([
+      r.name, duration(r.timeoutMs), duration(r.idleTimeoutMs), String(r.queueLimit), String(r.connections), bytes(r.maxBodyBytes),
+      r.preserveHost ? 'client' : 'upstream', config.cors !== undefined && r.cors ? 'on' : '-', r.websocket ? 'yes' : '-',
+      r.auth === 'public' ? '-' : r.issuers.join(','), r.assertionAudience ?? '-',
+    ])
+  }
+  return table(rows)
+}
+
+/** the public listener and what applies to every connection */
+export function listenerLine (config: GatewayConfig): string {
+  const s = config.server
+  const scheme = s.tls === undefined ? 'http' : 'https'
+  const trust = s.trustProxy === true ? 'every peer' : s.trustProxy === false ? 'none' : s.trustProxy.join(', ')
+  return `listener: ${scheme}://${s.host}:${s.port}${s.http2 ? ' (HTTP/2 and HTTP/1.1)' : ''}, workers ${s.workers}, ` +
+    `writeTimeout ${duration(s.writeTimeoutMs)}, requestTimeout ${duration(s.requestTimeoutMs)}, trusted proxies: ${trust}`
+}
+
+function duration (ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`
+  if (ms % 1000 === 0) return `${ms / 1000}s`
+  return `${ms}ms`
+}
+
+function bytes (n: number): string {
+  if (n >= 1_048_576 && n % 1_048_576 === 0) return `${n / 1_048_576} MiB`
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`
+  return `${n} B`
 }
 
 export function routeTable (config: GatewayConfig): string {
