@@ -21,7 +21,7 @@ import {
 import type { AdminOptions } from './sessions/admin-commands.js'
 import { SecurityEvents } from './security-events.js'
 import { checkCommand } from './check.js'
-import { explainCommand } from './explain.js'
+import { explainCommand } from './explain/format.js'
 
 const USAGE = `portcullis — an API gateway that terminates authentication
 
