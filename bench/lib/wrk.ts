@@ -36,6 +36,8 @@ export interface WrkOptions {
   offset?: number
   bodyFile?: string | undefined
   mode?: 'pool' | 'cold'
+  /** 'close': `Connection: close` on every request, one new connection each (default keep-alive) */
+  connection?: 'close'
   timeoutSec?: number
   /** another Lua script and its arguments (instead of load.lua's) */
   script?: { file: string, args: string[] }
@@ -46,7 +48,7 @@ export async function runWrk (o: WrkOptions): Promise<WrkResult> {
     // wrk takes whole seconds
     '-t1', `-c${o.connections}`, `-d${Math.max(1, Math.round(o.durationSec))}s`, '--timeout', `${o.timeoutSec ?? 10}s`,
     '-s', o.script?.file ?? LOAD_SCRIPT, o.url, '--',
-    ...(o.script?.args ?? [o.tokenFile ?? '-', o.method ?? 'GET', o.path, String(o.offset ?? 0), o.bodyFile ?? '-', o.mode ?? 'pool']),
+    ...(o.script?.args ?? [o.tokenFile ?? '-', o.method ?? 'GET', o.path, String(o.offset ?? 0), o.bodyFile ?? '-', o.mode ?? 'pool', ...(o.connection === 'close' ? ['close'] : [])]),
   ]
   const [cmd, args] = o.core === undefined ? ['wrk', wrkArgs] : ['taskset', ['-c', String(o.core), 'wrk', ...wrkArgs]]
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -1,5 +1,5 @@
 -- Load script for every configuration (wrk -t1 -c50 -s load.lua URL -- ARGS).
--- ARGS: tokenFile method path offset bodyFile mode
+-- ARGS: tokenFile method path offset bodyFile mode [connection]
 --   tokenFile  one token a line, or "-" for no Authorization header
 --   method     GET | POST
 --   path       request path, e.g. /api/orders
@@ -10,6 +10,9 @@
 --              clients reuse a token for minutes); "cold": every request takes the next
 --              token, never reused; if the file runs out it wraps and counts `wrapped`,
 --              which the runner reports as an invalid cold run.
+--   connection "close": every request carries `Connection: close`, so each one is a new
+--              connection (bench/workers.ts: what accepting a connection costs); default
+--              keep-alive.
 -- done() prints one line "WRKJSON {...}" that the runner parses.
 
 local reqs = {}
@@ -27,6 +30,9 @@ function init(args)
   i = tonumber(args[4] or "0")
   local bodyFile = args[5] or "-"
   cold = (args[6] == "cold")
+  if args[7] == "close" then
+    headers["Connection"] = "close"
+  end
   if bodyFile ~= "-" then
     local f = assert(io.open(bodyFile, "rb"))
     body = f:read("*a")

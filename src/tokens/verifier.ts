@@ -78,8 +78,18 @@ export class TokenVerifier {
   get cacheSize (): number { return this.#cache?.size ?? 0 }
 
   #accept (token: string, verdict: IssuerVerdict, nowMs: number): VerifiedToken {
+    // every field written out: one object shape for every issuer (a spread of the verdict
+    // cost ~1.5 µs per verification, bench/micro-hotpath.ts)
     const verified: VerifiedToken = {
-      ...verdict,
+      issuer: verdict.issuer,
+      claims: verdict.claims,
+      sub: verdict.sub,
+      jti: verdict.jti,
+      scopes: verdict.scopes,
+      expMs: verdict.expMs,
+      notBeforeMs: verdict.notBeforeMs,
+      skewMs: verdict.skewMs,
+      key: verdict.key,
       identity: identityHeaders(verdict.claims, this.#identity),
       signature: token.slice(token.lastIndexOf('.') + 1),
     }
