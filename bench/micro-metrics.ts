@@ -1,10 +1,11 @@
 /**
  * Micro-benchmark of the per-request telemetry work, without HTTP: what the metrics (and the
  * tracing, when it is on) add to one proxied request, in ns of CPU. Each request is simulated
- * as the gateway lives it — a new request object, the telemetry hub's preHandler work, undici's
- * `undici:request:create | headers | trailers` published on the real diagnostics channels
- * with a request whose headers look like the rewriter's, then the onResponse work — and a
- * baseline loop that only builds those objects is subtracted. Not measured here: Fastify
+ * as the gateway lives it — a new request object, the proxy's upstream timing reports (three
+ * clock reads, two histogram observes: src/proxy/exchange.ts), with tracing the telemetry
+ * hub's preHandler work and undici's `undici:request:create | headers | trailers` published
+ * on the real diagnostics channels with a request whose headers look like the rewriter's,
+ * then the onResponse work — and a baseline loop that only builds those objects is subtracted. Not measured here: Fastify
  * calling the hooks themselves (the full `npm run bench` sees that).
  *
  *   node --import tsx bench/micro-metrics.ts [--requests 200000] [--rounds 5]
@@ -76,14 +77,22 @@ async function cpuNs (step: Step): Promise<number> {
   return (used.user + used.system) * 1000 / REQUESTS
 }
 
-/** one proxied request through the hub: preHandler, undici's three events, onResponse */
-function proxied (hub: TelemetryHub): Step {
+/** the proxy's reports of one upstream call (src/proxy/exchange.ts: UpstreamTiming) */
+function upstreamTiming (m: GatewayMetrics, route: string): void {
+  const sentAt = performance.now()
+  m.upstreamHeaders(route, (performance.now() - sentAt) / 1000)
+  m.upstreamDone(route, (performance.now() - sentAt) / 1000)
+}
+
+/** one proxied request through the hub (tracing on): preHandler, undici's three events, the proxy's timing, onResponse */
+function proxied (hub: TelemetryHub, m: GatewayMetrics): Step {
   return (i) => {
     const request = fakeRequest(i)
     hub.track(request)
     const u = fakeUndici(request.id)
     create.publish({ request: u })
     headers.publish({ request: u, response: RESPONSE })
+    upstreamTiming(m, request.auth.route)
     trailers.publish({ request: u, trailers: [] })
     hub.finish(request, 200, false)
   }
@@ -140,11 +149,18 @@ const requestOnly: Step = (i) => {
   fakeUndici(r.id)
   observer.requestDone!(r, 200, false)
 }
+// tracing off: the hub has only the onResponse observers, no channel subscriber
+const proxiedMetrics: Step = (i) => {
+  const r = fakeRequest(i)
+  fakeUndici(r.id)
+  upstreamTiming(metrics, r.auth.route)
+  observer.requestDone!(r, 200, false)
+}
 
 const rows: Array<[string, number[]]> = [
   ['prom-client children (histogram observe + counter inc), for comparison', []],
   ['metrics: request duration + requests_total (the onResponse work)', []],
-  ['metrics, whole proxied request: correlation + upstream headers/duration + request metrics', []],
+  ['metrics, whole proxied request: upstream headers/duration (reported by the proxy) + request metrics', []],
   ['metrics + tracing on, sampleRatio 1 (2 spans, OTLP/JSON serialization)', []],
   ['metrics + tracing on, sampleRatio 0 (ids and traceparent only)', []],
 ]
@@ -154,16 +170,13 @@ for (let round = 0; round < ROUNDS; round++) {
   base.push(await cpuNs(baseline))
   rows[0]![1].push(await cpuNs(promChildren))
   rows[1]![1].push(await cpuNs(requestOnly))
-  {
-    // the channel subscribers are process-wide: one hub subscribed at a time
-    const { hub, close } = await hubWith([metricsObserver(new GatewayMetrics({ defaultMetrics: false }))])
-    rows[2]![1].push(await cpuNs(proxied(hub)))
-    await close()
-  }
+  rows[2]![1].push(await cpuNs(proxiedMetrics))
   for (const [row, ratio] of [[3, 1], [4, 0]] as const) {
+    // the channel subscribers are process-wide: one hub subscribed at a time
     const { provider, exporter } = tracer()
-    const { hub, close } = await hubWith([new RequestTracing(provider.getTracer('bench'), ratio), metricsObserver(new GatewayMetrics({ defaultMetrics: false }))])
-    rows[row]![1].push(await cpuNs(proxied(hub)))
+    const m = new GatewayMetrics({ defaultMetrics: false })
+    const { hub, close } = await hubWith([new RequestTracing(provider.getTracer('bench'), ratio), metricsObserver(m)])
+    rows[row]![1].push(await cpuNs(proxied(hub, m)))
     await provider.shutdown()
     await close()
     if (ratio === 1) exportedBytes = exporter.bytes

@@ -2,10 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import { pino, type Logger } from 'pino'
 import { Reason } from '../src/pipeline/auth-state.js'
-import { CLIENT_CLOSED_STATUS } from '../src/proxy/errors.js'
-
-// nginx's status for a client that closed the connection before the response was complete
-const kLogged = Symbol('portcullis.decisionLogged')
+import { telemetryHub } from '../src/telemetry/hub.js'
 
 /**
  * One structured line per request with the access decision (STYLE habit 9):
@@ -61,22 +58,11 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
     else if (!scheduled) { scheduled = true; setImmediate(flush) }
   }
 
-  app.addHook('onResponse', (request, reply, done) => {
-    if (!request[kLogged]) { request[kLogged] = true; line(request, reply.statusCode, undefined) }
-    done()
-  })
-  // a client that went away first gets its line too (status 499, as nginx writes it).
-  // Fastify fires this only while the request body is unread (a GET, an upload cut short);
-  // a proxied response cut short after its request body went upstream is reported by the
-  // exchange (src/proxy/exchange.ts #unfinished) through onResponse above
-  app.addHook('onRequestAbort', (request, done) => {
-    if (!request[kLogged]) { request[kLogged] = true; line(request, CLIENT_CLOSED_STATUS, Reason.clientClosed) }
-    done()
+  // one line when the response is complete, or when the client went away first (status 499,
+  // as nginx writes it): the telemetry hub's onResponse and onRequestAbort hooks, shared with
+  // the metrics, once per request. A proxied response cut short after its request body went
+  // upstream is reported by the exchange (src/proxy/exchange.ts #unfinished) through onResponse
+  telemetryHub(app).add({
+    requestDone (request, status, aborted) { line(request, status, aborted ? Reason.clientClosed : undefined) },
   })
 }, { name: 'portcullis-access-log', fastify: '5.x', dependencies: ['portcullis-edge'] })
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    [kLogged]?: boolean
-  }
-}

@@ -15,7 +15,8 @@ export interface MetricsOptions extends MetricsSources {
  * GET /metrics on the admin listener (Prometheus text, prom-client's registry). Requests of
  * the public listener are measured through the telemetry hub (src/telemetry/hub.ts): once in
  * its onResponse hook (a duration histogram observe and a counter increment, cells cached per
- * route), and their upstream requests through undici's diagnostics channels. Figures other
+ * route); their upstream calls are reported by the proxy itself (UpstreamTiming in
+ * src/proxy/exchange.ts, wired in app.ts). Figures other
  * components keep (verify cache, denylist, key sets, revocation feed…) are read when scraped.
  */
 export default fp(async function metrics (admin, opts: MetricsOptions) {
@@ -30,7 +31,7 @@ export default fp(async function metrics (admin, opts: MetricsOptions) {
   })
 }, { name: 'portcullis-metrics', fastify: '5.x' })
 
-/** what the metrics take from each request and upstream call */
+/** what the metrics take from each request (upstream calls: UpstreamTiming, reported by the proxy) */
 export function metricsObserver (metrics: GatewayMetrics): RequestObserver {
   return {
     requestDone (request, status, aborted) {
@@ -41,20 +42,5 @@ export function metricsObserver (metrics: GatewayMetrics): RequestObserver {
       const reason = aborted ? Reason.clientClosed : auth?.reason ?? 'unrouted'
       metrics.requestDone(auth?.route ?? '', status, reason, durationSec)
     },
-    upstreamHeaders (call) {
-      metrics.upstreamHeaders(call.route, (call.headersAt - call.startedAt) / 1000)
-    },
-    upstreamEnd (call, error) {
-      if (error === undefined) metrics.upstreamDone(call.route, (performance.now() - call.startedAt) / 1000)
-      else metrics.upstreamFailed(call.route, errorCode(error))
-    },
   }
-}
-
-// undici's and the gateway's codes are fixed identifiers; anything else would be an unbounded label
-const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
-
-function errorCode (error: Error): string {
-  const code = (error as { code?: unknown }).code
-  return typeof code === 'string' && CODE.test(code) ? code : 'other'
 }

@@ -135,7 +135,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const denylist = deps.denylist ?? new Denylist()
   const trust = trustFunction(initial.server.trustProxy)
   const live = new LiveSockets(denylist, clock)
-  const shared: Shared = { pools: new PoolRegistry(), keySets: new KeySetRegistry(), denylist, live, trust, clock, logger }
+  const shared: Shared = { pools: new PoolRegistry(), keySets: new KeySetRegistry(), denylist, live, trust, clock, logger, timing: metrics }
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
   const readiness: Array<() => HealthCheck> = [() => issuersCheck(holder.current)]
 

@@ -17,7 +17,7 @@ import type { TrustFunction } from './pipeline/trust.js'
 import type { Denylist } from './pipeline/denylist.js'
 import { PoolRegistry, type UpstreamPool } from './proxy/pools.js'
 import { UpstreamPath } from './proxy/upstream-path.js'
-import type { UpstreamTarget } from './proxy/exchange.js'
+import type { UpstreamTarget, UpstreamTiming } from './proxy/exchange.js'
 import { webSocketServer, type WebSocketTarget } from './proxy/websocket.js'
 import type { LiveSockets } from './proxy/live-sockets.js'
 
@@ -70,6 +70,8 @@ export interface Shared {
   trust: TrustFunction
   clock: () => number
   logger: Logger
+  /** the upstream calls' figures (the metrics); undefined: not measured (explain) */
+  timing?: UpstreamTiming | undefined
 }
 
 export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime {
@@ -85,6 +87,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)
     const target: UpstreamTarget = {
+      route: route.name,
       origin: route.upstreamOrigin,
       pool,
       path: new UpstreamPath(route.prefix, route.rewritePrefix),
@@ -96,6 +99,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       writeTimeoutMs: config.server.writeTimeoutMs,
       rewriter,
       responseRules: { refreshCookie },
+      timing: shared.timing,
     }
     const upstream: UpstreamTarget | WebSocketTarget = route.websocket
       ? { ...target, wsOrigin: route.upstreamOrigin.replace(/^http/, 'ws'), server: webSocketServer(route.maxBodyBytes), live: shared.live }

@@ -21,6 +21,15 @@ export class ClientGoneError extends Error {
 /** nginx's status for a client that closed the connection before its response was complete */
 export const CLIENT_CLOSED_STATUS = 499
 
+// undici's and the gateway's codes are fixed identifiers; anything else would be an unbounded label
+const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+/** an upstream failure's code as a metric label: undici's or ours, else `other` */
+export function upstreamErrorCode (err: Error): string {
+  const code = (err as { code?: unknown }).code
+  return typeof code === 'string' && CODE.test(code) ? code : 'other'
+}
+
 // UND_ERR_BODY_TIMEOUT: the route's idleTimeout between body chunks (the response has started by then)
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'PORTCULLIS_UPSTREAM_TIMEOUT'])
 

@@ -7,7 +7,7 @@ import type { UpstreamPool } from './pools.js'
 import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { earlyHintsHeaders, responseHeaderList, trailerHeaders, type ResponseRules } from './response-headers.js'
-import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, UpstreamTimeoutError } from './errors.js'
+import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
 
 // a request without a body that met a stale keep-alive socket is sent again, once
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
@@ -16,8 +16,21 @@ const STALE_SOCKET = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
 /** set by the server's checkContinue listener: the client waits for 100 Continue before its body */
 export const kExpectsContinue = Symbol('portcullis.expectsContinue')
 
+/**
+ * What the proxy reports of each upstream call (the metrics' upstream histograms and error
+ * counter): the exchange is where these moments are known, so they cost a clock read each.
+ * Seconds from the moment the request was handed to the pool (queueing included).
+ */
+export interface UpstreamTiming {
+  upstreamHeaders: (route: string, sec: number) => void
+  upstreamDone: (route: string, sec: number) => void
+  upstreamFailed: (route: string, code: string) => void
+}
+
 /** What forwarding a route's requests needs, built once per configuration. */
 export interface UpstreamTarget {
+  /** the route's name (metric labels) */
+  route: string
   origin: string
   pool: UpstreamPool
   path: UpstreamPath
@@ -33,6 +46,7 @@ export interface UpstreamTarget {
   writeTimeoutMs: number
   rewriter: HeaderRewriter
   responseRules: ResponseRules
+  timing: UpstreamTiming | undefined
 }
 
 /** what the pipeline learned about the request that forwarding needs */
@@ -83,6 +97,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #done = false
   /** undici still owns the request (counted in the pool) */
   #dispatched = false
+  /** when the request was handed to the pool (performance.now) */
+  #sentAt = 0
 
   constructor (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext) {
     this.#target = target
@@ -122,6 +138,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   #dispatch (): void {
     this.#dispatched = true
+    this.#sentAt = performance.now()
     this.#target.pool.inFlight++
     this.#target.pool.dispatcher.dispatch(this.#options, this)
   }
@@ -177,6 +194,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       }
       return
     }
+    this.#target.timing?.upstreamHeaders(this.#target.route, (performance.now() - this.#sentAt) / 1000)
     if (this.#done) { controller.abort(new ClientGoneError()); return }
     clearTimeout(this.#headersTimer)
     this.#headersTimer = undefined
@@ -229,6 +247,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd (_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
     this.#settled()
+    this.#target.timing?.upstreamDone(this.#target.route, (performance.now() - this.#sentAt) / 1000)
     if (this.#done) return
     this.#done = true
     this.#clearTimers()
@@ -242,6 +261,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     this.#settled()
+    this.#target.timing?.upstreamFailed(this.#target.route, upstreamErrorCode(err))
     if (this.#done) return
     if (this.#started || this.#res.destroyed) {
       this.#done = true

@@ -5,20 +5,22 @@ import { kUpgrade } from '../proxy/websocket.js'
 import { headerValue, UpstreamCall, type UndiciRequest } from './upstream-call.js'
 
 /**
- * The telemetry of the public listener in one place: metrics and tracing observe requests
- * through one set of Fastify hooks and one set of undici diagnostics-channel subscribers per
- * app, whatever number of observers there are, so a second observer costs its own work only.
+ * The observers of the public listener's requests in one place: the decision log, the
+ * metrics and the tracing share one onResponse and one onRequestAbort hook per app, whatever
+ * number of observers there are, so a second observer costs its own work only.
  *
- * The upstream side needs no change in the proxy (src/proxy/exchange.ts): undici publishes
- * `undici:request:create | headers | trailers | error` for every request it makes, and the
- * gateway's upstream requests are recognised by their `x-request-id`, which the header
- * rewriter always sets to the request's id (pipeline/headers.ts, rule 7). Correlating by id
- * rather than by AsyncLocalStorage also holds for a request that queued in the pool behind
- * busy connections: undici creates it later, from another request's callback, where an
- * async context would name the wrong request. Requests undici makes for anything else (JWKS
- * fetches) carry no id of an in-flight request and are ignored.
+ * Tracing also follows each upstream call (its span, its traceparent), with no change in the
+ * proxy (src/proxy/exchange.ts): undici publishes `undici:request:create | headers | trailers
+ * | error` for every request it makes, and the gateway's upstream requests are recognised by
+ * their `x-request-id`, which the header rewriter always sets to the request's id
+ * (pipeline/headers.ts, rule 7). Correlating by id rather than by AsyncLocalStorage also holds
+ * for a request that queued in the pool behind busy connections: undici creates it later,
+ * from another request's callback, where an async context would name the wrong request.
+ * Requests undici makes for anything else (JWKS fetches) carry no id of an in-flight request
+ * and are ignored. The channels are subscribed only by an observer that needs them (tracing):
+ * undici builds its messages only while someone listens. The metrics' upstream figures are
+ * reported by the proxy itself (UpstreamTiming), which costs a clock read.
  */
-
 export interface RequestObserver {
   /** the response is complete, or the client went away first (aborted; status 499) */
   requestDone?: (request: FastifyRequest, status: number, aborted: boolean) => void
