@@ -32,7 +32,7 @@ export function identityHeaders (claims: Readonly<Record<string, unknown>>, iden
   for (const m of identity.mappings) {
     const value = claimAt(claims, m.path)
     if (value === undefined || value === null) continue
-    const text = headerValue(value, m.path.join('.'))
+    const text = headerValue(value, m.path)
     bytes += m.header.length + text.length
     out.push([m.header, text])
   }
@@ -46,6 +46,8 @@ export function identityHeaders (claims: Readonly<Record<string, unknown>>, iden
 
 /** the value at a path of claim names; undefined when any step is missing */
 export function claimAt (claims: Readonly<Record<string, unknown>>, path: readonly string[]): unknown {
+  // most mappings name a top-level claim (sub, scope): one own-property read
+  if (path.length === 1) return Object.hasOwn(claims, path[0] as string) ? claims[path[0] as string] : undefined
   let value: unknown = claims
   for (const key of path) {
     if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, key)) return undefined
@@ -70,9 +72,9 @@ function withinBudget (headers: IdentityHeader[], budget: number): IdentityHeade
   return kept
 }
 
-function headerValue (value: unknown, claim: string): string {
+function headerValue (value: unknown, path: readonly string[]): string {
   const text = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value)
-  if (UNSAFE.test(text)) throw invalidToken(ErrorCode.tokenBadClaim, `the access token has an invalid ${claim} claim`)
+  if (UNSAFE.test(text)) throw invalidToken(ErrorCode.tokenBadClaim, `the access token has an invalid ${path.join('.')} claim`)
   // Node writes header strings as latin1: hand it the UTF-8 bytes so they arrive intact
   return NON_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text
 }
