@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, makeKey, startGateway, type StartedGateway } from '../fixtures/gateway.js'
 import { RawClient, requestBytes } from '../fixtures/raw-client.js'
+import { until } from '../fixtures/until.js'
 
 // Issue 8, item 9: a proxied response that never completed (the client went away mid-body, or
 // the upstream broke off) left no decision line and no metric: Fastify runs its onResponse
@@ -24,14 +25,6 @@ async function gatewayWithLog (t: Test, upstreamUrl: string, route: Record<strin
     logger: pino({ level: 'info' }, sink),
   })
   return { gw, lines: () => out.trim().split('\n').filter(Boolean).map(l => JSON.parse(l)).filter(l => l.msg === 'decision') }
-}
-
-async function until (what: string, cond: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 /** an upstream that streams a chunk every 20 ms until the gateway goes away, or breaks off on /api/break */

@@ -3,6 +3,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { RawClient, chunked, rawRequest, requestBytes } from '../fixtures/raw-client.js'
+import { until } from '../fixtures/until.js'
 
 // Issue 8, item 9: proxied request bodies had no size cap at all. routes[].maxBodyBytes is
 // counted on the stream, chunked or not: a declared length over it is a 413 before anything
@@ -28,14 +29,6 @@ async function countingUpstream (t: Test): Promise<{ url: string, seen: Seen[], 
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>(resolve => { server.closeAllConnections(); server.close(() => resolve()) }))
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, connections: () => connections }
-}
-
-async function until (what: string, cond: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 t.test('a declared length over the cap: 413 and the upstream sees nothing', async (t) => {

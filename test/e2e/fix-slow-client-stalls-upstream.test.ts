@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http'
 import { startUpstream, type Recorded } from '../fixtures/upstream.js'
 import { baseConfig, makeKey, raw, startGateway } from '../fixtures/gateway.js'
 import { RawClient, rawRequest, requestBytes } from '../fixtures/raw-client.js'
+import { until } from '../fixtures/until.js'
 
 // Issue 8, item 7: clients that never read their response stalled an upstream for everyone.
 // With `connections: 2`, two sockets that requested a big body and never read left a third
@@ -74,14 +75,6 @@ async function slowUpstream (t: Test): Promise<{ url: string, requests: Recorded
   return { url: upstream.url, requests: upstream.requests, b }
 }
 
-async function until (what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-}
-
 /** a request's outcome, or 'pending' when it has none within `ms` (the test must not hang) */
 async function within<T> (ms: number, p: Promise<T>): Promise<T | 'pending'> {
   let timer: NodeJS.Timeout | undefined
@@ -99,7 +92,7 @@ t.test('clients that never read are dropped after writeTimeout, and the upstream
   const stuck = await Promise.all([RawClient.connect(gw.url, { paused: true }), RawClient.connect(gw.url, { paused: true })])
   t.teardown(() => { for (const c of stuck) c.destroy() })
   for (const c of stuck) await c.send(requestBytes('GET', '/api/endless', [['Host', 'a.example']]))
-  await until('both upstream connections busy', () => up.b.started.filter(p => p === '/api/endless').length === 2)
+  await until('both upstream connections busy', () => up.b.started.filter(p => p === '/api/endless').length === 2, 5000)
 
   // a third request needs one of the two connections
   const startedAt = Date.now()
@@ -125,7 +118,7 @@ t.test('queueLimit: beyond it 503 upstream_busy with Retry-After, and the upstre
     { name: 'api', prefix: '/api', upstream: up.url, auth: 'public', connections: 1, queueLimit: 1, timeout: '10s' },
   ]))
   const first = raw(gw.url, '/api/hang/1') // holds the one connection
-  await until('the first request upstream', () => up.b.started.length === 1)
+  await until('the first request upstream', () => up.b.started.length === 1, 5000)
   const second = raw(gw.url, '/api/hang/2') // waits in the queue (limit 1)
   await new Promise(resolve => setTimeout(resolve, 50))
   const third = await within(2000, raw(gw.url, '/api/x'))
@@ -137,7 +130,7 @@ t.test('queueLimit: beyond it 503 upstream_busy with Retry-After, and the upstre
   t.same(up.b.started, ['/api/hang/1'], 'the upstream saw only the request holding the connection')
   up.b.release()
   t.equal((await first).status, 200, 'the first finishes')
-  await until('the queued request upstream', () => up.b.started.length === 2)
+  await until('the queued request upstream', () => up.b.started.length === 2, 5000)
   up.b.release()
   t.equal((await second).status, 200, 'the queued one is served once the connection is free')
   t.equal((await raw(gw.url, '/api/x')).status, 200, 'and the route serves again')
@@ -149,7 +142,7 @@ t.test('queueLimit: 0 refuses whatever cannot have a connection at once', async 
     { name: 'api', prefix: '/api', upstream: up.url, auth: 'public', connections: 1, queueLimit: 0 },
   ]))
   const first = raw(gw.url, '/api/hang/1')
-  await until('the first request upstream', () => up.b.started.length === 1)
+  await until('the first request upstream', () => up.b.started.length === 1, 5000)
   const second = await raw(gw.url, '/api/x')
   t.equal(second.status, 503)
   t.equal(second.json().code, 'upstream_busy')
@@ -166,7 +159,7 @@ t.test('the route timeout counts from acceptance: a request queued behind a busy
   ]))
   // a long response holds the one connection; its chunks come every 100 ms, so it is never idle
   const long = raw(gw.url, '/api/trickle')
-  await until('the long response upstream', () => up.b.started.length === 1)
+  await until('the long response upstream', () => up.b.started.length === 1, 5000)
   const startedAt = Date.now()
   const queued = await within(5000, raw(gw.url, '/api/x'))
   const tookMs = Date.now() - startedAt

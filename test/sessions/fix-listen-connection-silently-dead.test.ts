@@ -20,6 +20,7 @@ import { RevocationFeed } from '../../src/sessions/revocation-feed.js'
 import { openStore } from '../../src/sessions/store.js'
 import type { Store } from '../../src/sessions/store.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { until } from '../fixtures/until.js'
 
 const HEARTBEAT_MS = 300
 
@@ -63,15 +64,6 @@ async function startProxy (target: { host: string, port: number }, dbUrl: string
       for (const p of pairs) { p.client.destroy(); p.server.destroy() }
       await new Promise<void>((resolve) => srv.close(() => resolve()))
     },
-  }
-}
-
-async function until (what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const t0 = performance.now()
-  for (;;) {
-    if (await cond()) return performance.now() - t0
-    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
 

@@ -12,14 +12,7 @@ import { Denylist } from '../../src/pipeline/denylist.js'
 import { RevocationFeed } from '../../src/sessions/revocation-feed.js'
 import { openStore } from '../../src/sessions/store.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
-
-async function until (what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const t0 = performance.now()
-  while (!cond()) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
+import { until } from '../fixtures/until.js'
 
 const avail = pgAvailability()
 if (!avail.available) {

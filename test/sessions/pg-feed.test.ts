@@ -14,17 +14,9 @@ import type { Store } from '../../src/sessions/store.js'
 import { addUser } from '../../src/sessions/users.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
 import { makeTestSigner } from '../fixtures/sessions-signer.js'
+import { until } from '../fixtures/until.js'
 
 const avail = pgAvailability()
-
-async function until (what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const t0 = performance.now()
-  for (;;) {
-    if (await cond()) return performance.now() - t0
-    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
 
 if (!avail.available) {
   t.plan(0, avail.reason)
