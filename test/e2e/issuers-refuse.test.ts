@@ -1,4 +1,3 @@
-import { generateKeyPairSync } from 'node:crypto'
 import t from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, ISSUER, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
@@ -12,18 +11,6 @@ import { getWith, idpClaims, idpIssuer, idpKey, signAsIdp, startTripwire, waitFo
 // `jku`/`x5u`/`jwk`/`x5c` header is never followed (a listener counts connections to prove it).
 
 const key = makeKey('EdDSA')
-
-function rsaKey (kid: string, alg: 'RS256' | 'PS256' = 'RS256'): TestKey {
-  const pair = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  return {
-    alg,
-    kid,
-    privatePem: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    publicPem: pair.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-    privateKey: pair.privateKey,
-    publicKey: pair.publicKey,
-  }
-}
 
 t.test('refused: wrong iss, aud, alg, HS256 keyed with the public key, unknown kid, jku/x5u/jwk/x5c, typ', async (t) => {
   const idp = await startIdp({ alg: 'RS256' })
@@ -43,12 +30,11 @@ t.test('refused: wrong iss, aud, alg, HS256 keyed with the public key, unknown k
 
   const k = idpKey(idp)
   const pubJwk = k.publicKey!.export({ format: 'jwk' })
-  const attacker = rsaKey(k.kid) // same kid as the IdP's key, another key
+  const attacker = makeKey('RS256', k.kid) // same kid as the IdP's key, another key
   const attackerJwk = { ...attacker.publicKey!.export({ format: 'jwk' }), kid: k.kid, alg: 'RS256', use: 'sig' }
-  const stranger = rsaKey('kid-nobody-published')
+  const stranger = makeKey('RS256', 'kid-nobody-published')
   const ps = { ...k, alg: 'PS256' as const }
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  const es: TestKey = { alg: 'ES256', kid: k.kid, privatePem: ec.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicPem: '' }
+  const es = makeKey('ES256', k.kid)
   const hmac = (secret: string): TestKey => ({ alg: 'HS256', kid: k.kid, privatePem: secret, publicPem: secret })
   const c = (o: Record<string, unknown> = {}): Record<string, unknown> => idpClaims(idp, o)
   const nowSec = Math.floor(Date.now() / 1000)
