@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
 import { createServer as createTcpServer, connect, type Server as TcpServer } from 'node:net'
 import { join, resolve } from 'node:path'
@@ -91,7 +91,8 @@ const tokens = {
   idp: signWith(idpKey, { iss: IDP_ISSUER, aud: 'api.test', sub: 'bob', iat: nowSec(), exp: nowSec() + 300, scope: 'partner' }),
 }
 
-t.test('refusals: the same status and code as a real gateway, for every reason', async (t) => {
+/** a real gateway (with its upstream and the IdP's JWKS) and `explain` over the same configuration */
+async function realAndExplained (t: Test): Promise<{ upstream: Awaited<ReturnType<typeof startUpstream>>, gw: Awaited<ReturnType<typeof startGateway>>, explain: Awaited<ReturnType<typeof explainer>> }> {
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
   const jwks = await startJwksServer()
@@ -100,6 +101,11 @@ t.test('refusals: the same status and code as a real gateway, for every reason',
   const configObject = gatewayConfig(upstream.url, jwks.jwksUrl)
   const gw = await startGateway(t, configObject)
   const explain = await explainer(t, configObject)
+  return { upstream, gw, explain }
+}
+
+t.test('refusals: the same status and code as a real gateway, for every reason', async (t) => {
+  const { upstream, gw, explain } = await realAndExplained(t)
 
   interface Row {
     name: string
@@ -173,14 +179,7 @@ t.test('refusals: the same status and code as a real gateway, for every reason',
 })
 
 t.test('granted: the exact upstream URL and headers a real gateway sends', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
-  const jwks = await startJwksServer()
-  t.teardown(() => jwks.close())
-  jwks.jwks = { keys: [publicJwk({ privateKey: idpKey.privateKey!, publicKey: idpKey.publicKey! }, { kid: 'idp-1', alg: 'RS256', use: 'sig' })] }
-  const configObject = gatewayConfig(upstream.url, jwks.jwksUrl)
-  const gw = await startGateway(t, configObject)
-  const explain = await explainer(t, configObject)
+  const { upstream, gw, explain } = await realAndExplained(t)
   const spoof: Array<[string, string]> = [
     ['X-User-Id', 'mallory'], ['x-portcullis-assertion', 'forged'], ['X-Forwarded-For', '6.6.6.6'], ['X-Http-Method-Override', 'DELETE'],
     ['Cookie', 'theme=dark; __Host-portcullis-rt=refresh-secret'], ['TE', 'trailers'], ['Accept', 'application/json'], ['X-Custom', 'kept'],
