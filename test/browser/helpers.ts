@@ -17,12 +17,11 @@
  * scripts/test-tls.sh every server here speaks HTTPS with the test certificate.
  */
 import { readFileSync } from 'node:fs'
-import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpServer, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { pino } from 'pino'
 import type { Browser } from 'playwright-core'
-import { WebSocketServer } from 'ws'
 import { clientModules } from '../../demo/sdk.js'
 import { usersAdd } from '../../src/sessions/admin-commands.js'
 import { openStore, type Store } from '../../src/sessions/store.js'
@@ -30,6 +29,7 @@ import { launchBrowser, newContext, openPage, type OpenedPage } from '../fixture
 import { baseConfig, makeKey, PUBLIC_SCHEME, startGateway, type StartedGateway } from '../fixtures/gateway.js'
 import { makeClock, type TestClock } from '../fixtures/sessions-clock.js'
 import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
+import { startWsUpstream, type WsUpstream } from '../fixtures/ws-upstream.js'
 
 export const ADMIN_TOKEN = 'browser-suite-admin-token-0123456789abcdef'
 export const ACCESS_TTL_SEC = 300
@@ -55,13 +55,6 @@ export interface Decision {
 export interface Site {
   /** scheme://127.0.0.1:port */
   origin: string
-  close: () => Promise<void>
-}
-
-export interface WsUpstream {
-  url: string
-  /** every upgrade request that reached the upstream */
-  upgrades: IncomingMessage[]
   close: () => Promise<void>
 }
 
@@ -122,25 +115,6 @@ export async function startSite (t: Tap): Promise<Site> {
   return { origin, close: () => closeServer(server) }
 }
 
-/** a `ws` upstream that echoes (`echo:<text>`) and speaks `chat.v1` when offered */
-async function startWsUpstream (t: Tap): Promise<WsUpstream> {
-  const server = createHttpServer((_req, res) => { res.writeHead(426).end() })
-  const wss = new WebSocketServer({ server, handleProtocols: (protocols) => protocols.has('chat.v1') ? 'chat.v1' : false })
-  const upgrades: IncomingMessage[] = []
-  wss.on('connection', (ws, req) => {
-    upgrades.push(req)
-    ws.on('message', (data) => { ws.send(`echo:${String(data)}`) })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const close = async (): Promise<void> => {
-    for (const c of wss.clients) c.terminate()
-    await new Promise<void>((resolve) => wss.close(() => resolve()))
-    await closeServer(server)
-  }
-  t.teardown(close)
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, upgrades, close }
-}
-
 /** lets the gateway's access log hand its pending lines over (it batches once per event-loop turn) */
 const nextTurns = async (): Promise<void> => {
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve))
@@ -148,7 +122,7 @@ const nextTurns = async (): Promise<void> => {
 
 export async function startBrowserEnv (t: Tap): Promise<BrowserEnv> {
   const browser = await launchBrowser(t)
-  const [app, third, upstream, ws] = await Promise.all([startSite(t), startSite(t), startUpstream(), startWsUpstream(t)])
+  const [app, third, upstream, ws] = await Promise.all([startSite(t), startSite(t), startUpstream(), startWsUpstream().then((ws) => { t.teardown(ws.close); return ws })])
   t.teardown(() => upstream.close())
 
   const decisions: Decision[] = []

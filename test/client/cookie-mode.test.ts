@@ -9,44 +9,19 @@
  * the admin API).
  */
 import t from 'tap'
-import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { WebSocket as WsWebSocket, WebSocketServer } from 'ws'
+import { WebSocket as WsWebSocket } from 'ws'
 import { createClient, PortcullisError, SessionEndedError } from '../../src/client/index.js'
 import type { ClientOptions, PortcullisClient, SessionEndedEvent, WebSocketConstructorLike } from '../../src/client/index.js'
 import {
   ACCESS_TTL_SEC, CLOCK_SKEW_SEC, ORIGIN, browser, makeClock, recorder, rejection, startEnv, waitFor,
   type Browser, type Recorder, type TestClock,
 } from './helpers.js'
+import { startWsUpstream } from '../fixtures/ws-upstream.js'
 
 const COOKIE = '__Host-portcullis-rt'
 const DUE_SEC = ACCESS_TTL_SEC - 60
 
-interface WsUpstream { url: string, upgrades: IncomingMessage[], close: () => Promise<void> }
-
-/** a real `ws` upstream: echoes, and speaks `chat.v1` when offered */
-async function startWsServer (): Promise<WsUpstream> {
-  const server = createServer((_req, res) => { res.writeHead(426).end() })
-  const wss = new WebSocketServer({ server, handleProtocols: (protocols) => protocols.has('chat.v1') ? 'chat.v1' : false })
-  const upgrades: IncomingMessage[] = []
-  wss.on('connection', (ws, req) => {
-    upgrades.push(req)
-    ws.on('message', (data) => { ws.send(`echo:${String(data)}`) })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    upgrades,
-    close: async () => {
-      for (const c of wss.clients) c.terminate()
-      await new Promise<void>((resolve) => wss.close(() => resolve()))
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    },
-  }
-}
-
-const wsUpstream = await startWsServer()
+const wsUpstream = await startWsUpstream()
 t.teardown(() => wsUpstream.close())
 const env = await startEnv(t, {
   transport: 'cookie',

@@ -1,12 +1,11 @@
 import t from 'tap'
-import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { connect as h2connect } from 'node:http2'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import { rawRequest, requestBytes } from '../fixtures/raw-client.js'
 import { testCertificate } from '../fixtures/tls.js'
+import { startWsUpstream } from '../fixtures/ws-upstream.js'
 
 // Issue 8, item 1: the client's Host reached the upstream (`Host: evil.example` arrived as is,
 // `Connection: host` removed it altogether, WebSocket upgrades passed it too). Behind a
@@ -80,26 +79,6 @@ t.test('preserveHost over HTTP/2: the client\'s :authority, which is its Host th
   t.equal(await get('/own/x'), 200)
   t.same(hostLines(upstream.requests.at(-1)!.rawHeaders), [`127.0.0.1:${upstream.port}`], 'otherwise: the upstream\'s own')
 })
-
-interface WsUpstream { url: string, upgrades: IncomingMessage[], close: () => Promise<void> }
-
-async function startWsUpstream (): Promise<WsUpstream> {
-  const server = createServer((_req, res) => { res.writeHead(426).end() })
-  const wss = new WebSocketServer({ server })
-  const upgrades: IncomingMessage[] = []
-  wss.on('connection', (_ws, req) => { upgrades.push(req) })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    upgrades,
-    close: async () => {
-      for (const c of wss.clients) c.terminate()
-      await new Promise<void>(resolve => wss.close(() => resolve()))
-      server.closeAllConnections()
-      await new Promise<void>(resolve => server.close(() => resolve()))
-    },
-  }
-}
 
 t.test('a WebSocket upgrade: the upstream gets its own Host too', async (t) => {
   const upstream = await startWsUpstream()

@@ -1,46 +1,12 @@
 import t from 'tap'
-import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
+import type { IncomingMessage } from 'node:http'
+import { WebSocket } from 'ws'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
+import { startWsUpstream } from '../fixtures/ws-upstream.js'
 
 // A websocket route in front of a real `ws` server: the upgrade request goes through the
 // same auth pipeline as any request, and the identity headers are the gateway's, not the client's.
-
-interface WsUpstream {
-  url: string
-  /** every upgrade request that reached the upstream */
-  upgrades: IncomingMessage[]
-  /** TCP connections accepted */
-  connections: () => number
-  close: () => Promise<void>
-}
-
-async function startWsUpstream (): Promise<WsUpstream> {
-  const server = createServer((_req, res) => { res.writeHead(426).end() })
-  const wss = new WebSocketServer({ server })
-  const upgrades: IncomingMessage[] = []
-  let connections = 0
-  server.on('connection', () => { connections++ })
-  wss.on('connection', (ws, req) => {
-    upgrades.push(req)
-    ws.on('message', (data, isBinary) => { ws.send(isBinary ? data : `echo:${String(data)}`, { binary: isBinary }) })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    upgrades,
-    connections: () => connections,
-    close: async () => {
-      for (const c of wss.clients) c.terminate()
-      await new Promise<void>(resolve => wss.close(() => resolve()))
-      server.closeAllConnections()
-      await new Promise<void>(resolve => server.close(() => resolve()))
-    },
-  }
-}
 
 type Opened = { ok: true, ws: WebSocket } | { ok: false, status: number, body: string }
 
