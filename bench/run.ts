@@ -23,6 +23,7 @@ import { runStartup, type StartupResult } from './lib/startup.js'
 import { runProfile, type ProfileResult } from './lib/profile.js'
 import { ALGORITHMS, makeKeys, type Algorithm, type KeyMaterial } from './lib/tokens.js'
 import { startBenchIdp, type BenchIdp } from './lib/idp.js'
+import { BASELINE_SUFFIX, loadBaseline, pairOrder, twin, type Baseline } from './lib/baseline.js'
 
 const BENCH = join(ROOT, 'bench')
 const log = (s: string): void => { process.stderr.write(s + '\n') }
@@ -62,7 +63,13 @@ function machine (): Record<string, string> {
   }
 }
 
-function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined): Config[] {
+function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined, baseline: boolean): Config[] {
+  const list = matrixConfigs(flags, hasNginx, hasGateway, database)
+  if (!baseline) return list
+  return list.flatMap((c) => { const t = twin(c, database); return t === undefined ? [c] : [c, t] })
+}
+
+function matrixConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined): Config[] {
   const asym: Algorithm[] = ['EdDSA', 'ES256', 'RS256']
   const list: Config[] = [{ id: 'direct', kind: 'direct' }]
   if (hasNginx) list.push({ id: 'nginx', kind: 'nginx' })
@@ -86,14 +93,19 @@ function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, data
   return list.filter((c) => selected(flags, c.id))
 }
 
-/** round-robin, `bare` first, after every `every` configurations and last */
+/** round-robin, `bare` first, after every `every` configurations (never inside a baseline pair) and last */
 function schedule (configs: readonly Config[], reps: number, every: number): Array<{ c: Config, rep: number }> {
   const bare: Config = { id: 'bare', kind: 'bare' }
   const out: Array<{ c: Config, rep: number }> = [{ c: bare, rep: 0 }]
   for (let rep = 0; rep < reps; rep++) {
-    configs.forEach((c, i) => {
+    const order = pairOrder(configs, rep)
+    let since = 0
+    order.forEach((c, i) => {
       out.push({ c, rep })
-      if ((i + 1) % every === 0 || i === configs.length - 1) out.push({ c: bare, rep })
+      since++
+      const next = order[i + 1]
+      const inPair = next !== undefined && (next.baseline === true || c.baseline === true) && next.id.replace(BASELINE_SUFFIX, '') === c.id.replace(BASELINE_SUFFIX, '')
+      if ((since >= every && !inPair) || next === undefined) { out.push({ c: bare, rep }); since = 0 }
     })
   }
   return out
@@ -126,6 +138,11 @@ async function main (): Promise<void> {
     const gateway = gatewayCommand({ build: flags.build, entry: flags.gatewayEntry })
     if (gateway === undefined) notes.push('portcullis is not built yet (no src/cli.ts): its configurations are skipped')
     else notes.push(`portcullis runs as ${gateway.note}`)
+    let baseline: Baseline | undefined
+    if (flags.baseline !== undefined && gateway !== undefined) {
+      baseline = await loadBaseline(flags.baseline)
+      notes.push(`baseline: ${baseline.root} at ${baseline.commit}, ${baseline.gateway.note}, run beside each portcullis configuration it supports (\`${BASELINE_SUFFIX}\`)`)
+    }
 
     // PostgreSQL for the portcullis runs (production mode), the 1M-jti check and sessions
     const needPg = gateway !== undefined && flags.store !== 'embedded' && !flags.smoke
@@ -137,6 +154,7 @@ async function main (): Promise<void> {
         if (flags.store === 'pg') throw new Error('--store pg but PostgreSQL could not be started')
       } else {
         pg.createDb('bench_main')
+        if (flags.baseline !== undefined) pg.createDb('bench_baseline')
       }
     }
     const database = pg !== undefined ? 'bench_main' : undefined
@@ -163,6 +181,7 @@ async function main (): Promise<void> {
       warmupSec: flags.warmupSec,
       durationSec: flags.durationSec,
       verbose: flags.verbose,
+      baseline,
     }
     if (idp !== undefined) ctx.pools.external = { keys: idp.keys, issuer: idp.issuer, audience: idp.audience, kid: idp.kid }
     let seq = 0
@@ -171,7 +190,7 @@ async function main (): Promise<void> {
     // 1. the matrix
     const records: RunRecord[] = []
     let summary: Summary[] = []
-    const configs = mainConfigs(flags, pre.nginx, gateway !== undefined, database)
+    const configs = mainConfigs(flags, pre.nginx, gateway !== undefined, database, baseline !== undefined)
     if (!flags.skip.has('matrix')) {
       const plan = schedule(configs, flags.reps, 3)
       const est = plan.length * (flags.warmupSec + flags.durationSec + 2)
@@ -230,6 +249,7 @@ async function main (): Promise<void> {
       profile,
       totalSec: (Date.now() - t0) / 1000,
       mintSec: ctx.pools.mintSec,
+      ...(baseline !== undefined ? { baselineCommit: baseline.commit } : {}),
     }
     const text = renderReport(data)
     process.stdout.write(text + '\n')

@@ -10,6 +10,7 @@ import { runWrk, rps, errorCount, type WrkResult } from './wrk.js'
 import { writeNginxConf } from './nginx.js'
 import { API_PATH, ASSERTION_AUDIENCE, ASSERTION_HEADER, ROOT, writeGatewayYaml, type GatewayCommand } from './portcullis.js'
 import type { BenchIdp } from './idp.js'
+import type { Baseline } from './baseline.js'
 import { AUDIENCE, ISSUER, SCOPE, type Algorithm, type KeyMaterial } from './tokens.js'
 import { POOL_SIZE, type TokenPools } from './pools.js'
 import type { PgCluster } from './pg.js'
@@ -42,6 +43,8 @@ export interface Config {
   external?: boolean
   /** the measured route sends a signed assertion (identity.assertion) */
   assertion?: boolean
+  /** run the --baseline checkout's gateway instead (bench/lib/baseline.ts) */
+  baseline?: boolean
 }
 
 export const authed = (c: Config): boolean => c.kind === 'portcullis' || c.kind === 'express' || c.kind === 'fast-gateway'
@@ -57,6 +60,8 @@ export interface Ctx {
   pg: PgCluster | undefined
   /** the stand-in identity provider of the external configurations */
   idp: BenchIdp | undefined
+  /** another checkout's gateway (--baseline) */
+  baseline?: Baseline | undefined
   bodyFile: string
   warmupSec: number
   durationSec: number
@@ -138,7 +143,9 @@ async function launch (c: Config, ctx: Ctx, logDir: string): Promise<Launched> {
       if (ctx.gateway === undefined) throw new Error('the gateway is not built yet (no src/cli.ts)')
       adminPort = await freePort()
       const dataDir = join(logDir, 'data')
-      const file = writeGatewayYaml({
+      const other = c.baseline === true ? ctx.baseline : undefined
+      if (c.baseline === true && other === undefined) throw new Error('a baseline configuration without --baseline')
+      const file = (other?.writeYaml ?? writeGatewayYaml)({
         file: join(logDir, 'gateway.yaml'),
         port,
         adminPort,
@@ -151,8 +158,8 @@ async function launch (c: Config, ctx: Ctx, logDir: string): Promise<Launched> {
         externalIssuer: c.external === true && ctx.idp !== undefined ? { issuer: ctx.idp.issuer, audience: ctx.idp.audience } : undefined,
         assertion: c.assertion,
       })
-      const g = ctx.gateway
-      sut = start({ name: 'portcullis', core: ctx.sutCore, cmd: g.cmd, args: [...(c.nodeArgs ?? []), ...g.args(file)], env: NODE_ENV, cwd: ROOT, logFile })
+      const g = other?.gateway ?? ctx.gateway
+      sut = start({ name: 'portcullis', core: ctx.sutCore, cmd: g.cmd, args: [...(c.nodeArgs ?? []), ...g.args(file)], env: NODE_ENV, cwd: other?.root ?? ROOT, logFile })
       break
     }
   }

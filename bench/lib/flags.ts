@@ -22,6 +22,8 @@ export interface Flags {
   gatewayEntry: string | undefined
   /** results JSON files to redraw (merged in order) instead of running */
   render: string[]
+  /** another checkout whose gateway runs beside each portcullis configuration (old vs new, same window) */
+  baseline: string | undefined
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -41,10 +43,13 @@ export const USAGE = `usage: npm run bench -- [flags]
   --verbose          keep every log file (and the temp dir)
   --render a.json[,b.json]  redraw the report from saved results (later files replace sections)
   --gateway-entry F  run portcullis as: node --import tsx F start -c FILE (another checkout)
+  --baseline DIR     also run DIR's gateway (another checkout, e.g. a git worktree of the last
+                     recorded commit) right beside each portcullis configuration it supports,
+                     alternating which goes first: the report adds new ÷ baseline per pair
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [] }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [], baseline: undefined }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -75,6 +80,7 @@ export function parseFlags (argv: readonly string[]): Flags {
       }
       case '--render': f.render = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
       case '--gateway-entry': f.gatewayEntry = String(argv[i + 1]); i++; break
+      case '--baseline': f.baseline = String(argv[i + 1]); i++; break
       case '--help': case '-h': f.help = true; break
       default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)
     }

@@ -10,6 +10,7 @@ import { scaleTable, type ScaleResult } from './scale.js'
 import { sessionsTable, type SessionsResult } from './sessions.js'
 import { startupTable, type StartupResult } from './startup.js'
 import { targetsTable } from './targets.js'
+import { BASELINE_SUFFIX, baselineTable } from './baseline.js'
 
 export interface ReportData {
   takenAt: string
@@ -23,6 +24,8 @@ export interface ReportData {
   profile: ProfileResult | undefined
   totalSec?: number
   mintSec?: number
+  /** the --baseline checkout's commit, when one ran beside the portcullis configurations */
+  baselineCommit?: string
 }
 
 export function summaryOrder (records: readonly RunRecord[]): string[] {
@@ -47,6 +50,7 @@ export function renderReport (d: ReportData, sources?: string): string {
   if (summary.length > 0) md.push('### Throughput, latency, CPU', '', markdownTable(summary), '')
   const failures = summary.filter((s) => s.errors.length > 0)
   if (failures.length > 0) md.push('Failed runs:', ...failures.map((s) => `- ${s.id}: ${s.errors.join(' / ')}`), '')
+  if (d.records.some((r) => r.id.endsWith(BASELINE_SUFFIX))) md.push('### This tree ÷ the baseline, paired', '', baselineTable(d.records, d.baselineCommit ?? '?'), '')
   if (d.scale.length > 0) md.push('### Scale checks', '', scaleTable(d.scale), '')
   if (summary.length > 0 && !d.flags.smoke) md.push('### Targets (issue 4)', '', targetsTable(summary, d.scale), '')
   if (d.sessions !== undefined) md.push('### Session endpoints (PostgreSQL)', '', sessionsTable(d.sessions), '')
