@@ -5,7 +5,7 @@
 import { rmSync, statSync, openSync, readSync, closeSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { cpuUs, freePort, memKiB, start, stop, waitUntil, type Started } from './proc.js'
+import { cpuTimesUs, cpuUs, freePort, memKiB, start, stop, waitUntil, type Started } from './proc.js'
 import { runWrk, rps, errorCount, type WrkResult } from './wrk.js'
 import { writeNginxConf } from './nginx.js'
 import { API_PATH, ASSERTION_AUDIENCE, ASSERTION_HEADER, ROOT, writeGatewayYaml, type GatewayCommand } from './portcullis.js'
@@ -78,6 +78,8 @@ export interface RunRecord {
   p50Us: number
   p99Us: number
   cpuUsPerReq: number
+  /** the kernel's part of cpuUsPerReq (syscalls: socket reads and writes, log writes) */
+  sysUsPerReq?: number
   peakRssKiB: number
   /** share of its core the upstream used during the measured window (1 = saturated) */
   upstreamCoreShare: number
@@ -260,11 +262,13 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     // cold: the measured window starts past every token the warm-up could have sent
     const offset = c.cold === true ? warm.requests + common.connections + 100 : 0
     const cpu0 = cpuUs(l.sut.pid)
+    const sys0 = cpuTimesUs(l.sut.pid).system
     const up0 = cpuUs(l.upstream.pid)
     const t0 = process.hrtime.bigint()
     const w = await runWrk({ ...common, durationSec: ctx.durationSec, offset })
     const wallUs = Number(process.hrtime.bigint() - t0) / 1000
     const cpu1 = cpuUs(l.sut.pid)
+    const sys1 = cpuTimesUs(l.sut.pid).system
     const up1 = cpuUs(l.upstream.pid)
     const mem = memKiB(l.sut.pid)
     rec.wrk = w
@@ -272,6 +276,7 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     rec.p50Us = w.p50Us
     rec.p99Us = w.p99Us
     rec.cpuUsPerReq = (cpu1 - cpu0) / w.requests
+    rec.sysUsPerReq = (sys1 - sys0) / w.requests
     rec.sutCoreShare = (cpu1 - cpu0) / wallUs
     rec.upstreamCoreShare = l.upstream === l.sut ? NaN : (up1 - up0) / wallUs
     rec.peakRssKiB = mem.hwm

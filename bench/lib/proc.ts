@@ -101,12 +101,16 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 
 /** utime+stime of a process, in microseconds (resolution 1/CLK_TCK s) */
 export function cpuUs (pid: number): number {
+  const t = cpuTimesUs(pid)
+  return t.user + t.system
+}
+
+/** user and kernel CPU time of a process, µs */
+export function cpuTimesUs (pid: number): { user: number, system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // the command name (field 2) may hold spaces: split after its closing parenthesis
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const utime = Number(fields[11])
-  const stime = Number(fields[12])
-  return (utime + stime) * 1_000_000 / CLK_TCK
+  return { user: Number(fields[11]) * 1_000_000 / CLK_TCK, system: Number(fields[12]) * 1_000_000 / CLK_TCK }
 }
 
 /** VmHWM (peak RSS) and VmRSS in KiB */

@@ -90,7 +90,7 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
 
 export function line (r: RunRecord): string {
   if (!r.ok) return `  ${r.id.padEnd(28)} FAILED: ${r.error ?? ''}`
-  return `  ${r.id.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s  p50 ${fmt(r.p50Us / 1000, 2)} ms  p99 ${fmt(r.p99Us / 1000, 2)} ms  ${fmt(r.cpuUsPerReq, 1)} µs/req  RSS ${fmt(r.peakRssKiB / 1024)} MiB  SUT core ${fmt(r.sutCoreShare * 100)}%  upstream core ${fmt(r.upstreamCoreShare * 100)}%`
+  return `  ${r.id.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s  p50 ${fmt(r.p50Us / 1000, 2)} ms  p99 ${fmt(r.p99Us / 1000, 2)} ms  ${fmt(r.cpuUsPerReq, 1)} µs/req (sys ${fmt(r.sysUsPerReq ?? NaN, 1)})  RSS ${fmt(r.peakRssKiB / 1024)} MiB  SUT core ${fmt(r.sutCoreShare * 100)}%  upstream core ${fmt(r.upstreamCoreShare * 100)}%`
 }
 
 export function scaleTable (rows: readonly ScaleResult[]): string {

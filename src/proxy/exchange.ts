@@ -127,8 +127,11 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (pool.inFlight >= pool.connections + this.#target.queueLimit) throw upstreamBusy()
     const remainingMs = this.#target.timeoutMs - (performance.now() - this.#request.acceptedAt)
     if (remainingMs <= 0) throw upstreamError(new UpstreamTimeoutError())
-    this.#headersTimer = setTimeout(() => { this.#timedOut() }, remainingMs)
-    this.#res.once('close', () => { if (!this.#done) this.#clientGone() })
+    // whole milliseconds: Node keeps one timer list per distinct duration, and a fractional
+    // one (a new value for every request) costs a list of its own each time
+    this.#headersTimer = setTimeout(() => { this.#timedOut() }, Math.ceil(remainingMs))
+    // 'close' fires once; `on` spares the wrapper `once` allocates per request
+    this.#res.on('close', () => { if (!this.#done) this.#clientGone() })
     // only now, authorized and about to be forwarded, is the client told to send its body
     if ((this.#request.raw as { [kExpectsContinue]?: boolean })[kExpectsContinue] === true && this.#options.body !== null) {
       this.#res.writeContinue()

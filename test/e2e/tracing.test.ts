@@ -1,4 +1,5 @@
 import t from 'tap'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { stringify } from 'yaml'
 import { Writable } from 'node:stream'
@@ -10,6 +11,7 @@ import { telemetryHub } from '../../src/telemetry/hub.js'
 import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { startOtlpReceiver, type OtlpReceiver } from '../fixtures/otlp-receiver.js'
 import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, raw, signWith } from '../fixtures/gateway.js'
+import { ROOT } from '../fixtures/process.js'
 
 const SERVER = 2
 const CLIENT = 3
@@ -258,4 +260,15 @@ t.test('off (no telemetry.otlp): nothing registered, no traceparent added, a cli
   t.equal(byPath['/api/traced']!.traceparent, client.header, 'an ordinary header, passed as it came')
   t.equal(byPath['/api/traced']!.tracestate, 'vendor=x')
   t.equal(receiver.posts.length, 0)
+})
+
+t.test('off: no OpenTelemetry module is even loaded (its ~4 MiB would sit in the heap every GC walks); on: the SDK and the exporter are', async (t) => {
+  const loaded = (args: string[]): string[] => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/loaded-packages.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
+    t.equal(r.status, 0, r.stderr.slice(0, 500))
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '[]') as string[]
+  }
+  t.same(loaded([]), [], 'tracing off')
+  const on = loaded(['otlp'])
+  for (const pkg of ['@opentelemetry/api', '@opentelemetry/sdk-trace', '@opentelemetry/exporter-trace-otlp-http']) t.ok(on.includes(pkg), `tracing on loads ${pkg}`)
 })
