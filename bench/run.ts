@@ -65,6 +65,7 @@ function machine (): Record<string, string> {
 
 function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined, baseline: boolean): Config[] {
   const list = matrixConfigs(flags, hasNginx, hasGateway, database)
+    .map((c) => c.kind === 'portcullis' && flags.nodeArgs.length > 0 ? { ...c, nodeArgs: [...flags.nodeArgs, ...(c.nodeArgs ?? [])] } : c)
   if (!baseline) return list
   return list.flatMap((c) => { const t = twin(c, database); return t === undefined ? [c] : [c, t] })
 }

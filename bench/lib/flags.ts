@@ -24,6 +24,8 @@ export interface Flags {
   render: string[]
   /** another checkout whose gateway runs beside each portcullis configuration (old vs new, same window) */
   baseline: string | undefined
+  /** extra node arguments for every portcullis process (e.g. --trace-gc) */
+  nodeArgs: string[]
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -46,10 +48,11 @@ export const USAGE = `usage: npm run bench -- [flags]
   --baseline DIR     also run DIR's gateway (another checkout, e.g. a git worktree of the last
                      recorded commit) right beside each portcullis configuration it supports,
                      alternating which goes first: the report adds new ÷ baseline per pair
+  --node-args "A B"  extra node arguments for every portcullis process (--trace-gc, V8 flags…)
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [], baseline: undefined }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [], baseline: undefined, nodeArgs: [] }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -81,6 +84,7 @@ export function parseFlags (argv: readonly string[]): Flags {
       case '--render': f.render = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
       case '--gateway-entry': f.gatewayEntry = String(argv[i + 1]); i++; break
       case '--baseline': f.baseline = String(argv[i + 1]); i++; break
+      case '--node-args': f.nodeArgs = String(argv[i + 1] ?? '').split(' ').filter(Boolean); i++; break
       case '--help': case '-h': f.help = true; break
       default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)
     }

@@ -97,6 +97,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #done = false
   /** undici still owns the request (counted in the pool) */
   #dispatched = false
+  /** a 'drain' listener resumes the upstream body (added the first time the client falls behind) */
+  #drainHeard = false
   /** when the request was handed to the pool (performance.now) */
   #sentAt = 0
 
@@ -229,17 +231,21 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.#res.end()
       return
     }
-    this.#res.on('drain', () => {
-      clearTimeout(this.#writeTimer)
-      this.#writeTimer = undefined
-      controller.resume()
-    })
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#done) return
     if (!this.#res.write(chunk)) {
       controller.pause()
+      // listened for only once a client falls behind: most responses never fill its socket
+      if (!this.#drainHeard) {
+        this.#drainHeard = true
+        this.#res.on('drain', () => {
+          clearTimeout(this.#writeTimer)
+          this.#writeTimer = undefined
+          controller.resume()
+        })
+      }
       this.#writeTimer ??= setTimeout(() => {
         // the client stopped reading: drop it, which aborts the upstream request
         this.#writeTimer = undefined
