@@ -3,6 +3,7 @@ import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
+import { until } from '../fixtures/until.js'
 
 t.test('one JSON decision line per request, with route, granted, reason, sub, status; never the token or query', async (t) => {
   const key = makeKey('EdDSA')
@@ -18,9 +19,10 @@ t.test('one JSON decision line per request, with route, granted, reason, sub, st
   await raw(gw.url, '/api/x', { headers: { 'x-request-id': 'req-2' } })
   await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signWith(key, goodClaims({ scope: 'other' }))}`, 'x-request-id': 'req-3' } })
   await raw(gw.url, '/nowhere', { headers: { 'x-request-id': 'req-4' } })
-  // lines are handed to the destination once per event-loop turn
-  await new Promise(resolve => setImmediate(resolve))
-  const lines = out.trim().split('\n').map(l => JSON.parse(l)).filter(l => l.msg === 'decision')
+  // lines reach the destination in batches, within a few milliseconds
+  const decisions = (): any[] => out.trim().split('\n').filter(l => l !== '').map(l => JSON.parse(l)).filter(l => l.msg === 'decision')
+  await until('4 decision lines', () => decisions().length >= 4, 1000)
+  const lines = decisions()
   t.equal(lines.length, 4, 'one line per request')
   const byId = Object.fromEntries(lines.map(l => [l.reqId, l]))
   t.match(byId['req-1'], { route: 'orders', granted: true, reason: 'granted', sub: 'al"ice', method: 'GET', path: '/api/x', status: 200, level: 30 })
@@ -45,4 +47,30 @@ t.test('lines still batched when the gateway shuts down are written, not lost', 
   await gw.close()
   const ids = out.trim().split('\n').map(l => JSON.parse(l)).filter(l => l.msg === 'decision').map(l => l.reqId).sort()
   t.same(ids, ['last-a', 'last-b', 'last-c'], 'every request of the last event-loop turns is in the log')
+})
+
+t.test('batches: a quiet gateway hands its line over at the end of the turn; a burst shares a few writes, each line out within milliseconds', async (t) => {
+  const key = makeKey('EdDSA')
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  let out = ''
+  let writes = 0
+  const sink = new Writable({ write (chunk, _enc, cb) { writes++; out += String(chunk); cb() } })
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'public' }]), {
+    logger: pino({ level: 'info' }, sink),
+  })
+  const count = (): number => out.split('\n').filter(l => l.includes('"msg":"decision"')).length
+  // quiet: the line is written in the turn its response ended, not held for a batch
+  await raw(gw.url, '/api/quiet')
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(count(), 1, 'the lone line is out one turn after its response')
+  // a burst: 200 requests, 50 at a time
+  const before = writes
+  for (let round = 0; round < 4; round++) {
+    await Promise.all(Array.from({ length: 50 }, (_, i) => raw(gw.url, `/api/burst-${round}-${i}`)))
+  }
+  const waitedMs = await until('201 decision lines', () => count() >= 201, 1000)
+  t.equal(count(), 201, 'one line per request, none lost')
+  t.ok(writes - before < 200 / 3, `200 lines in ${writes - before} writes`)
+  t.ok(waitedMs < 200, `the last lines followed within ${Math.round(waitedMs)} ms`)
 })
