@@ -23,8 +23,16 @@ export interface ListenOptions {
 
 export async function listen (gateway: Gateway, options: ListenOptions = {}): Promise<Listening> {
   const { config, app, admin, logger } = gateway
-  await app.listen({ host: config.server.host, port: config.server.port, backlog: LISTEN_BACKLOG })
-  if (options.admin !== false) await admin.listen({ host: config.admin.host, port: config.admin.port })
+  try {
+    await app.listen({ host: config.server.host, port: config.server.port, backlog: LISTEN_BACKLOG })
+    if (options.admin !== false) await admin.listen({ host: config.admin.host, port: config.admin.port })
+  } catch (err) {
+    // fail closed: a listener that cannot bind (a port taken) stops the whole start — the
+    // public listener must not serve without the admin one (no /readyz for the orchestrator),
+    // and nothing left open (store, feed, timers) may keep a half-started process alive
+    await gateway.close().catch(() => {})
+    throw err
+  }
   const port = (app.server.address() as { port: number }).port
   const adminPort = options.admin === false ? 0 : (admin.server.address() as { port: number }).port
   logger.info({ port, adminPort, routes: config.routes.length, tls: config.server.tls !== undefined, http2: config.server.http2, hash: config.hash }, 'portcullis listening')

@@ -178,8 +178,16 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   if (config.admin.token !== '') await admin.register(adminReloadPlugin, { token: config.admin.token, reload })
   await opts.registerAdmin?.(admin)
 
+  // the admin port first: a port already taken fails the start before any worker exists
+  // (its /readyz says "not ready" until the workers answer)
+  try {
+    await admin.listen({ host: config.admin.host, port: config.admin.port })
+  } catch (err) {
+    await admin.close()
+    await opts.close?.()
+    throw err
+  }
   for (let i = 0; i < config.server.workers; i++) fork(0)
-  await admin.listen({ host: config.admin.host, port: config.admin.port })
   const adminPort = (admin.server.address() as { port: number }).port
   logger.info({ workers: config.server.workers, adminPort }, 'portcullis primary: workers started')
 

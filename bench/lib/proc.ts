@@ -74,7 +74,21 @@ export function tail (file: string, lines = 20): string {
 }
 
 /** a free TCP port on 127.0.0.1 (asks the kernel for one) */
+/** ports handed out so far: the kernel may give a just-closed port again, and one run asks
+ * for several (upstream, public, admin) before any is bound — a repeat made a gateway's admin
+ * listener collide with its own public one */
+const handedOut = new Set<number>()
+
 export async function freePort (): Promise<number> {
+  for (;;) {
+    const port = await anyFreePort()
+    if (handedOut.has(port)) continue
+    handedOut.add(port)
+    return port
+  }
+}
+
+async function anyFreePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once('error', reject)
