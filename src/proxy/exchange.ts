@@ -229,7 +229,6 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.#done = true
       this.#clearTimers()
       this.#res.end()
-      return
     }
   }
 
