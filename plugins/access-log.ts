@@ -24,8 +24,8 @@ import { telemetryHub } from '../src/telemetry/hub.js'
  */
 // a batch is handed over before it outgrows the destination's 16 KiB write chunks
 const MAX_PENDING_CHARS = 12_288
-/** under load, lines wait at most this long to join a batch */
-const BATCH_INTERVAL_MS = 5
+/** under load, lines wait at most this long to join a batch (tests wait it out) */
+export const BATCH_INTERVAL_MS = 5
 
 export default fp(async function accessLog (app, opts: { logger: Logger }) {
   const { logger } = opts

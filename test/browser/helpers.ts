@@ -23,6 +23,7 @@ import type { AddressInfo } from 'node:net'
 import { pino } from 'pino'
 import type { Browser } from 'playwright-core'
 import { clientModules } from '../../demo/sdk.js'
+import { BATCH_INTERVAL_MS } from '../../plugins/access-log.js'
 import { usersAdd } from '../../src/sessions/admin-commands.js'
 import { openStore, type Store } from '../../src/sessions/store.js'
 import { launchBrowser, newContext, openPage, type OpenedPage } from '../fixtures/browser.js'
@@ -115,8 +116,13 @@ export async function startSite (t: Tap): Promise<Site> {
   return { origin, close: () => closeServer(server) }
 }
 
-/** lets the gateway's access log hand its pending lines over (it batches once per event-loop turn) */
+/**
+ * lets the gateway's access log hand its pending lines over: a line waits at most
+ * BATCH_INTERVAL_MS to join a batch, so a timer set now for longer fires after the batch's
+ * (timers run in order of expiry), then a few turns for the write itself
+ */
 const nextTurns = async (): Promise<void> => {
+  await new Promise((resolve) => setTimeout(resolve, BATCH_INTERVAL_MS + 1))
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve))
 }
 
