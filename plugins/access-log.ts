@@ -23,7 +23,7 @@ import { telemetryHub } from '../src/telemetry/hub.js'
  * (src/logger.ts), so a line reaches stdout within a second and a few milliseconds.
  */
 // a batch is handed over before it outgrows the destination's 16 KiB write chunks
-const MAX_PENDING_CHARS = 12_288
+export const MAX_PENDING_CHARS = 12_288
 /** under load, lines wait at most this long to join a batch (tests wait it out) */
 export const BATCH_INTERVAL_MS = 5
 

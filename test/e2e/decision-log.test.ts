@@ -4,6 +4,7 @@ import { pino } from 'pino'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
 import { until } from '../fixtures/until.js'
+import { BATCH_INTERVAL_MS, MAX_PENDING_CHARS } from '../../plugins/access-log.js'
 
 t.test('one JSON decision line per request, with route, granted, reason, sub, status; never the token or query', async (t) => {
   const key = makeKey('EdDSA')
@@ -49,13 +50,13 @@ t.test('lines still batched when the gateway shuts down are written, not lost', 
   t.same(ids, ['last-a', 'last-b', 'last-c'], 'every request of the last event-loop turns is in the log')
 })
 
-t.test('batches: a quiet gateway hands its line over at the end of the turn; a burst shares a few writes, each line out within milliseconds', async (t) => {
+t.test('batches: a quiet gateway hands its line over at the end of the turn; under load lines wait for the batch, never lost', async (t) => {
   const key = makeKey('EdDSA')
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
   let out = ''
-  let writes = 0
-  const sink = new Writable({ write (chunk, _enc, cb) { writes++; out += String(chunk); cb() } })
+  const writes: Array<{ at: number, chars: number }> = []
+  const sink = new Writable({ write (chunk, _enc, cb) { writes.push({ at: performance.now(), chars: String(chunk).length }); out += String(chunk); cb() } })
   const gw = await startGateway(t, baseConfig(key, [{ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'public' }]), {
     logger: pino({ level: 'info' }, sink),
   })
@@ -65,12 +66,18 @@ t.test('batches: a quiet gateway hands its line over at the end of the turn; a b
   await new Promise(resolve => setImmediate(resolve))
   t.equal(count(), 1, 'the lone line is out one turn after its response')
   // a burst: 200 requests, 50 at a time
-  const before = writes
+  const first = writes.length
   for (let round = 0; round < 4; round++) {
     await Promise.all(Array.from({ length: 50 }, (_, i) => raw(gw.url, `/api/burst-${round}-${i}`)))
   }
   const waitedMs = await until('201 decision lines', () => count() >= 201, 1000)
   t.equal(count(), 201, 'one line per request, none lost')
-  t.ok(writes - before < 200 / 3, `200 lines in ${writes - before} writes`)
-  t.ok(waitedMs < 200, `the last lines followed within ${Math.round(waitedMs)} ms`)
+  t.ok(waitedMs < 500, `the last lines followed within ${Math.round(waitedMs)} ms`)
+  // a batch leaves at most once per BATCH_INTERVAL_MS unless it filled up (a bound on time,
+  // whatever the machine's speed; the per-turn hand-over of before wrote every few hundred
+  // microseconds here). Half the interval as the bound: libuv times a timer from the clock
+  // it read at the start of the loop turn, so under load one may fire early by a busy turn
+  const burst = writes.slice(first)
+  const early = burst.filter((w, i) => i > 0 && w.at - burst[i - 1]!.at < BATCH_INTERVAL_MS / 2 && w.chars < MAX_PENDING_CHARS)
+  t.equal(early.length, 0, `${burst.length} writes for 200 lines, none of them a batch with room left sooner than ${BATCH_INTERVAL_MS / 2} ms after the one before`)
 })
