@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Config, RunRecord } from './configs.js'
 import type { GatewayCommand, GatewayYamlOptions } from './portcullis.js'
-import { max, median, min } from './stats.js'
+import { bootstrapInterval, geometricMean, max, median, min } from './stats.js'
 import { fmt } from './report.js'
 
 export const BASELINE_SUFFIX = '@baseline'
@@ -64,26 +64,36 @@ export function pairOrder (configs: readonly Config[], rep: number): Config[] {
 
 /**
  * New ÷ baseline per pair (same repetition, adjacent runs): by CPU (baseline's CPU µs/req ÷
- * this tree's, so below 1 means this tree costs more) and by throughput.
+ * this tree's, so below 1 means this tree costs more) and by throughput. By CPU, also the
+ * geometric mean with its 95 % bootstrap interval, per configuration and for all pairs
+ * together (configurations that share a code path pool into a figure with less noise).
  */
 export function baselineTable (records: readonly RunRecord[], commit: string): string {
-  const rows = ['| configuration | pairs | by CPU (min–max) | CPU µs/req baseline → now | by throughput (min–max) | worse by CPU than 3 %? |', '|---|---:|---:|---:|---:|---|']
+  const rows = ['| configuration | pairs | by CPU (min–max) | geometric mean (95 % interval) | CPU µs/req baseline → now | by throughput (min–max) | worse by CPU than 3 %? |', '|---|---:|---:|---:|---:|---:|---|']
   const ids = [...new Set(records.map((r) => r.id))].filter((id) => records.some((r) => r.id === id + BASELINE_SUFFIX))
+  const all: Pairs = { cpu: [], thr: [], base: [], now: [] }
   for (const id of ids) {
-    const cpu: number[] = []
-    const thr: number[] = []
-    const base: number[] = []
-    const now: number[] = []
+    const pairs: Pairs = { cpu: [], thr: [], base: [], now: [] }
     for (const r of records.filter((x) => x.id === id && x.ok)) {
       const b = records.find((x) => x.id === id + BASELINE_SUFFIX && x.rep === r.rep && x.ok)
       if (b === undefined) continue
-      cpu.push(b.cpuUsPerReq / r.cpuUsPerReq)
-      thr.push(r.rps / b.rps)
-      base.push(b.cpuUsPerReq)
-      now.push(r.cpuUsPerReq)
+      for (const into of [pairs, all]) {
+        into.cpu.push(b.cpuUsPerReq / r.cpuUsPerReq)
+        into.thr.push(r.rps / b.rps)
+        into.base.push(b.cpuUsPerReq)
+        into.now.push(r.cpuUsPerReq)
+      }
     }
-    const m = median(cpu)
-    rows.push(`| ${id} | ${cpu.length} | ${fmt(m, 3)} (${fmt(min(cpu), 2)}–${fmt(max(cpu), 2)}) | ${fmt(median(base), 1)} → ${fmt(median(now), 1)} | ${fmt(median(thr), 3)} (${fmt(min(thr), 2)}–${fmt(max(thr), 2)}) | ${Number.isFinite(m) ? (m < 0.97 ? 'yes' : 'no') : '–'} |`)
+    rows.push(pairRow(id, pairs))
   }
+  if (ids.length > 1) rows.push(pairRow('all together', all))
   return [`Baseline: ${commit}, run beside each configuration in the same repetition (order alternating).`, '', ...rows].join('\n')
+}
+
+interface Pairs { cpu: number[], thr: number[], base: number[], now: number[] }
+
+function pairRow (id: string, { cpu, thr, base, now }: Pairs): string {
+  const m = median(cpu)
+  const [lo, hi] = bootstrapInterval(cpu)
+  return `| ${id} | ${cpu.length} | ${fmt(m, 3)} (${fmt(min(cpu), 2)}–${fmt(max(cpu), 2)}) | ${fmt(geometricMean(cpu), 3)} (${fmt(lo, 3)}–${fmt(hi, 3)}) | ${fmt(median(base), 1)} → ${fmt(median(now), 1)} | ${fmt(median(thr), 3)} (${fmt(min(thr), 2)}–${fmt(max(thr), 2)}) | ${Number.isFinite(m) ? (m < 0.97 ? 'yes' : 'no') : '–'} |`
 }
