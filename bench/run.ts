@@ -63,9 +63,23 @@ function machine (): Record<string, string> {
   }
 }
 
+/** bench/results/perf-STAMP/, made now: one summary per portcullis run (--perf) */
+function perfDir (): string {
+  if (which('perf') === undefined) throw new Error('--perf needs Linux perf (apt-get install linux-perf)')
+  const dir = join(BENCH, 'results', `perf-${new Date().toISOString().replace(/[:.]/g, '-')}`)
+  mkdirSync(dir, { recursive: true })
+  log(`perf summaries: ${dir}`)
+  return dir
+}
+
+/** --node-args, and what --perf needs: the JIT code's names in /tmp/perf-PID.map */
+function nodeArgs (flags: Flags): string[] {
+  return flags.perf ? ['--perf-basic-prof', ...flags.nodeArgs] : flags.nodeArgs
+}
+
 function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined, baseline: boolean): Config[] {
   const list = matrixConfigs(flags, hasNginx, hasGateway, database)
-    .map((c) => c.kind === 'portcullis' && flags.nodeArgs.length > 0 ? { ...c, nodeArgs: [...flags.nodeArgs, ...(c.nodeArgs ?? [])] } : c)
+    .map((c) => c.kind === 'portcullis' && nodeArgs(flags).length > 0 ? { ...c, nodeArgs: [...nodeArgs(flags), ...(c.nodeArgs ?? [])] } : c)
   if (!baseline) return list
   return list.flatMap((c) => { const t = twin(c, database); return t === undefined ? [c] : [c, t] })
 }
@@ -183,6 +197,8 @@ async function main (): Promise<void> {
       durationSec: flags.durationSec,
       verbose: flags.verbose,
       baseline,
+      perfDir: flags.perf ? perfDir() : undefined,
+      perfKeep: flags.perfKeep,
     }
     if (idp !== undefined) ctx.pools.external = { keys: idp.keys, issuer: idp.issuer, audience: idp.audience, kid: idp.kid }
     let seq = 0

@@ -26,6 +26,9 @@ export interface Flags {
   baseline: string | undefined
   /** extra node arguments for every portcullis process (e.g. --trace-gc) */
   nodeArgs: string[]
+  /** sample each portcullis run's measured window with Linux perf (native and JIT frames) */
+  perf: boolean
+  perfKeep: boolean
 }
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -49,10 +52,15 @@ export const USAGE = `usage: npm run bench -- [flags]
                      recorded commit) right beside each portcullis configuration it supports,
                      alternating which goes first: the report adds new ÷ baseline per pair
   --node-args "A B"  extra node arguments for every portcullis process (--trace-gc, V8 flags…)
+  --perf             sample each portcullis run's measured window with \`perf record\` (task-clock,
+                     user and kernel frames, JIT code named by --perf-basic-prof); writes
+                     perf-<run>.txt (self time by symbol) beside the results
+  --perf-keep        --perf with call graphs, keeping each perf.data (implies --verbose):
+                     perf report -i DIR/runs/NNN-ID/perf.data --children -g caller
 `
 
 export function parseFlags (argv: readonly string[]): Flags {
-  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [], baseline: undefined, nodeArgs: [] }
+  const f: Flags = { reps: 6, durationSec: 6, warmupSec: 3, scaleReps: 3, coldTokens: 200_000, only: [], skip: new Set(), build: true, profile: false, profileCold: false, smoke: false, quick: false, verbose: false, store: 'auto', help: false, gatewayEntry: undefined, render: [], baseline: undefined, nodeArgs: [], perf: false, perfKeep: false }
   const num = (i: number): number => {
     const v = Number(argv[i + 1])
     if (!Number.isFinite(v) || v <= 0) throw new Error(`${String(argv[i])} needs a positive number`)
@@ -84,6 +92,8 @@ export function parseFlags (argv: readonly string[]): Flags {
       case '--render': f.render = String(argv[i + 1] ?? '').split(',').filter(Boolean); i++; break
       case '--gateway-entry': f.gatewayEntry = String(argv[i + 1]); i++; break
       case '--baseline': f.baseline = String(argv[i + 1]); i++; break
+      case '--perf': f.perf = true; break
+      case '--perf-keep': f.perf = true; f.perfKeep = true; f.verbose = true; break
       case '--node-args': f.nodeArgs = String(argv[i + 1] ?? '').split(' ').filter(Boolean); i++; break
       case '--help': case '-h': f.help = true; break
       default: throw new Error(`unknown flag ${String(a)}\n${USAGE}`)

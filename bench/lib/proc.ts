@@ -3,7 +3,7 @@
  * tracked so that every one of them is ended by PID (never by name) on exit.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { closeSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -125,6 +125,33 @@ export function cpuTimesUs (pid: number): { user: number, system: number } {
   // the command name (field 2) may hold spaces: split after its closing parenthesis
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return { user: Number(fields[11]) * 1_000_000 / CLK_TCK, system: Number(fields[12]) * 1_000_000 / CLK_TCK }
+}
+
+/**
+ * CPU time (user + system, µs) of each thread of a process, summed by thread name: the main JS
+ * thread is named after the executable ("node"), V8's helpers "V8 DefaultWorke" (GC, compilation),
+ * libuv's pool "libuv-worker". Threads that ended in between are not seen.
+ */
+export function threadCpuUs (pid: number): Map<string, number> {
+  const out = new Map<string, number>()
+  let tids: string[]
+  try { tids = readdirSync(`/proc/${pid}/task`) } catch { return out }
+  for (const tid of tids) {
+    let stat: string
+    try { stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8') } catch { continue }
+    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).trim()
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const us = (Number(fields[11]) + Number(fields[12])) * 1_000_000 / CLK_TCK
+    out.set(name, (out.get(name) ?? 0) + us)
+  }
+  return out
+}
+
+/** the growth of each thread group between two threadCpuUs readings, µs per request */
+export function threadDeltaPerReq (before: Map<string, number>, after: Map<string, number>, requests: number): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [name, us] of after) out[name] = (us - (before.get(name) ?? 0)) / requests
+  return out
 }
 
 /** VmHWM (peak RSS) and VmRSS in KiB */

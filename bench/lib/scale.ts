@@ -88,9 +88,17 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
   }
 }
 
+/** the JS thread's part and the largest helper groups, e.g. ", main 52.1, V8 DefaultWorke 18.0" */
+function threadsPart (r: RunRecord): string {
+  const t = r.threadsUsPerReq
+  if (t === undefined) return ''
+  const helpers = Object.entries(t).filter(([name]) => name !== 'main').sort((a, b) => b[1] - a[1]).slice(0, 3)
+  return `, main ${fmt(t.main ?? NaN, 1)}${helpers.map(([name, us]) => `, ${name} ${fmt(us, 1)}`).join('')}`
+}
+
 export function line (r: RunRecord): string {
   if (!r.ok) return `  ${r.id.padEnd(28)} FAILED: ${r.error ?? ''}`
-  return `  ${r.id.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s  p50 ${fmt(r.p50Us / 1000, 2)} ms  p99 ${fmt(r.p99Us / 1000, 2)} ms  ${fmt(r.cpuUsPerReq, 1)} µs/req (sys ${fmt(r.sysUsPerReq ?? NaN, 1)})  RSS ${fmt(r.peakRssKiB / 1024)} MiB  SUT core ${fmt(r.sutCoreShare * 100)}%  upstream core ${fmt(r.upstreamCoreShare * 100)}%`
+  return `  ${r.id.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s  p50 ${fmt(r.p50Us / 1000, 2)} ms  p99 ${fmt(r.p99Us / 1000, 2)} ms  ${fmt(r.cpuUsPerReq, 1)} µs/req (sys ${fmt(r.sysUsPerReq ?? NaN, 1)}${threadsPart(r)})  RSS ${fmt(r.peakRssKiB / 1024)} MiB  SUT core ${fmt(r.sutCoreShare * 100)}%  upstream core ${fmt(r.upstreamCoreShare * 100)}%`
 }
 
 export function scaleTable (rows: readonly ScaleResult[]): string {
