@@ -276,8 +276,8 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     // start left up to a pool's worth of verifications in the measured window — ~20 % of a
     // 4-second EdDSA window, more for the slower of two gateways compared in pairs.
     if (needsTokens && c.cold !== true) {
-      const cold = async (): Promise<boolean> => warm.requests < WARM_PASSES * POOL_SIZE + common.connections || (await cachedTokens(l?.adminPort) ?? POOL_SIZE) < POOL_SIZE
-      for (let extra = 0; await cold() && extra < 6; extra++) {
+      const notWarm = async (): Promise<boolean> => warm.requests < WARM_PASSES * POOL_SIZE + common.connections || (await cachedTokens(l?.adminPort) ?? POOL_SIZE) < POOL_SIZE
+      for (let extra = 0; await notWarm() && extra < 6; extra++) {
         const more = await runWrk({ ...common, durationSec: ctx.warmupSec })
         warm.requests += more.requests
       }

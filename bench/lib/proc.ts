@@ -128,9 +128,10 @@ export function cpuTimesUs (pid: number): { user: number, system: number } {
 }
 
 /**
- * CPU time (user + system, µs) of each thread of a process, summed by thread name: the main JS
- * thread is named after the executable ("node"), V8's helpers "V8 DefaultWorke" (GC, compilation),
- * libuv's pool "libuv-worker". Threads that ended in between are not seen.
+ * CPU time (user + system, µs) of each thread of a process, summed by thread name: `main` for
+ * the thread whose id is the pid (the JS thread), the others by their kernel name — on Node 20
+ * here every helper (V8's compiler and GC workers, libuv's pool) is called "node". Threads that
+ * ended in between are not seen.
  */
 export function threadCpuUs (pid: number): Map<string, number> {
   const out = new Map<string, number>()
