@@ -78,8 +78,9 @@ function nodeArgs (flags: Flags): string[] {
 }
 
 function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined, baseline: boolean): Config[] {
+  const extra = nodeArgs(flags)
   const list = matrixConfigs(flags, hasNginx, hasGateway, database)
-    .map((c) => c.kind === 'portcullis' && nodeArgs(flags).length > 0 ? { ...c, nodeArgs: [...nodeArgs(flags), ...(c.nodeArgs ?? [])] } : c)
+    .map((c) => c.kind === 'portcullis' && extra.length > 0 ? { ...c, nodeArgs: [...extra, ...(c.nodeArgs ?? [])] } : c)
   if (!baseline) return list
   return list.flatMap((c) => { const t = twin(c, database); return t === undefined ? [c] : [c, t] })
 }

@@ -242,7 +242,8 @@ async function runOne (workers: number, seq: number, pair: number, ctx: { dir: s
     const pool = ctx.pools.get('EdDSA', 'pool')
     let warm = 0
     for (let round = 0; round < 8 && warm < WARM_PASSES * POOL_SIZE * workers; round++) {
-      const w = await runWrk({ url: base, core: LOAD_CORE, connections: CONNECTIONS, durationSec: ctx.opts.warmupSec, tokenFile: pool.file, path: API_PATH, mode: 'pool' })
+      // each round goes on in the pool where the last stopped (wrk starts at its offset)
+      const w = await runWrk({ url: base, core: LOAD_CORE, connections: CONNECTIONS, durationSec: ctx.opts.warmupSec, tokenFile: pool.file, path: API_PATH, mode: 'pool', offset: warm % POOL_SIZE })
       if (errorCount(w) > 0) throw new Error(`warm-up: ${errorCount(w)} errors of ${w.requests}`)
       warm += w.requests
     }

@@ -278,13 +278,14 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     if (needsTokens && c.cold !== true) {
       const notWarm = async (): Promise<boolean> => warm.requests < WARM_PASSES * POOL_SIZE + common.connections || (await cachedTokens(l?.adminPort) ?? POOL_SIZE) < POOL_SIZE
       for (let extra = 0; await notWarm() && extra < 6; extra++) {
-        const more = await runWrk({ ...common, durationSec: ctx.warmupSec })
+        // each wrk starts at its offset: go on where the last one stopped, or a warm-up run
+        // shorter than a pass would send the pool's first tokens again and never its last
+        const more = await runWrk({ ...common, durationSec: ctx.warmupSec, offset: warm.requests % POOL_SIZE })
         warm.requests += more.requests
       }
-      if (c.kind === 'portcullis') {
-        const cached = await cachedTokens(l.adminPort)
-        if (cached !== undefined && cached < POOL_SIZE) throw new Error(`not warm: ${cached} of the ${POOL_SIZE} tokens in the verify cache after ${warm.requests} warm-up requests`)
-      }
+      // only portcullis has an admin port
+      const cached = await cachedTokens(l.adminPort)
+      if (cached !== undefined && cached < POOL_SIZE) throw new Error(`not warm: ${cached} of the ${POOL_SIZE} tokens in the verify cache after ${warm.requests} warm-up requests`)
     }
     // cold: the measured window starts past every token the warm-up could have sent
     const offset = c.cold === true ? warm.requests + common.connections + 100 : 0

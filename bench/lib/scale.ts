@@ -88,7 +88,7 @@ export async function runScaleCheck (sc: ScaleCheck, ctx: Ctx, reps: number, nex
   }
 }
 
-/** the JS thread's part and the largest helper groups, e.g. ", main 52.1, V8 DefaultWorke 18.0" */
+/** the JS thread's part and the largest other thread groups, e.g. ", main 52.1, node 3.4" (Node 20 names its helpers "node") */
 function threadsPart (r: RunRecord): string {
   const t = r.threadsUsPerReq
   if (t === undefined) return ''
