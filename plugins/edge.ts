@@ -28,7 +28,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     request.runtime = holder.current
     request.auth = newAuthState()
     try {
-      checkRequest(request.raw)
+      checkRequest(request.raw, (request.raw as { [kUpgrade]?: PendingUpgrade })[kUpgrade] !== undefined)
     } catch (err) {
       request.auth.reason = (err as GatewayError).code
       done(err as GatewayError)

@@ -19,6 +19,8 @@ export const ErrorCode = {
   duplicateHeader: 'duplicate_header',
   unsupportedTransferEncoding: 'unsupported_transfer_encoding',
   tokenInQuery: 'token_in_query',
+  methodOverride: 'method_override',
+  badUpgrade: 'bad_upgrade',
   notFound: 'route_not_found',
   methodNotAllowed: 'method_not_allowed',
   payloadTooLarge: 'payload_too_large',

@@ -18,6 +18,8 @@ import { checkPath } from './path.js'
  * - Transfer-Encoding other than a lone `chunked` (RFC 9112 §6.1: `gzip, chunked` is legal
  *   HTTP, but a proxy that forwards it invites a desync with an upstream that decodes
  *   differently) → 501, as nginx does.
+
+ * - an upgrade that is not a well-formed WebSocket handshake (checkUpgrade).
  */
 
 // RFC 3986 authority, narrowed to what DNS names and IP literals use: letters, digits, `-`,
@@ -31,7 +33,7 @@ const SINGLE_COPY: ReadonlyMap<number, readonly string[]> = new Map([
   [13, ['authorization']],
 ])
 
-export function checkRequest (req: IncomingMessage): void {
+export function checkRequest (req: IncomingMessage, upgrade = false): void {
   checkPath(req.url ?? '')
   // HTTP/2 carries the host as the :authority pseudo-header (RFC 9113 §8.3.1); a Host beside
   // it naming another host is malformed there, and one of the two would go unchecked
@@ -50,6 +52,7 @@ export function checkRequest (req: IncomingMessage): void {
     throw new GatewayError(ErrorCode.unsupportedTransferEncoding, 501, 'only Transfer-Encoding: chunked is supported')
   }
   checkSingleCopies(req.rawHeaders)
+  if (upgrade) checkUpgrade(req)
 }
 
 function checkSingleCopies (raw: readonly string[]): void {
@@ -72,19 +75,65 @@ function duplicate (name: string): GatewayError {
   return badRequest(ErrorCode.duplicateHeader, `the request carries more than one ${name} header`)
 }
 
-// access_token in the query (RFC 6750 §2.3), in any case or percent-encoding of its name
-const MAYBE_TOKEN_PARAM = /access|%/i
+// RFC 6455 §4.1: a base64-encoded 16-byte nonce; RFC 9110 §5.6.2: a token
+const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 /**
- * RFC 6750 §2: a client uses one method to send its token. A token in the query string
- * would be forwarded and land in the upstream's logs; on routes that look at tokens it is
- * refused (400 invalid_request), whether or not an Authorization header came too.
+ * An upgrade is checked whole before anything is sent upstream (the proxy opens the upstream
+ * WebSocket first, so a handshake `ws` would refuse afterwards must never get that far): a
+ * GET (RFC 6455 §4.1; so it is authorized under the GET rule, never under `*` as a POST),
+ * `Upgrade: websocket` alone (an h2c or other upgrade is not proxied), a well-formed
+ * Sec-WebSocket-Key, version 13 (or 8, which `ws` also speaks), and subprotocols that are
+ * tokens, each offered once.
  */
-export function checkQueryToken (url: string): void {
+export function checkUpgrade (req: IncomingMessage): void {
+  const headers = req.headers
+  if (req.method !== 'GET') throw badUpgrade('a WebSocket upgrade must be a GET request')
+  const upgrade = headers.upgrade
+  if (upgrade === undefined || upgrade.toLowerCase() !== 'websocket') throw badUpgrade('only WebSocket upgrades (Upgrade: websocket) are accepted')
+  const key = headers['sec-websocket-key']
+  if (key === undefined || !WEBSOCKET_KEY.test(key)) throw badUpgrade('the upgrade has no valid Sec-WebSocket-Key')
+  const version = headers['sec-websocket-version']
+  if (version !== '13' && version !== '8') throw badUpgrade('the upgrade has no supported Sec-WebSocket-Version (13)')
+  const protocols = headers['sec-websocket-protocol']
+  if (protocols === undefined) return
+  const seen = new Set<string>()
+  for (const p of ([] as string[]).concat(protocols).join(',').split(',')) {
+    const name = p.trim()
+    if (!TOKEN.test(name) || seen.has(name)) throw badUpgrade('the upgrade offers an invalid or repeated Sec-WebSocket-Protocol')
+    seen.add(name)
+  }
+}
+
+function badUpgrade (message: string): GatewayError {
+  return badRequest(ErrorCode.badUpgrade, message)
+}
+
+// names in the query a server behind the gateway may act on: access_token (RFC 6750 §2.3)
+// and the method-override parameter `_method` (Rails, Laravel, Symfony), in any case or
+// percent-encoding of the name
+const MAYBE_SENSITIVE_PARAM = /access|_method|%/i
+
+/**
+ * The query stage of a proxied route, for what cannot be stripped without changing the
+ * request that was authorized:
+ * - RFC 6750 §2: a client uses one method to send its token. A token in the query string
+ *   would be forwarded and land in the upstream's logs; on routes that look at tokens
+ *   (`tokenRoute`) it is refused (400 invalid_request), whether or not an Authorization
+ *   header came too.
+ * - `_method=DELETE` on a POST is run as a DELETE by Rails (Rack::MethodOverride, on by
+ *   default), Laravel and Symfony: the method that was authorized would not be the one that
+ *   runs (the header spellings are stripped by the rewriter). Refused on every route for
+ *   every method but GET and HEAD, which those frameworks never override.
+ */
+export function checkQuery (url: string, method: string, tokenRoute: boolean): void {
   const q = url.indexOf('?')
   if (q === -1) return
+  const overridable = method !== 'GET' && method !== 'HEAD'
+  if (!tokenRoute && !overridable) return
   const query = url.slice(q + 1)
-  if (!MAYBE_TOKEN_PARAM.test(query)) return
+  if (!MAYBE_SENSITIVE_PARAM.test(query)) return
   let params: URLSearchParams
   try {
     params = new URLSearchParams(query)
@@ -92,8 +141,12 @@ export function checkQueryToken (url: string): void {
     return
   }
   for (const key of params.keys()) {
-    if (key.toLowerCase() === 'access_token') {
+    const name = key.toLowerCase()
+    if (tokenRoute && name === 'access_token') {
       throw invalidRequest(ErrorCode.tokenInQuery, 'send the access token in the Authorization header, not in the query string')
+    }
+    if (overridable && name === '_method') {
+      throw badRequest(ErrorCode.methodOverride, 'a method-override parameter (_method) is refused: send the method itself')
     }
   }
 }

@@ -19,9 +19,13 @@ import type { TrustFunction } from './trust.js'
  *    header name is removed, in any case, repeated, or with `_` for `-`
  * 4. method- and path-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
  *    `X-Method-Override`; `X-Original-URL`, `X-Rewrite-URL`) are removed: the method and
- *    path that were authorized are the ones that run (fix-method-override)
- * 5. `x-forwarded-*` (for, proto, host, port, prefix, scheme, ssl, server), `forwarded`,
- *    `x-real-ip` survive only from a trusted proxy (server.trustProxy); the gateway
+ *    path that were authorized are the ones that run (fix-method-override; the `_method`
+ *    query parameter is refused by the pipeline, edge.ts checkQuery); so are the identity
+ *    headers of other auth proxies (`Remote-User`, `X-Forwarded-User`/`-Email`/`-Groups`,
+ *    `X-Auth-Request-*`…), from anyone (fix-forwarding-and-proxy-identity)
+ * 5. every `x-forwarded*` name (for, proto, host, client-cert, uri…), `forwarded`, and the
+ *    client-address headers (`x-real-ip`, `x-client-ip`, `true-client-ip`,
+ *    `cf-connecting-ip`…) survive only from a trusted proxy (server.trustProxy); the gateway
  *    appends/sets its own
  * 6. `Authorization` and the refresh cookie are not forwarded unless configured
  * 7. `x-request-id` is the gateway's (the client's when well-formed)
@@ -35,15 +39,25 @@ import type { TrustFunction } from './trust.js'
  *    (nginx drops them all by default, which breaks APIs that use them)
  */
 
-// what frameworks read as the client's address, scheme, host or base path once they trust a
-// proxy (Express, Spring, ASP.NET, Rack, Symfony): only a trusted proxy may say it
+// what frameworks and libraries read as the client's address, scheme, host, path or
+// certificate once they trust a proxy (Express, Spring, ASP.NET, Rack, Symfony, request-ip,
+// Envoy's XFCC): only a trusted proxy may say it. Every `x-forwarded*` name is one of them
+// (FORWARDING_PREFIX), whatever follows the prefix
+const FORWARDING_PREFIX = 'x-forwarded'
 const FORWARDING = new Set([
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix',
-  'x-forwarded-scheme', 'x-forwarded-ssl', 'x-forwarded-server', 'forwarded', 'x-real-ip',
+  'forwarded', 'forwarded-for', 'x-real-ip', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip',
+  'fastly-client-ip', 'x-cluster-client-ip', 'x-original-forwarded-for', 'x-original-host', 'x-original-uri', 'x-host',
 ])
 // what frameworks run instead of the request's method (Symfony, Laravel, ASP.NET) or path
-// (IIS URL Rewrite, Zend, older Symfony)
-const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url'])
+// (IIS URL Rewrite, Zend, older Symfony), and the identity other auth proxies vouch for
+// (oauth2-proxy, nginx auth_request, Apache, Pomerium: apps written behind them trust these):
+// only the gateway speaks for the user, so a client's copy is dropped even from a trusted proxy
+const OVERRIDE_OR_IDENTITY = new Set([
+  'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url',
+  'remote-user', 'x-remote-user', 'x-forwarded-user', 'x-forwarded-email', 'x-forwarded-groups',
+  'x-forwarded-preferred-username', 'x-forwarded-access-token', 'x-pomerium-jwt-assertion',
+])
+const AUTH_PROXY_PREFIX = 'x-auth-request-'
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface RequestFacts {
@@ -86,9 +100,10 @@ export class HeaderRewriter {
     this.#trust = trust
   }
 
-  /** true for a header name a client may not send upstream: reserved prefix, injected or an override (`name` canonical) */
+  /** true for a header name a client may not send upstream: reserved prefix, injected, an override or another proxy's identity (`name` canonical) */
   #isReserved (name: string): boolean {
-    return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) || METHOD_OVERRIDE.has(name)
+    return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) ||
+      OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX)
   }
 
   /** request headers for the upstream; `inbound` names are lower case (Node's parser) */
@@ -109,7 +124,7 @@ export class HeaderRewriter {
       if (name.charCodeAt(0) === 58 /* : */) continue // HTTP/2 pseudo-headers describe the client's hop
       if (nominated !== undefined && nominated.has(name)) continue
       if (this.#isReserved(canonical)) continue
-      if (FORWARDING.has(canonical) && !trusted) continue
+      if (!trusted && (canonical.startsWith(FORWARDING_PREFIX) || FORWARDING.has(canonical))) continue
       if (canonical === 'authorization' && !this.#forwardAuthorization) continue
       if (canonical === 'x-request-id') continue
       out[name] = inbound[name]

@@ -4,14 +4,16 @@ import { ErrorCode, GatewayError } from '../errors.js'
  * The path that is authorized must be exactly the path that is forwarded. Rather than
  * normalizing (and risking a different reading than the upstream's), the gateway refuses
  * every path that some server could read differently: dot segments, encoded dots, slashes
- * and backslashes (plain or double-encoded), empty segments, `;` path parameters, NUL and
- * control bytes, fragments, invalid percent-encoding, non-origin-form targets.
+ * and backslashes, anything double-encoded, empty segments, `;` path parameters, control
+ * bytes (plain or encoded), fragments, invalid percent-encoding, non-origin-form targets.
  * See CVE-2021-39162 (Envoy), CVE-2023-44487-era path tricks, and @fastify/http-proxy's
  * prefix escape fix; RFC 3986 §5.2.4 for dot segments.
  */
 
-// %2e . | %2f / | %5c \ | %00 NUL | %25 followed by 2e/2f/5c (double encoding) | %3b ;
-const ENCODED_TRICKS = /%(?:2e|2f|5c|00|3b|25(?:2e|2f|5c|00|3b|25))/i
+// %2e . | %2f / | %5c \ | %3b ; | %00–%1f, %7f control bytes (a `%0d%0a` a server decodes
+// into its logs or a header) | %25 followed by hex: anything double-encoded, which a server
+// that decodes twice reads as another path
+const ENCODED_TRICKS = /%(?:2e|2f|5c|3b|[01][0-9a-f]|7f|25[0-9a-f]{2})/i
 // an encoded unreserved character (ALPHA DIGIT - . _ ~) has no reason to be encoded
 // (RFC 3986 §2.3, §6.2.2.2); a router and an upstream may disagree on decoding it
 const ENCODED_UNRESERVED = /%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f|7e)/i

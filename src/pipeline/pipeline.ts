@@ -6,7 +6,7 @@ import { Reason, type AuthState } from './auth-state.js'
 import { authenticate, missingToken } from './authenticate.js'
 import { authorize, checkMethod } from './authorize.js'
 import { isPreflight } from './cors.js'
-import { checkQueryToken } from './edge.js'
+import { checkQuery } from './edge.js'
 
 /** what the pipeline hands the proxy stage */
 export interface PassedRequest {
@@ -20,8 +20,9 @@ export interface PassedRequest {
  * The request path of a proxied route, in order — the one place that lists the stages
  * (the edge stage, src/pipeline/edge.ts, ran before it for every request):
  *
- *   match route → CORS (preflights answered here) → method → [public: done]
- *     → token in query refused → authenticate (extract, verify, revocation)
+ *   match route → CORS (preflights answered here) → method
+ *     → query (a token or `_method` in it refused) → [public: done]
+ *     → authenticate (extract, verify, revocation)
  *     → authorize (issuer, scopes) → [handler: rewrite headers → proxy]
  *
  * Sync on the hot path. It returns a promise only while an unknown key of an external
@@ -56,12 +57,12 @@ export function runPipeline (request: FastifyRequest, reply: FastifyReply, runti
     reply.header('allow', policy.allow) // RFC 9110 §15.5.6
     throw err
   }
+  checkQuery(request.url, request.method, policy.auth !== 'public')
   if (policy.auth === 'public') {
     state.granted = true
     state.reason = Reason.public
     return undefined
   }
-  checkQueryToken(request.url)
 
   const token = authenticate(runtime.authenticator, request.headers, nowMs)
   if (token instanceof Promise) return token.then(t => { admit(route, request.method, state, t); return undefined })

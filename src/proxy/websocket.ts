@@ -5,8 +5,9 @@ import { WebSocket, WebSocketServer } from 'ws'
 import type { GatewayError } from '../errors.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 import type { ForwardContext, UpstreamTarget } from './exchange.js'
-import { upstreamError, UpstreamTimeoutError } from './errors.js'
+import { CLIENT_CLOSED_STATUS, upstreamError, UpstreamTimeoutError } from './errors.js'
 import type { LiveSockets } from './live-sockets.js'
+import { Reason } from '../pipeline/auth-state.js'
 import { MARKER_PROTOCOL, BEARER_PROTOCOL_PREFIX } from '../pipeline/extract.js'
 
 /** the socket and first bytes of an upgrade request, stashed by the server's upgrade listener */
@@ -45,9 +46,10 @@ export function webSocketServer (maxPayloadBytes: number): WebSocketServer {
 }
 
 /**
- * The proxy stage for a WebSocket upgrade that passed the pipeline: connect to the upstream
- * first (with the rewritten headers: identity in, client copies and the bearer protocol
- * out), then complete the client's handshake with the protocol the upstream chose, then
+ * The proxy stage for a WebSocket upgrade that passed the pipeline (its handshake already
+ * checked whole at the edge, checkUpgrade): connect to the upstream first (with the
+ * rewritten headers: identity in, client copies and the bearer protocol out), then complete
+ * the client's handshake with the protocol the upstream chose, then
  * relay messages both ways with backpressure. An authenticated socket is closed with 1008
  * when its token expires or is revoked (LiveSockets).
  */
@@ -68,6 +70,20 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
   })
   reply.hijack()
   let settled = false
+  // the client's socket was destroyed before its handshake completed (an error, or `ws`
+  // refusing the handshake, which it destroys without a callback — checkUpgrade at the edge
+  // refuses first whatever `ws` would): the upstream connection goes with it, never left
+  // open outside LiveSockets (fix-websocket-handshake-checked-first). A client that only
+  // half-closes is not seen until the route timeout ends the upstream handshake: the socket
+  // is not read before the upgrade completes
+  pending.socket.once('close', () => {
+    if (settled) return
+    settled = true
+    upstream.terminate()
+    request.auth.reason = Reason.clientClosed
+    pending.res.statusCode = CLIENT_CLOSED_STATUS
+    pending.res.emit('finish')
+  })
   const refuse = (error: GatewayError): void => {
     if (settled) return
     settled = true
@@ -89,7 +105,7 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
   })
   upstream.once('open', () => {
     if (settled) return
-    if (pending.socket.destroyed) { settled = true; upstream.terminate(); return }
+    if (pending.socket.destroyed) return // the close listener above has ended both sides
     raw[kChosen] = upstream.protocol !== '' ? upstream.protocol : offered.includes(MARKER_PROTOCOL) ? MARKER_PROTOCOL : false
     target.server.handleUpgrade(raw, pending.socket, pending.head, (client) => {
       settled = true
