@@ -87,6 +87,16 @@ function challenge (realm: string, e: GatewayError): string {
   if (e.oauthError === undefined || e.oauthError === 'invalid_grant') return realm
   let value = `${realm}, error="${e.oauthError}"`
   if (e.oauthError === 'insufficient_scope' && e.scope !== undefined) value += `, scope="${e.scope}"`
-  else value += `, error_description="${e.message.replaceAll('"', "'")}"`
+  else value += `, error_description="${descriptionChars(e.message)}"`
   return value
+}
+
+/**
+ * RFC 6750 §3: error_description holds only %x20-21 / %x23-5B / %x5D-7E. Anything else — a
+ * quote, a backslash, a `…` or a claim name an operator configured — would end the header
+ * early or make Node refuse the header, and with it the whole error answer
+ * (fix-error-description-not-ascii).
+ */
+function descriptionChars (message: string): string {
+  return message.replaceAll('"', "'").replaceAll('…', '...').replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?')
 }

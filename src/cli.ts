@@ -134,7 +134,7 @@ const commands: Record<string, Command> = {
     const scopes = values.scopes?.split(/\s+/).filter(s => s !== '')
     const claims = parseClaims(values.claim ?? [])
     const store = await openAdminStore(config)
-    const admin = adminOptions(config)
+    const admin = adminOptions()
     try {
       const result = await auditedAction(admin, `users ${action}`, name, async () => {
         if (action === 'add') {
@@ -170,7 +170,7 @@ const commands: Record<string, Command> = {
     }
     const config = readConfig(['-c', values.config])
     if (config === undefined) return 1
-    const admin = adminOptions(config)
+    const admin = adminOptions()
     const store = await openAdminStore(config)
     try {
       const result = listing
@@ -221,12 +221,10 @@ async function openAdminStore (config: GatewayConfig): Promise<Store> {
   })
 }
 
-/** revocation timing from the config, and security events as JSON lines on stderr (stdout is the command's result) */
-function adminOptions (config: GatewayConfig): AdminOptions {
+/** security events as JSON lines on stderr (stdout is the command's result) */
+function adminOptions (): AdminOptions {
   const logger = pino({ base: { pid: process.pid }, level: 'info' }, pino.destination({ dest: 2, sync: true }))
   return {
-    accessTokenTtlSec: config.tokens.accessTokenTtlSec,
-    clockSkewSec: config.tokens.clockSkewSec,
     events: new SecurityEvents({ logger }),
   }
 }

@@ -32,7 +32,7 @@ export function verifyOffline (runtime: Runtime, input: ExplainRequest, raw: str
       out.current = { source, check: 'invalid', note: 'refused by the gateway\'s verifier', ...decodedForDisplay(raw) }
       throw err
     }
-    const [, payload, signature] = splitToken(raw)
+    const [, payload] = splitToken(raw)
     const claims = decodeSegment(payload)
     const issuer = runtime.config.issuers.find(i => i.issuer === claims.iss)
     out.current = {
@@ -40,12 +40,12 @@ export function verifyOffline (runtime: Runtime, input: ExplainRequest, raw: str
       check: 'unverified',
       note: `signature not checked: the keys of issuer "${issuer?.name ?? String(claims.iss)}" are fetched at run time and explain does not fetch; decided on the decoded claims (algorithm and typ were checked)`,
     }
-    return fromClaims(runtime.config, claims, signature, nowMs, out.current)
+    return fromClaims(runtime.config, claims, raw, nowMs, out.current)
   }
 }
 
 /** a VerifiedToken from claims, the issuer chosen by `iss` as the verifier chooses it */
-function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, signature: string, nowMs: number, cred: Credentials): VerifiedToken {
+function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, text: string, nowMs: number, cred: Credentials): VerifiedToken {
   let iss = claims.iss
   if (iss === undefined) {
     iss = config.tokens.issuer
@@ -72,7 +72,7 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, sig
     skewMs,
     key: undefined,
     identity: identityHeaders(claims, config.identity),
-    signature,
+    text,
   }
   Object.assign(cred, credentialsOf(cred, token))
   checkTime(token, nowMs) // the verifier's own time check

@@ -5,9 +5,9 @@
  */
 import type { SecurityEvents } from '../security-events.js'
 import { SessionNotFoundError, UserNotFoundError } from './errors.js'
-import { revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
+import { REVOCATION_TIMING, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
 import type { RevocationTiming } from './revoke.js'
-import { DEFAULT_SESSION_OPTIONS, toSessionInfos } from './service.js'
+import { toSessionInfos } from './service.js'
 import type { SessionInfo } from './service.js'
 import { openStore } from './store.js'
 import type { OpenStoreOptions, Store, UserRecord } from './store.js'
@@ -15,9 +15,6 @@ import { addUser, setClaims, setDisabled, setPassword, setScopes } from './users
 
 export interface AdminOptions {
   clock?: () => number
-  /** sizes revocation entries; pass the configured access token TTL */
-  accessTokenTtlSec?: number
-  clockSkewSec?: number
   /** revocations made by a command are security events (user_revoked, session_revoked) */
   events?: SecurityEvents | undefined
 }
@@ -40,10 +37,8 @@ function summary (u: UserRecord): UserSummary {
 function resolve (opts: AdminOptions = {}): { now: number, timing: RevocationTiming } {
   return {
     now: (opts.clock ?? Date.now)(),
-    timing: {
-      accessTokenTtlSec: opts.accessTokenTtlSec ?? DEFAULT_SESSION_OPTIONS.accessTokenTtlSec,
-      clockSkewSec: opts.clockSkewSec ?? DEFAULT_SESSION_OPTIONS.clockSkewSec,
-    },
+    // sized by the limits of any configuration (revoke.ts), not by one gateway's TTL
+    timing: REVOCATION_TIMING,
   }
 }
 

@@ -32,6 +32,9 @@ export interface LoginResult {
   refreshExpiresAt: Date
 }
 
+// C0 controls and DEL: no stored name has one (users.ts NAME_PATTERN)
+const CONTROL = /[\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
+
 export async function loginFlow (ctx: ServiceContext, username: string, password: string, client: LoginClient): Promise<LoginResult> {
   checkPasswordLength(password)
   const events = ctx.events
@@ -45,7 +48,9 @@ export async function loginFlow (ctx: ServiceContext, username: string, password
     ticket = decision.ticket
   }
 
-  const user = username.length > MAX_LOOKUP_NAME_CHARS ? undefined : await ctx.store.findUserByName(username)
+  // a name no user can have (too long, or with a control character, which PostgreSQL
+  // refuses in text: NUL) is an unknown user, never a store error
+  const user = username.length > MAX_LOOKUP_NAME_CHARS || CONTROL.test(username) ? undefined : await ctx.store.findUserByName(username)
   // the unknown user is verified against the dummy hash: equal cost, no enumeration
   const ok = await verifyPassword(user?.passwordHash, password)
   if (user === undefined || !ok || user.disabled) {

@@ -3,21 +3,32 @@
  * revoked, credentials version bumped) and the feed entries (revocations rows + NOTIFY)
  * commit together or not at all.
  *
- * How long an entry must live — until no token it covers can still pass verification:
- * - jti: the token's `exp` plus the verifier's clock skew;
- * - session: now + access TTL + skew (no new access token of a revoked session can be
- *   issued, so the latest one already issued expires by then);
+ * How long an entry must live — until no token it covers can still pass verification, on
+ * any gateway of the fleet, whatever configuration each one ran when the token was signed or
+ * runs when it is checked (a reload may lengthen accessTokenTtl; replicas in a rolling change
+ * differ; an identity provider's token is accepted with that issuer's skew). So entries are
+ * sized by the limits every configuration is held to (config/checks), not by one TTL:
+ * - jti: the token's `exp` plus the largest clock skew any issuer may be given (5 min);
+ * - session: now + the longest lifetime of a gateway token (1 h) + that skew (no new access
+ *   token of a revoked session can be issued, so the latest one already issued ends by then);
  * - user cut-off: the same, for every token with `iat` <= the cut-off.
+ * An entry outlives its tokens by at most an hour: a few bytes per revocation, for a
+ * revocation that never lapses early (fix-revocation-outlives-every-token).
  */
 import type { RevocationEntry } from '../pipeline/denylist.js'
 import type { RevocationEventReason } from '../security-events.js'
 import type { StoreQueries } from './store.js'
+import { MAX_ACCESS_TOKEN_TTL_SEC, MAX_CLOCK_SKEW_SEC } from '../config/checks/tokens.js'
 
 export interface RevocationTiming {
-  accessTokenTtlSec: number
-  /** the verifier's clock tolerance: a token is accepted until exp + this */
+  /** the longest a token an entry covers can live (exp − iat) */
+  tokenLifetimeSec: number
+  /** the largest clock tolerance it is accepted with: until exp + this */
   clockSkewSec: number
 }
+
+/** what every revocation is sized by: the limits of any configuration, see above */
+export const REVOCATION_TIMING: Readonly<RevocationTiming> = Object.freeze({ tokenLifetimeSec: MAX_ACCESS_TOKEN_TTL_SEC, clockSkewSec: MAX_CLOCK_SKEW_SEC })
 
 /** the reason stored on the session row (`revoke_reason`, shown by `sessions list`) */
 export const RevokeReason = {
@@ -38,7 +49,7 @@ export function eventReason (reason: RevokeReasonName): RevocationEventReason {
 const nowSecOf = (nowMs: number): number => Math.floor(nowMs / 1000)
 
 function sessionEntry (sid: string, nowMs: number, timing: RevocationTiming): RevocationEntry {
-  return { kind: 'session', value: sid, expiresAtSec: nowSecOf(nowMs) + timing.accessTokenTtlSec + timing.clockSkewSec }
+  return { kind: 'session', value: sid, expiresAtSec: nowSecOf(nowMs) + timing.tokenLifetimeSec + timing.clockSkewSec }
 }
 
 /** revokes one session; false when unknown or already revoked (then nothing is written) */
@@ -81,7 +92,7 @@ export async function revokeUserTx (tx: StoreQueries, userId: string, nowMs: num
     kind: 'user',
     value: userId,
     issuedBeforeSec: nowSec,
-    expiresAtSec: nowSec + timing.accessTokenTtlSec + timing.clockSkewSec,
+    expiresAtSec: nowSec + timing.tokenLifetimeSec + timing.clockSkewSec,
   }, at)
   return sids
 }

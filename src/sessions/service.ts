@@ -12,7 +12,7 @@ import type { SecurityEvents } from '../security-events.js'
 import { InvalidGrantError, SessionNotFoundError, UserNotFoundError } from './errors.js'
 import { loginFlow } from './login.js'
 import { hasFamilyTag, hashRefreshToken, parseRefreshToken } from './refresh-tokens.js'
-import { eventReason, revokeJtiTx, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
+import { eventReason, REVOCATION_TIMING, revokeJtiTx, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
 import type { RevokeReasonName } from './revoke.js'
 import { refreshFlow } from './rotation.js'
 import type { ServiceContext, SessionServiceOptions } from './service-context.js'
@@ -109,7 +109,7 @@ export class SessionService {
       store: deps.store,
       clock: deps.clock ?? Date.now,
       options,
-      timing: { accessTokenTtlSec: options.accessTokenTtlSec, clockSkewSec: options.clockSkewSec },
+      timing: REVOCATION_TIMING,
       throttle: deps.throttle,
       events: deps.events ?? NO_SECURITY_EVENTS,
       refreshExpiry: (nowMs, sessionExpiresAt) => new Date(Math.min(nowMs + options.refreshTokenTtlSec * 1000, sessionExpiresAt.getTime())),
@@ -196,7 +196,7 @@ export class SessionService {
     if (revoked !== undefined) this.#ctx.events.emit('session_revoked', { sid, sub: revoked, reason: 'admin' })
   }
 
-  /** denylists one access token until `expSec` (+ clock skew) */
+  /** denylists one access token until `expSec` (+ the largest clock skew) */
   async revokeJti (jti: string, expSec: number): Promise<void> {
     const nowMs = this.#now()
     const written = await this.#store.transaction(async (tx) => await revokeJtiTx(tx, jti, expSec, nowMs, this.#ctx.timing))

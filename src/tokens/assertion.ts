@@ -40,7 +40,9 @@ interface Signed { jwt: string, renewAtMs: number }
  * /.well-known/jwks.json; `typ` portcullis-assertion+jwt.
  *
  * Signed once per token and audience and reused until it nears its end — never a signature
- * per request. Reuse is keyed by the token's signature, not by the VerifiedToken object: the
+ * per request. Reuse is keyed by the token's whole text (as the verify cache is), not by
+ * the VerifiedToken object, and not by its signature alone, which a second issuer's key can
+ * be made to verify over other claims (fix-assertion-keyed-by-signature): the
  * verify cache admits a token on its second use (and may be off), so the same token arrives
  * as two or more objects; keyed by object, every token was signed at least twice, and on
  * every request with the cache off (test/e2e/assertion-gateway.test.ts). The map is bounded
@@ -77,7 +79,7 @@ export class AssertionSigner {
   /** the assertion about `token` for `audience`; reused while it has life left */
   assertion (token: VerifiedToken, audience: string): string {
     const nowMs = this.#clock()
-    let byAudience = this.#signed.get(token.signature)
+    let byAudience = this.#signed.get(token.text)
     const cached = byAudience?.get(audience)
     if (cached !== undefined && nowMs < cached.renewAtMs) return cached.jwt
     const iat = Math.floor(nowMs / 1000)
@@ -104,7 +106,7 @@ export class AssertionSigner {
     const jwt = this.#signWithin(payload, this.#maxBytes - identityBytes)
     if (byAudience === undefined) {
       byAudience = new Map()
-      this.#remember(token.signature, byAudience)
+      this.#remember(token.text, byAudience)
     }
     byAudience.set(audience, { jwt, renewAtMs: (exp - (exp - iat) * RENEW_AT_REMAINING) * 1000 })
     return jwt
@@ -113,12 +115,12 @@ export class AssertionSigner {
   /** how many tokens have assertions kept for reuse */
   get size (): number { return this.#signed.size }
 
-  #remember (signature: string, byAudience: Map<string, Signed>): void {
+  #remember (token: string, byAudience: Map<string, Signed>): void {
     const oldest = this.#ring[this.#next]
     if (oldest !== undefined) this.#signed.delete(oldest)
-    this.#ring[this.#next] = signature
+    this.#ring[this.#next] = token
     this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1
-    this.#signed.set(signature, byAudience)
+    this.#signed.set(token, byAudience)
   }
 
   /**

@@ -31,9 +31,12 @@ export interface VerifiedToken extends IssuerVerdict {
   /** identity headers for the upstream, computed at verification */
   readonly identity: readonly IdentityHeader[]
   /**
-   * The token's signature segment: what tells one token from another when the same token was
+   * The whole compact token: what tells one token from another when the same token was
    * verified twice into two objects (the verify cache admits a token on its second use, or is
-   * off), e.g. for reusing its assertion. Not a credential by itself, but never log it either.
+   * off), e.g. for reusing its assertion. The whole text, not its signature segment: a key
+   * chosen to make a victim's signature verify over other claims (ECDSA key substitution by
+   * an issuer the route also accepts) would otherwise share the victim's entry. It is the
+   * credential itself: never logged, never sent.
    */
-  readonly signature: string
+  readonly text: string
 }

@@ -25,7 +25,7 @@ import { backends } from '../fixtures/sessions-backends.js'
 import { makeClock } from '../fixtures/sessions-clock.js'
 import { makeTestSigner } from '../fixtures/sessions-signer.js'
 
-const TIMING = { accessTokenTtlSec: 600, clockSkewSec: 30 }
+const TIMING = { tokenLifetimeSec: 600, clockSkewSec: 30 }
 const b = backends(t)
 if (b.skipped !== undefined) t.comment(b.skipped)
 

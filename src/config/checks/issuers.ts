@@ -1,6 +1,7 @@
 import { durationMs, durationSec } from '../duration.js'
 import { SELF_ISSUER, type IssuerAlgorithm, type IssuerConfig } from '../types.js'
 import { isLoopbackUrl, problem, type CheckContext, type Raw } from './context.js'
+import { MAX_CLOCK_SKEW_SEC } from './tokens.js'
 
 /**
  * `issuers:` — identity providers whose access tokens the gateway trusts besides its own.
@@ -8,7 +9,6 @@ import { isLoopbackUrl, problem, type CheckContext, type Raw } from './context.j
  * configuration only (never a URL in the token).
  */
 
-const MAX_SKEW_SEC = 300
 const MAX_EXTERNAL_LIFETIME_SEC = 7 * 86_400
 
 export function checkIssuers (list: Raw[], selfIssuer: string, ctx: CheckContext): IssuerConfig[] {
@@ -41,7 +41,7 @@ export function checkIssuers (list: Raw[], selfIssuer: string, ctx: CheckContext
       if (url.username !== '' || url.password !== '') problem(ctx, p, 'must not carry credentials')
     }
     const clockSkewSec = durationSec(i.clockSkew)
-    if (clockSkewSec > MAX_SKEW_SEC) problem(ctx, `${path}/clockSkew`, 'must be at most 5m')
+    if (clockSkewSec > MAX_CLOCK_SKEW_SEC) problem(ctx, `${path}/clockSkew`, 'must be at most 5m')
     const maxTokenLifetimeSec = durationSec(i.maxTokenLifetime)
     if (maxTokenLifetimeSec < 60 || maxTokenLifetimeSec > MAX_EXTERNAL_LIFETIME_SEC) problem(ctx, `${path}/maxTokenLifetime`, 'must be between 1m and 7d')
     const j = i.jwks

@@ -9,9 +9,11 @@ import { guarded, problem, readConfigFile, type CheckContext, type Raw } from '.
  */
 
 const MIN_HS256_SECRET_BYTES = 32 // RFC 7518 §3.2: a key at least as long as the hash output
-const MAX_CLOCK_SKEW_SEC = 300
+/** the largest clock skew any configuration may allow (tokens.clockSkew, issuers[].clockSkew) */
+export const MAX_CLOCK_SKEW_SEC = 300
 const MIN_ACCESS_TOKEN_TTL_SEC = 60
-const MAX_ACCESS_TOKEN_TTL_SEC = 3600
+/** the longest lifetime of the gateway's own access tokens any configuration may accept (accessTokenTtl, maxTokenLifetime) */
+export const MAX_ACCESS_TOKEN_TTL_SEC = 3600
 const MAX_REUSE_GRACE_SEC = 60
 export const MIN_RSA_BITS = 2048
 
