@@ -88,12 +88,18 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       done()
     })
 
-    api.get('/admin/users/:name/sessions', { config: { adminAction: AdminAction.listSessions } }, async (request) => {
+    // identifiers as the store can hold them: no control character (PostgreSQL refuses NUL
+    // in text: a store error, a 500, fix-admin-api-input-500), a bounded length
+    const identifier = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }
+    const byName = { params: { type: 'object', required: ['name'], properties: { name: identifier } } }
+    const bySid = { params: { type: 'object', required: ['sid'], properties: { sid: identifier } } }
+
+    api.get('/admin/users/:name/sessions', { config: { adminAction: AdminAction.listSessions }, schema: byName }, async (request) => {
       const { name } = request.params as { name: string }
       return { sessions: await service.listSessions(name) }
     })
 
-    api.post('/admin/users/:name/revoke', { config: { adminAction: AdminAction.revokeUser } }, async (request, reply) => {
+    api.post('/admin/users/:name/revoke', { config: { adminAction: AdminAction.revokeUser }, schema: byName }, async (request, reply) => {
       const { name } = request.params as { name: string }
       const user = await store.findUserByName(name)
       if (user === undefined) throw new UserNotFoundError(name)
@@ -101,7 +107,7 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       reply.send({ revoked: { user: name, sessions } })
     })
 
-    api.delete('/admin/sessions/:sid', { config: { adminAction: AdminAction.revokeSession } }, async (request, reply) => {
+    api.delete('/admin/sessions/:sid', { config: { adminAction: AdminAction.revokeSession }, schema: bySid }, async (request, reply) => {
       const { sid } = request.params as { sid: string }
       await service.revokeSession(sid)
       reply.code(204).send()
@@ -114,7 +120,9 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
           type: 'object',
           additionalProperties: false,
           required: ['jti', 'exp'],
-          properties: { jti: { type: 'string', minLength: 1, maxLength: 200 }, exp: { type: 'integer', minimum: 0 } },
+          // exp before 2100: no token the gateway accepts lives longer than 7 days, and a far
+          // date overflowed the store's timestamp (a 500)
+          properties: { jti: identifier, exp: { type: 'integer', minimum: 0, maximum: 4_102_444_800 } },
         },
       },
     }, async (request, reply) => {

@@ -272,14 +272,15 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       const next = deps.loadConfig()
       await apply(next)
       reloads.succeeded++
-      events.emit('config_reloaded', { hash: next.hash, routes: next.routes.length })
+      events.emit('config_reloaded', { configHash: next.hash, routes: next.routes.length })
       return { ok: true, hash: next.hash, problems: [] }
     } catch (err) {
-      problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }]
+      // anything but a ConfigError is not quoted: its message may hold a value of the file
+      problems = err instanceof ConfigError ? err.problems : [{ path: '', message: `the configuration could not be loaded (${(err as Error).name})` }]
       reloads.failed++
       // every problem in the log; the event line names their paths (never a value)
       logger.error({ problems, hash: holder.current.config.hash }, 'configuration reload refused; the running configuration stays')
-      events.emit('config_reload_failed', { hash: holder.current.config.hash, problems: problems.length, paths: problems.map(p => p.path || '/').join(' ') })
+      events.emit('config_reload_failed', { configHash: holder.current.config.hash, problems: problems.length, paths: problems.map(p => p.path || '/').join(' ') })
       return { ok: false, hash: holder.current.config.hash, problems }
     }
   }

@@ -34,9 +34,9 @@ export interface SecurityEventFields {
   /** an operator's action through the admin API or the CLI */
   admin_action: { action: string, via: 'api' | 'cli', target?: string | undefined, ip?: string | undefined, outcome: 'ok' | 'error', code?: string | undefined }
   /** a new configuration is in force (SIGHUP, portcullis reload, POST /admin/reload) */
-  config_reloaded: { hash: string, routes: number }
+  config_reloaded: { configHash: string, routes: number }
   /** a reload was refused whole: the configuration in force stays; `paths` names each problem */
-  config_reload_failed: { hash: string, problems: number, paths: string }
+  config_reload_failed: { configHash: string, problems: number, paths: string }
 }
 
 export type RevocationEventReason = 'logout' | 'logout_all' | 'admin' | 'password_changed' | 'user_disabled' | 'reuse'

@@ -122,7 +122,8 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     try {
       next = opts.loadConfig()
     } catch (err) {
-      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: String(err) }]
+      // anything but a ConfigError is not quoted: its message may hold a value of the file
+      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: `the configuration could not be loaded (${(err as Error).name})` }]
       logger.error({ event: 'config_reload_failed', problems }, 'configuration reload refused; the running configuration stays')
       return { ok: false, hash: config.hash, problems }
     }

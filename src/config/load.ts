@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
+import { LineCounter, parseDocument, isNode, visit, type Document } from 'yaml'
 import { configSchema } from '../../config/schema.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
@@ -43,7 +43,7 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   }
   if (problems.length > 0) throw new ConfigError(problems, source)
 
-  const raw = resolvePlaceholders(doc.toJS() ?? {}, env, problems) as Record<string, unknown>
+  const raw = resolvePlaceholders(toJS(doc, lineCounter, source) ?? {}, env, problems) as Record<string, unknown>
   const ctx = { baseDir: options.baseDir ?? process.cwd(), source, hash: createHash('sha256').update(text).digest('hex'), cores: options.cores }
   if (!validate(raw)) {
     const schemaProblems = ajvProblems(validate.errors ?? [])
@@ -60,6 +60,30 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
     if (config !== undefined && problems.length === 0) return deepFreeze(config)
   }
   throw new ConfigError(dedupe(problems).map(p => ({ ...p, line: p.line ?? lineOf(doc, lineCounter, p.path) })), source)
+}
+
+/**
+ * The document as plain data. yaml reports an alias without its anchor only here, as a plain
+ * error quoting the alias's name — and an unquoted secret that starts with `*` is read as an
+ * alias, so that message would carry the secret into the log, the reload answer and `check`
+ * (fix-config-error-quotes-secret). The problem names the line, never the text.
+ */
+function toJS (doc: Document, lineCounter: LineCounter, source: string): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: 100 })
+  } catch {
+    let line: number | undefined
+    visit(doc, {
+      Alias (_key, node) {
+        if (line === undefined && node.range !== undefined && node.range !== null) line = lineCounter.linePos(node.range[0]).line
+      },
+    })
+    throw new ConfigError([{
+      path: '',
+      message: 'a value starting with `*` is a YAML alias whose anchor is missing (or aliases expand too far); quote the value',
+      ...(line === undefined ? {} : { line }),
+    }], source)
+  }
 }
 
 /** The errors of anyOf branches are noise: one message per anyOf, from its schema's description. */

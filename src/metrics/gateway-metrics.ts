@@ -1,4 +1,6 @@
+import { STATUS_CODES } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator } from 'prom-client'
+import { CLIENT_CLOSED_STATUS } from '../proxy/errors.js'
 import { KeySetState, type RemoteKeySetStatus } from '../tokens/issuers/remote-key-set.js'
 import { CounterFamily, HistogramFamily, type CounterCell, type HistogramCell } from './families.js'
 import { Mirror } from './mirror.js'
@@ -144,14 +146,18 @@ export class GatewayMetrics {
     const cls = status >= 100 && status < 600 ? (status / 100) | 0 : 0
     const duration = cells.durations[cls] ?? (cells.durations[cls] = this.#requestDuration.cell(route, STATUS_CLASSES[cls]!))
     duration.observe(durationSec)
-    let byReason = cells.requests.get(status)
+    // a status with no registered meaning (an upstream echoing `/status/991`) is `other`
+    // (the gateway's own 499 keeps its number):
+    // request data must not choose how many series there are (fix-metrics-status-label)
+    const code = STATUS_CODES[status] === undefined && status !== CLIENT_CLOSED_STATUS ? 0 : status
+    let byReason = cells.requests.get(code)
     if (byReason === undefined) {
       byReason = new Map()
-      cells.requests.set(status, byReason)
+      cells.requests.set(code, byReason)
     }
     let counter = byReason.get(reason)
     if (counter === undefined) {
-      counter = this.#requests.cell(route, String(status), reason)
+      counter = this.#requests.cell(route, code === 0 ? 'other' : String(code), reason)
       byReason.set(reason, counter)
     }
     counter.inc()
