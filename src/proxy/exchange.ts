@@ -6,9 +6,12 @@ import type { HeaderRewriter, RequestFacts } from '../pipeline/headers.js'
 import type { UpstreamPool } from './pools.js'
 import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
-import { earlyHintsHeaders, responseHeaderList, trailerHeaders, type ResponseRules } from './response-headers.js'
+import { earlyHintsHeaders, responseHeaderList, trailerHeaders, writableHeaderList, type ResponseRules } from './response-headers.js'
 import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
 
+// 103 Early Hints relayed per exchange: hints are optional, and an upstream sending them
+// without end must not fill the gateway's memory with writes a client does not read
+const MAX_EARLY_HINTS = 2
 // a request without a body that met a stale keep-alive socket is sent again, once
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 const STALE_SOCKET = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
@@ -101,6 +104,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #drainHeard = false
   /** when the request was handed to the pool (performance.now) */
   #sentAt = 0
+  /** 103 Early Hints relayed so far */
+  #hints = 0
 
   constructor (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext) {
     this.#target = target
@@ -193,7 +198,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) {
       // 103 Early Hints reach the client; 100 Continue was the gateway's to answer
-      if (statusCode === 103 && !this.#done) {
+      if (statusCode === 103 && !this.#done && this.#hints < MAX_EARLY_HINTS && !this.#res.writableNeedDrain) {
+        this.#hints++
         // Node writes a 103 only with a valid Link; hints are optional, so a bad one is dropped
         try { this.#res.writeEarlyHints(earlyHintsHeaders(headers)) } catch {}
       }
@@ -208,14 +214,22 @@ class Exchange implements Dispatcher.DispatchHandler {
       paths: this.#target.path,
       cors: this.#ctx.cors,
     })
+    const raw = this.#request.raw
     // the client's body was not all read: the connection cannot carry another request
     // (HTTP/1 only: HTTP/2 has no connection header, and a stream ends on its own)
-    if (!this.#request.raw.complete && this.#request.raw.httpVersionMajor === 1) list.push('connection', 'close')
+    if (!raw.complete && raw.httpVersionMajor === 1) list.push('connection', 'close')
+    const http2 = raw.httpVersionMajor === 2
+    // a Trailer field needs a chunked HTTP/1 response (response-headers.ts rule 11)
+    const trailerRefused = headers.trailer !== undefined && !http2 && (statusCode === 204 || statusCode === 304 ||
+      this.#request.method === 'HEAD' || raw.httpVersionMinor === 0 || headers['content-length'] !== undefined)
     try {
-      this.#res.writeHead(statusCode, list as string[])
+      this.#res.writeHead(statusCode, (http2 || trailerRefused ? writableHeaderList(list, trailerRefused, http2) : list) as string[])
     } catch (err) {
-      // Node refused a header the upstream sent; nothing was written yet. Answered first:
-      // the abort reaches onResponseError, which must find the exchange done
+      // Node refused a header the upstream sent; nothing was written yet, but Node may have
+      // changed the response before it threw (the status line's reason, "no body", the
+      // headers stored so far): undone, so the 502 is whole. Answered first: the abort
+      // reaches onResponseError, which must find the exchange done
+      resetResponse(this.#res)
       this.#fail(upstreamError(err as Error))
       controller.abort(err as Error)
       return
@@ -297,6 +311,17 @@ class Exchange implements Dispatcher.DispatchHandler {
   #clearTimers (): void {
     if (this.#headersTimer !== undefined) { clearTimeout(this.#headersTimer); this.#headersTimer = undefined }
     if (this.#writeTimer !== undefined) { clearTimeout(this.#writeTimer); this.#writeTimer = undefined }
+  }
+}
+
+/** what a `writeHead` that threw may have left on a response nothing was written to */
+function resetResponse (res: ServerResponse): void {
+  for (const name of res.getHeaderNames()) res.removeHeader(name)
+  // node:http's own fields (HTTP/1 only; an HTTP/2 response keeps no such state)
+  const h1 = res as ServerResponse & { _hasBody?: boolean }
+  if (typeof h1._hasBody === 'boolean') {
+    h1._hasBody = true
+    res.statusMessage = ''
   }
 }
 

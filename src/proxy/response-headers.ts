@@ -13,7 +13,8 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
  *    would (RFC 6265bis §5.6, undici's parser: names trimmed of whitespace, a nameless cookie
  *    — `=name=v`, or `name` with no `=` at all — is its value), compared case-insensitively
  *    (fix-upstream-refresh-cookie)
- * 4. `Clear-Site-Data` is removed: only the gateway may wipe a client's cookies and storage
+ * 4. `Clear-Site-Data` is removed: only the gateway may wipe a client's cookies and storage;
+ *    so is the obsolete `Set-Cookie2`
  * 5. `Location` under the route's rewritePrefix is moved back under its prefix
  * 6. on a CORS route the gateway's `Access-Control-*` replace the upstream's, and `Origin`
  *    joins its `Vary`
@@ -21,8 +22,9 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
  *    trailer may not carry (§6.5.1: framing, routing, authentication, caching, content
  *    metadata) and the rules above (fix-trailers-and-early-hints); `103 Early Hints` are
  *    relayed under the same rules, without Set-Cookie and framing, each Link separately
- *    (Node refuses a comma-joined one); `100 Continue` is not (the gateway answered the
- *    client's Expect itself)
+ *    (Node refuses a comma-joined one), at most two per request and none to a client that
+ *    is not reading (fix-response-node-refuses); `100 Continue` is not (the gateway answered
+ *    the client's Expect itself)
  * 8. a header Node refuses to write (invalid characters) fails the exchange with 502; undici
  *    already refuses control characters, obs-fold, bare CR, duplicate or conflicting framing
  *    and header blocks over 16 KiB (502 too), and hands values over as latin1, byte for byte
@@ -30,6 +32,10 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
  *    client can read a body into the next response on its connection
  * 10. a response to HEAD, a 204 and a 304 end with their headers (RFC 9112 §6.3), whatever
  *    the upstream's framing says or sends after them (exchange.ts)
+ * 11. the list is made writable before it is written (writableHeaderList): `Trailer` is
+ *    dropped where no trailer can follow (HEAD, 204, 304, HTTP/1.0, Content-Length), and over
+ *    HTTP/2 a single-value field keeps its first value; should Node still refuse the list,
+ *    what it changed before throwing is undone so the 502 is whole (fix-response-node-refuses)
  */
 export interface ResponseRules {
   /** the refresh cookie name, lower case; undefined when the gateway forwards it (then upstreams own it) */
@@ -55,7 +61,7 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
   let vary: string | string[] | undefined
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id' || name === 'clear-site-data') continue
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id' || name === 'clear-site-data' || name === 'set-cookie2') continue
     if (nominated !== undefined && nominated.has(name)) continue
     if (statusCode === 204 && name === 'content-length') continue
     if (name === 'set-cookie') {
@@ -94,6 +100,45 @@ export function earlyHintsHeaders (headers: Readonly<Record<string, string | str
 
 // a 1xx has no body (RFC 9110 §8.6) and sets no state in the client
 const NOT_IN_HINTS: ReadonlySet<string> = new Set(['set-cookie', 'clear-site-data', 'x-request-id', 'content-length'])
+
+/**
+ * A header list the client's response can actually be written with (rule 11): Node refuses, after it has already changed the response,
+ * - a `Trailer` field on an HTTP/1 response that is not chunked (a 204 or 304, an answer to
+ *   HEAD, an HTTP/1.0 client, a declared Content-Length): trailers cannot follow it, so the
+ *   field is dropped;
+ * - over HTTP/2, a second value of a field it holds single-valued (`ETag`, `Location`,
+ *   `Content-Type`…, Node's list): the first value is kept, as a browser over HTTP/1.1 would.
+ */
+export function writableHeaderList (list: Array<string | string[]>, dropTrailer: boolean, http2: boolean): Array<string | string[]> {
+  let out: Array<string | string[]> | undefined
+  let seen: Set<string> | undefined
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i] as string
+    let value = list[i + 1] as string | string[]
+    let drop = dropTrailer && name === 'trailer'
+    if (http2 && SINGLE_VALUE_H2.has(name)) {
+      seen ??= new Set()
+      drop = seen.has(name)
+      seen.add(name)
+      // repeated lines arrive as one field with a list of values
+      if (!drop && typeof value !== 'string') {
+        value = value[0] ?? ''
+        out ??= list.slice(0, i)
+      }
+    }
+    if (drop) out ??= list.slice(0, i)
+    else if (out !== undefined) out.push(name, value)
+  }
+  return out ?? list
+}
+
+// node:http2's single-value fields (lib/internal/http2/util.js kSingleValueHeaders), the ones
+// a response can carry
+const SINGLE_VALUE_H2: ReadonlySet<string> = new Set([
+  'access-control-allow-credentials', 'access-control-max-age', 'age', 'content-encoding', 'content-language',
+  'content-length', 'content-location', 'content-md5', 'content-range', 'content-type', 'date', 'etag', 'expires',
+  'last-modified', 'location', 'retry-after', 'tk', 'x-content-type-options', 'from', 'max-forwards', 'dnt',
+])
 
 /** `<a>; rel=preload, <b>; rel=preload` → one entry per link (commas inside `<…>` or quotes stay) */
 function splitLinks (value: string | string[]): string[] {
