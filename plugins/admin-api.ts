@@ -7,6 +7,7 @@ import type { SecurityEvents } from '../src/security-events.js'
 import { UserNotFoundError } from '../src/sessions/errors.js'
 import type { SessionService } from '../src/sessions/service.js'
 import type { Store } from '../src/sessions/store.js'
+import { CONTROL_CHARACTER } from '../src/text.js'
 
 export interface AdminApiOptions {
   token: string
@@ -90,7 +91,7 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
 
     // identifiers as the store can hold them: no control character (PostgreSQL refuses NUL
     // in text: a store error, a 500, fix-admin-api-input-500), a bounded length
-    const identifier = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }
+    const identifier = { type: 'string', minLength: 1, maxLength: 200, pattern: `^[^${CONTROL_CHARACTER.source.slice(1, -1)}]+$` }
     const byName = { params: { type: 'object', required: ['name'], properties: { name: identifier } } }
     const bySid = { params: { type: 'object', required: ['sid'], properties: { sid: identifier } } }
 

@@ -70,7 +70,7 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
  */
 function toJS (doc: Document, lineCounter: LineCounter, source: string): unknown {
   try {
-    return doc.toJS({ maxAliasCount: 100 })
+    return doc.toJS()
   } catch {
     let line: number | undefined
     visit(doc, {

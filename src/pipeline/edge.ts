@@ -17,8 +17,7 @@ import { checkPath } from './path.js'
  *   two `Host`, two `Content-Type` (the CSRF check reads it);
  * - Transfer-Encoding other than a lone `chunked` (RFC 9112 §6.1: `gzip, chunked` is legal
  *   HTTP, but a proxy that forwards it invites a desync with an upstream that decodes
- *   differently) → 501, as nginx does.
-
+ *   differently) → 501, as nginx does;
  * - an upgrade that is not a well-formed WebSocket handshake (checkUpgrade).
  */
 

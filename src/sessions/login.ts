@@ -16,6 +16,7 @@ import type { ServiceContext } from './service-context.js'
 import { clip, MAX_IP_CHARS, MAX_USER_AGENT_CHARS } from './service-context.js'
 import type { UserRecord } from './store.js'
 import type { AttemptTicket } from './throttle.js'
+import { hasControlCharacter } from '../text.js'
 
 /** no stored name can be longer (users.ts: 128); a longer one is not looked up at all */
 const MAX_LOOKUP_NAME_CHARS = 256
@@ -32,9 +33,6 @@ export interface LoginResult {
   refreshExpiresAt: Date
 }
 
-// C0 controls and DEL: no stored name has one (users.ts NAME_PATTERN)
-const CONTROL = /[\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
-
 export async function loginFlow (ctx: ServiceContext, username: string, password: string, client: LoginClient): Promise<LoginResult> {
   checkPasswordLength(password)
   const events = ctx.events
@@ -50,7 +48,7 @@ export async function loginFlow (ctx: ServiceContext, username: string, password
 
   // a name no user can have (too long, or with a control character, which PostgreSQL
   // refuses in text: NUL) is an unknown user, never a store error
-  const user = username.length > MAX_LOOKUP_NAME_CHARS || CONTROL.test(username) ? undefined : await ctx.store.findUserByName(username)
+  const user = username.length > MAX_LOOKUP_NAME_CHARS || hasControlCharacter(username) ? undefined : await ctx.store.findUserByName(username)
   // the unknown user is verified against the dummy hash: equal cost, no enumeration
   const ok = await verifyPassword(user?.passwordHash, password)
   if (user === undefined || !ok || user.disabled) {
