@@ -175,7 +175,7 @@ for (let round = 0; round < ROUNDS; round++) {
     // the channel subscribers are process-wide: one hub subscribed at a time
     const { provider, exporter } = tracer()
     const m = new GatewayMetrics({ defaultMetrics: false })
-    const { hub, close } = await hubWith([new RequestTracing(provider.getTracer('bench'), ratio), metricsObserver(m)])
+    const { hub, close } = await hubWith([new RequestTracing(provider.getTracer('bench'), ratio, () => false), metricsObserver(m)])
     rows[row]![1].push(await cpuNs(proxied(hub, m)))
     await provider.shutdown()
     await close()

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { GatewayConfig } from '../src/config/types.js'
+import type { TrustFunction } from '../src/pipeline/trust.js'
 import { telemetryHub } from '../src/telemetry/hub.js'
 
 export interface TracingOptions {
@@ -7,6 +8,8 @@ export interface TracingOptions {
   otlp: GatewayConfig['telemetry']['otlp']
   /** how long finished spans wait to be sent together, ms (default 5000; tests shorten it) */
   exportDelayMs?: number
+  /** server.trustProxy's decision: only these peers' sampled flags are followed */
+  trust: TrustFunction
 }
 
 /**
@@ -25,7 +28,7 @@ export default fp(async function tracing (app, opts: TracingOptions) {
     import('../src/telemetry/tracing.js'),
   ])
   const provider = createTracerProvider(opts.otlp, app.log, { exportDelayMs: opts.exportDelayMs })
-  telemetryHub(app).add(new RequestTracing(provider.getTracer('portcullis'), opts.otlp.sampleRatio))
+  telemetryHub(app).add(new RequestTracing(provider.getTracer('portcullis'), opts.otlp.sampleRatio, opts.trust))
   // after in-flight requests ended their spans (onClose runs once the server stopped); bounded by telemetry.otlp.timeout
   app.addHook('onClose', async () => { await provider.shutdown() })
 }, { name: 'portcullis-tracing', fastify: '5.x', dependencies: ['portcullis-edge'] })

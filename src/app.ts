@@ -168,7 +168,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   await app.register(errorsPlugin, { realm: initial.server.realm })
   await app.register(edgePlugin, { holder })
   // traces: nothing at all is registered when telemetry.otlp is absent
-  await app.register(tracingPlugin, { otlp: initial.telemetry.otlp, exportDelayMs: deps.traceExportDelayMs })
+  await app.register(tracingPlugin, { otlp: initial.telemetry.otlp, exportDelayMs: deps.traceExportDelayMs, trust })
   if (initial.logging.decisions) await app.register(accessLogPlugin, { logger })
   await app.register(jwksPlugin)
   const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)

@@ -3,6 +3,7 @@ import { parseTraceParent, TraceState } from '@opentelemetry/core'
 import { RandomIdGenerator } from '@opentelemetry/sdk-trace'
 import type { FastifyRequest } from 'fastify'
 import { Reason } from '../pipeline/auth-state.js'
+import type { TrustFunction } from '../pipeline/trust.js'
 import type { RequestObserver } from './hub.js'
 import type { UpstreamCall } from './upstream-call.js'
 
@@ -14,13 +15,17 @@ import type { UpstreamCall } from './upstream-call.js'
  * the gateway started the trace (a `tracestate` without a valid `traceparent` belongs to no
  * trace: W3C Trace Context §3.3.1).
  *
- * Sampling is parent-based and decided here, before OpenTelemetry is asked for anything: a
- * client's sampled flag is followed; a request without a trace is sampled at `sampleRatio`.
+ * Sampling is decided here, before OpenTelemetry is asked for anything: `sampleRatio` decides,
+ * and a client's trace is continued either way. A sampled flag is followed only from a trusted
+ * proxy (`server.trustProxy`, whose tracing made the decision upstream of us): from anyone else
+ * it would let a client trace every request it sends — ~16 µs of span work and two exported
+ * spans each at any `sampleRatio`, a flood a client chooses — or keep its requests out of the
+ * traces (fix-client-sampling-flag).
  * An unsampled request costs no span at all (OTel would build two non-recording ones, ~3 µs,
  * bench/micro-metrics.ts): a client's unsampled `traceparent` reaches the upstream as it came
- * (the gateway recorded nothing, so the client's span stays the upstream's parent), and one
- * the gateway starts goes out with new ids and flags 00, so the upstream does not sample it
- * either.
+ * (the gateway recorded nothing, so the client's span stays the upstream's parent) — with
+ * flags 00 where the client said 01 and was not followed — and one the gateway starts goes
+ * out with new ids and flags 00, so the upstream does not sample it either.
  *
  * Attributes are fixed identifiers the gateway chose (route, method, status, decision reason,
  * request id, the upstream's host and port) — never a URL with its query, a header value, a
@@ -36,6 +41,8 @@ interface RequestTrace {
   readonly continued: boolean
   /** not sampled, started here: the trace id the upstream is given */
   readonly unsampledTraceId: string | undefined
+  /** not sampled, a client's sampled traceparent not followed: what the upstream gets instead (flags 00) */
+  readonly declinedParent: string | undefined
 }
 
 const kTrace = Symbol('portcullis.trace')
@@ -59,13 +66,19 @@ function clientParent (request: FastifyRequest): SpanContext | undefined {
 export class RequestTracing implements RequestObserver {
   readonly #tracer: Tracer
   readonly #sampleRatio: number
+  readonly #trust: TrustFunction
   /** upstream origin → its host and port attributes */
   readonly #servers = new Map<string, Attributes>()
 
-  /** `tracer`'s provider must record every span it is asked for (AlwaysOn): the decision is taken here */
-  constructor (tracer: Tracer, sampleRatio: number) {
+  /**
+   * `tracer`'s provider must record every span it is asked for (AlwaysOn): the decision is
+   * taken here. `trust`: server.trustProxy's decision (src/pipeline/trust.ts), whose peers'
+   * sampled flags are followed.
+   */
+  constructor (tracer: Tracer, sampleRatio: number, trust: TrustFunction) {
     this.#tracer = tracer
     this.#sampleRatio = sampleRatio
+    this.#trust = trust
   }
 
   /** the request's trace, decided when first needed: at the first upstream call or when the request ends */
@@ -73,10 +86,18 @@ export class RequestTracing implements RequestObserver {
     const existing = request[kTrace]
     if (existing !== undefined) return existing
     const parent = clientParent(request)
-    const sampled = parent === undefined ? Math.random() < this.#sampleRatio : (parent.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED
+    const clientSampled = parent !== undefined && (parent.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED
+    const followed = parent !== undefined && this.#trust(request.socket.remoteAddress)
+    const sampled = followed ? clientSampled : Math.random() < this.#sampleRatio
     let state: RequestTrace
     if (!sampled) {
-      state = { span: undefined, context: ROOT_CONTEXT, continued: parent !== undefined, unsampledTraceId: parent === undefined ? ids.generateTraceId() : undefined }
+      state = {
+        span: undefined,
+        context: ROOT_CONTEXT,
+        continued: parent !== undefined,
+        unsampledTraceId: parent === undefined ? ids.generateTraceId() : undefined,
+        declinedParent: clientSampled ? `00-${parent.traceId}-${parent.spanId}-00` : undefined,
+      }
     } else {
       const parentContext = parent === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, parent)
       const route = request.auth?.route ?? ''
@@ -86,7 +107,7 @@ export class RequestTracing implements RequestObserver {
         startTime: request.acceptedAt > 0 ? request.acceptedAt : undefined,
         attributes: { 'http.request.method': request.method, 'portcullis.request_id': request.id },
       }, parentContext)
-      state = { span, context: trace.setSpan(parentContext, span), continued: parent !== undefined, unsampledTraceId: undefined }
+      state = { span, context: trace.setSpan(parentContext, span), continued: parent !== undefined, unsampledTraceId: undefined, declinedParent: undefined }
     }
     request[kTrace] = state
     return state
@@ -112,10 +133,13 @@ export class RequestTracing implements RequestObserver {
   upstreamStart (call: UpstreamCall): void {
     const parent = this.#requestTrace(call.request)
     if (parent.span === undefined) {
-      // not sampled: a client's traceparent (and tracestate) pass as they came; a trace started here is announced unsampled
+      // not sampled: a client's traceparent (and tracestate) pass as they came, flags 00 where
+      // the client asked for sampling and was not followed; a trace started here is announced unsampled
       if (parent.unsampledTraceId !== undefined) {
         call.setHeader('traceparent', `00-${parent.unsampledTraceId}-${ids.generateSpanId()}-00`)
         call.removeHeader('tracestate')
+      } else if (parent.declinedParent !== undefined) {
+        call.setHeader('traceparent', parent.declinedParent)
       }
       return
     }

@@ -1,62 +1,16 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { stringify } from 'yaml'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
-import { loadConfigText } from '../../src/config/load.js'
-import { buildGateway, type Gateway } from '../../src/app.js'
-import { listen } from '../../src/server.js'
 import { telemetryHub } from '../../src/telemetry/hub.js'
-import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
-import { startOtlpReceiver, type OtlpReceiver } from '../fixtures/otlp-receiver.js'
-import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, raw, signWith } from '../fixtures/gateway.js'
+import type { RecordingUpstream } from '../fixtures/upstream.js'
+import { baseConfig, goodClaims, raw, signWith } from '../fixtures/gateway.js'
+import { key, newTraceparent, parseTraceparent, setup, start, traced } from '../fixtures/tracing.js'
 import { ROOT } from '../fixtures/process.js'
 
 const SERVER = 2
 const CLIENT = 3
 const ERROR = 2
-const key = makeKey('EdDSA')
-
-interface Teardown { teardown: (fn: () => unknown) => void }
-
-/** builds the gateway (app.ts registers the tracing plugin) with a short export delay, and listens */
-interface Started { gateway: Gateway, url: string, close: () => Promise<void> }
-
-async function start (t: Teardown, config: Record<string, any>, exportDelayMs = 50, logger = pino({ level: 'silent' })): Promise<Started> {
-  const parsed = loadConfigText(stringify(config), { env: {} })
-  const gateway = await buildGateway(parsed, { logger, traceExportDelayMs: exportDelayMs })
-  const l = await listen(gateway, { handleSignals: false })
-  const started = { gateway, url: `${PUBLIC_SCHEME}://127.0.0.1:${l.port}`, close: () => l.shutdown() }
-  t.teardown(() => started.close())
-  return started
-}
-
-function traced (receiver: OtlpReceiver, routes: unknown[], otlp: Record<string, unknown> = {}): Record<string, any> {
-  return { ...baseConfig(key, routes), telemetry: { otlp: { endpoint: receiver.endpoint, serviceName: 'portcullis-test', sampleRatio: 1, timeout: '2s', ...otlp } } }
-}
-
-interface Parent { traceId: string, spanId: string, flags: string }
-function parseTraceparent (value: unknown): Parent {
-  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(String(value))
-  if (m === null) throw new Error(`not a traceparent: ${String(value)}`)
-  return { traceId: m[1]!, spanId: m[2]!, flags: m[3]! }
-}
-
-function newTraceparent (sampled = true): Parent & { header: string } {
-  const traceId = randomBytes(16).toString('hex')
-  const spanId = randomBytes(8).toString('hex')
-  const flags = sampled ? '01' : '00'
-  return { traceId, spanId, flags, header: `00-${traceId}-${spanId}-${flags}` }
-}
-
-async function setup (t: Teardown, handler?: Parameters<typeof startUpstream>[0]): Promise<{ upstream: RecordingUpstream, receiver: OtlpReceiver }> {
-  const upstream = await startUpstream(handler)
-  const receiver = await startOtlpReceiver()
-  t.teardown(() => Promise.all([upstream.close(), receiver.close()]))
-  return { upstream, receiver }
-}
-
 const ORDERS = (upstream: RecordingUpstream, extra: Record<string, unknown> = {}): unknown => ({ name: 'orders', prefix: '/api', upstream: upstream.url, auth: 'required', ...extra })
 
 t.test('a client traceparent: the request span is its child, and the upstream gets the same trace with the gateway\'s upstream span as parent', async (t) => {
@@ -160,9 +114,9 @@ t.test('an upstream that refuses the connection: the upstream span has the error
   t.match(client, { parentSpanId: server.spanId, attributes: { 'error.type': 'ECONNREFUSED' }, status: { code: ERROR, message: 'ECONNREFUSED' } })
 })
 
-t.test('parent-based sampling: a client\'s sampled flag is followed; without one, sampleRatio decides — and the upstream is told either way', async (t) => {
+t.test('parent-based sampling behind a trusted proxy: its sampled flag is followed; without one, sampleRatio decides — and the upstream is told either way', async (t) => {
   const { upstream, receiver } = await setup(t)
-  const gw = await start(t, traced(receiver, [ORDERS(upstream, { auth: 'public' })], { sampleRatio: 0 }))
+  const gw = await start(t, traced(receiver, [ORDERS(upstream, { auth: 'public' })], { sampleRatio: 0 }, { server: { trustProxy: ['127.0.0.1'] } }))
   await raw(gw.url, '/api/unsampled', { headers: { tracestate: 'vendor=orphan' } })
   const sampledByClient = newTraceparent(true)
   await raw(gw.url, '/api/sampled', { headers: { traceparent: sampledByClient.header } })
