@@ -84,9 +84,11 @@ export interface Gateway {
   apply: (config: GatewayConfig) => Promise<void>
   /**
    * Loads the configuration file again and applies it whole (SIGHUP, `portcullis reload`,
-   * POST /admin/reload). On failure nothing changes and every problem is logged.
+   * POST /admin/reload) — or applies `next`, a configuration already loaded (a worker is
+   * handed the one its primary loaded: src/workers.ts). On failure nothing changes and every
+   * problem is logged.
    */
-  reload: () => Promise<ReloadResult>
+  reload: (next?: GatewayConfig) => Promise<ReloadResult>
   /** reload outcomes so far, for the metrics */
   readonly reloads: { succeeded: number, failed: number, lastAt: number | undefined }
   close: () => Promise<void>
@@ -264,12 +266,12 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   }
 
   const reloads = { succeeded: 0, failed: 0, lastAt: undefined as number | undefined }
-  async function reload (): Promise<ReloadResult> {
+  async function reload (given?: GatewayConfig): Promise<ReloadResult> {
     reloads.lastAt = clock()
     let problems: readonly ConfigProblem[]
     try {
-      if (deps.loadConfig === undefined) throw new ConfigError([{ path: '', message: 'this gateway was started without a configuration file to reload' }], 'reload')
-      const next = deps.loadConfig()
+      if (given === undefined && deps.loadConfig === undefined) throw new ConfigError([{ path: '', message: 'this gateway was started without a configuration file to reload' }], 'reload')
+      const next = given ?? deps.loadConfig!()
       await apply(next)
       reloads.succeeded++
       events.emit('config_reloaded', { configHash: next.hash, routes: next.routes.length })

@@ -8,7 +8,7 @@ import { ALGORITHMS, type Algorithm, type GatewayConfig } from './config/types.j
 import { generateKey } from './tokens/keys.js'
 import { buildGateway } from './app.js'
 import { listen } from './server.js'
-import { isWorker, runPrimary, serveAsWorker } from './workers.js'
+import { configFromPrimary, isWorker, runPrimary, serveAsWorker } from './workers.js'
 import { createLogger } from './logger.js'
 import adminApiPlugin from '../plugins/admin-api.js'
 import { SessionService } from './sessions/service.js'
@@ -56,17 +56,19 @@ type Command = (args: string[]) => Promise<number>
 
 const commands: Record<string, Command> = {
   start: async (args) => {
-    const config = readConfig(args)
+    const worker = isWorker()
+    // a worker runs the configuration its primary read, never the file (src/workers.ts)
+    const config = worker ? await configFromPrimary() : readConfig(args)
     if (config === undefined) return 1
-    if (config.server.workers > 1 && !isWorker()) {
+    if (config.server.workers > 1 && !worker) {
       await startPrimary(config, (): GatewayConfig => loadConfigFile(config.source, { env: process.env }))
       return -1
     }
     // fail closed: without the store there is no denylist, so the gateway does not start
     const store = await openConfiguredStore(config)
-    const loadConfig = (): GatewayConfig => loadConfigFile(config.source, { env: process.env })
+    // a worker's reloads are handed to it by the primary
+    const loadConfig = worker ? undefined : (): GatewayConfig => loadConfigFile(config.source, { env: process.env })
     const gateway = await buildGateway(config, { store, loadConfig })
-    const worker = isWorker()
     const l = await listen(gateway, { admin: !worker })
     if (worker) serveAsWorker(gateway, l.port)
     return -1 // keep running

@@ -5,7 +5,8 @@ import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
 import type { Gateway, ReloadResult } from './app.js'
 import type { HealthCheck } from './health.js'
-import { ConfigError } from './errors.js'
+import { ConfigError, type ConfigProblem } from './errors.js'
+import { reloadProblems } from './reload.js'
 import errorsPlugin from '../plugins/errors.js'
 import healthPlugin from '../plugins/health.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
@@ -20,25 +21,57 @@ import adminReloadPlugin from '../plugins/admin-reload.js'
  *
  * The primary does no proxying: it runs the admin listener (health with every worker's
  * readiness, metrics of all workers, reload, the admin API), replaces a worker that dies,
- * and on SIGTERM has every worker drain before it exits. SIGHUP and POST /admin/reload make
- * the primary validate the file, then every worker reload it.
+ * and on SIGTERM has every worker drain before it exits.
+ *
+ * One configuration for the whole fleet: the primary is the only process that reads
+ * gateway.yaml (and the key and certificate files it names). A worker starts on the
+ * configuration the primary hands it, not on the file — a worker replaced after the file was
+ * edited but not reloaded would otherwise serve the edit, or crash-loop on a broken one. SIGHUP
+ * and POST /admin/reload make the primary load and validate the file once and hand the result
+ * to every worker; if any worker refuses it or does not answer, the ones that switched are
+ * switched back and a worker that cannot confirm either is replaced, so every worker serves
+ * the configuration the primary reports (fix-workers-one-configuration). Reloads run one at a
+ * time; a worker that starts during one gets the outcome.
  */
 
-/** messages between the primary and its workers */
-type ToWorker = { type: 'reload', id: number } | { type: 'health', id: number }
+/** messages between the primary and its workers (structured clone: `serialization: 'advanced'`) */
+type ToWorker =
+  | { type: 'config', config: GatewayConfig }
+  | { type: 'reload', id: number, config: GatewayConfig }
+  | { type: 'health', id: number }
 type FromWorker =
+  | { type: 'config?' }
   | { type: 'listening', port: number }
   | { type: 'reloaded', id: number, result: ReloadResult }
   | { type: 'health', id: number, checks: HealthCheck[] }
 
 export const WORKER_ENV = 'PORTCULLIS_WORKER'
 const IPC_TIMEOUT_MS = 2000
+/** a reload compiles the whole configuration (10,000 routes: well under a second) */
+const RELOAD_TIMEOUT_MS = 10_000
+/** how long a starting worker waits for its configuration */
+const CONFIG_TIMEOUT_MS = 30_000
 /** a worker that dies this soon after it started counts as crash-looping */
 const EARLY_DEATH_MS = 5000
 const MAX_RESTART_DELAY_MS = 30_000
 
 export function isWorker (): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1'
+}
+
+/** In a worker: the configuration to start on, from the primary (which read the file). */
+export async function configFromPrimary (): Promise<GatewayConfig> {
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { done(); reject(new Error('the primary did not hand this worker a configuration')) }, CONFIG_TIMEOUT_MS)
+    const listener = (m: ToWorker): void => {
+      if (m?.type !== 'config') return
+      done()
+      resolve(m.config)
+    }
+    const done = (): void => { clearTimeout(timer); process.off('message', listener) }
+    process.on('message', listener)
+    process.send?.({ type: 'config?' } satisfies FromWorker)
+  })
 }
 
 /**
@@ -51,20 +84,23 @@ export function serveAsWorker (gateway: Gateway, port: number): void {
   AggregatorRegistry.setRegistries([gateway.metrics.registry])
   new AggregatorRegistry() // eslint-disable-line no-new -- its constructor is what installs the worker's answering listener
   process.on('message', (m: ToWorker) => {
-    if (m.type === 'reload') {
-      gateway.reload().then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
+    if (m?.type === 'reload') {
+      gateway.reload(m.config).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
         send({ type: 'reloaded', id: m.id, result: { ok: false, hash: gateway.config.hash, problems: [{ path: '', message: String(err) }] } })
       })
-    } else if (m.type === 'health') {
+    } else if (m?.type === 'health') {
       send({ type: 'health', id: m.id, checks: gateway.readiness.map(check => check()) })
     }
   })
+  // the primary reloads the fleet; a SIGHUP sent to a worker (a process-group signal) would
+  // otherwise end it, Node's default
+  process.on('SIGHUP', () => {})
   send({ type: 'listening', port })
 }
 
 export interface PrimaryOptions {
   config: GatewayConfig
-  /** reads and validates gateway.yaml again */
+  /** reads and validates gateway.yaml again (only the primary reads it) */
   loadConfig: () => GatewayConfig
   logger: Logger
   /** extra admin routes that need the store (the admin API), registered by the caller */
@@ -73,7 +109,14 @@ export interface PrimaryOptions {
   close?: () => Promise<void>
 }
 
-interface Slot { worker: Worker, startedAt: number, listening: boolean, restarts: number }
+interface Slot {
+  worker: Worker
+  startedAt: number
+  listening: boolean
+  restarts: number
+  /** the configuration this worker was handed last (undefined: none yet) */
+  config: GatewayConfig | undefined
+}
 
 export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: number, shutdown: (signal?: string) => Promise<void>, workers: () => number[] }> {
   const { logger } = opts
@@ -84,13 +127,34 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   const restarts = 0
   const pending = new Map<number, { resolve: (m: FromWorker) => void }>()
 
+  // a worker that died while it was handed its configuration is replaced by the exit handler
+  const handOutFailed = (err: unknown): void => { logger.warn({ err: String(err) }, 'a configuration could not be handed to a worker') }
+  // configurations go to workers whole, as objects (undefined and Infinity included)
+  cluster.setupPrimary({ serialization: 'advanced' })
   const fork = (restarts: number): void => {
     const worker = cluster.fork({ [WORKER_ENV]: '1' })
-    const slot: Slot = { worker, startedAt: Date.now(), listening: false, restarts }
+    const slot: Slot = { worker, startedAt: Date.now(), listening: false, restarts, config: undefined }
     slots.set(worker.id, slot)
     worker.on('message', (m: FromWorker) => {
-      if (m.type === 'listening') { slot.listening = true; return }
-      pending.get(m.id)?.resolve(m)
+      if (m?.type === 'config?') {
+        // after any reload under way: a worker starting meanwhile gets its outcome
+        serialized(async () => {
+          slot.config = config
+          worker.send({ type: 'config', config } satisfies ToWorker)
+        }).catch(handOutFailed)
+        return
+      }
+      if (m?.type === 'listening') {
+        slot.listening = true
+        // a reload finished while this worker started: it is handed the configuration in force
+        serialized(async () => {
+          if (slot.config === config || worker.isDead()) return
+          const [a] = await handOut(config, [slot])
+          if (a !== undefined && !reloaded(a)) replace(a)
+        }).catch(handOutFailed)
+        return
+      }
+      if (m?.type === 'reloaded' || m?.type === 'health') pending.get(m.id)?.resolve(m)
     })
     worker.on('exit', (code, signal) => {
       slots.delete(worker.id)
@@ -104,39 +168,73 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     })
   }
 
-  /** asks every live worker; missing answers within the timeout are left out */
-  const ask = async (make: (id: number) => ToWorker): Promise<Array<{ pid: number | undefined, answer: FromWorker | undefined }>> => {
-    return await Promise.all([...slots.values()].filter(s => s.listening).map(async (slot) => {
+  /** asks the given workers (default: every live one); missing answers within the timeout are left out */
+  const ask = async (make: (id: number) => ToWorker, targets = [...slots.values()].filter(s => s.listening), timeoutMs = IPC_TIMEOUT_MS): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
+    return await Promise.all(targets.map(async (slot) => {
       const id = ++nextId
       const answer = await new Promise<FromWorker | undefined>((resolve) => {
-        const timer = setTimeout(() => { pending.delete(id); resolve(undefined) }, IPC_TIMEOUT_MS)
+        const timer = setTimeout(() => { pending.delete(id); resolve(undefined) }, timeoutMs)
         pending.set(id, { resolve: (m) => { clearTimeout(timer); pending.delete(id); resolve(m) } })
         slot.worker.send(make(id))
       })
-      return { pid: slot.worker.process.pid, answer }
+      return { slot, pid: slot.worker.process.pid, answer }
     }))
   }
+  const reloaded = (a: { answer: FromWorker | undefined }): boolean => a.answer?.type === 'reloaded' && a.answer.result.ok
 
-  const reload = async (): Promise<ReloadResult> => {
+  // reloads (and the hand-out of a configuration to a starting worker) one at a time
+  let queue: Promise<unknown> = Promise.resolve()
+  const serialized = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = queue.then(work)
+    queue = run.catch(() => {})
+    return run
+  }
+
+  /** hands `target` to the workers; the ones that cannot confirm it are replaced (their successors start on `config`) */
+  const handOut = async (target: GatewayConfig, workers: Slot[]): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
+    const answers = await ask(id => ({ type: 'reload', id, config: target }), workers, RELOAD_TIMEOUT_MS)
+    for (const a of answers) if (reloaded(a)) a.slot.config = target
+    return answers
+  }
+
+  const replace = (a: { slot: Slot, pid: number | undefined }): void => {
+    logger.error({ event: 'worker_replaced', pid: a.pid }, 'a worker did not confirm the configuration in force; replacing it')
+    a.slot.config = undefined
+    a.slot.worker.process.kill('SIGTERM')
+  }
+
+  const reloadNow = async (): Promise<ReloadResult> => {
     let next: GatewayConfig
+    const problemsOf = (problems: readonly ConfigProblem[]): ReloadResult => {
+      logger.error({ event: 'config_reload_failed', problems }, 'configuration reload refused; the running configuration stays')
+      return { ok: false, hash: config.hash, problems }
+    }
     try {
       next = opts.loadConfig()
     } catch (err) {
       // anything but a ConfigError is not quoted: its message may hold a value of the file
-      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: `the configuration could not be loaded (${(err as Error).name})` }]
-      logger.error({ event: 'config_reload_failed', problems }, 'configuration reload refused; the running configuration stays')
-      return { ok: false, hash: config.hash, problems }
+      return problemsOf(err instanceof ConfigError ? err.problems : [{ path: '', message: `the configuration could not be loaded (${(err as Error).name})` }])
     }
-    const answers = await ask(id => ({ type: 'reload', id }))
-    const failed = answers.filter(a => a.answer?.type !== 'reloaded' || !a.answer.result.ok)
-    if (failed.length > 0) {
-      const problems = failed.flatMap(a => a.answer?.type === 'reloaded' ? a.answer.result.problems : [{ path: '', message: `worker ${a.pid ?? '?'} did not answer` }])
-      return { ok: false, hash: config.hash, problems }
+    const restartOnly = reloadProblems(config, next)
+    if (restartOnly.length > 0) return problemsOf(restartOnly)
+    const previous = config
+    // a worker still starting is handed the outcome once it listens
+    const answers = await handOut(next, [...slots.values()].filter(s => s.listening))
+    const failed = answers.filter(a => !reloaded(a))
+    if (failed.length === 0) {
+      config = next
+      logger.info({ event: 'config_reloaded', hash: next.hash, workers: answers.length }, 'configuration reloaded in every worker')
+      return { ok: true, hash: next.hash, problems: [] }
     }
-    config = next
-    logger.info({ event: 'config_reloaded', hash: next.hash, workers: answers.length }, 'configuration reloaded in every worker')
-    return { ok: true, hash: next.hash, problems: [] }
+    // one configuration for the fleet: the workers that switched go back
+    const back = await handOut(previous, answers.filter(reloaded).map(a => a.slot))
+    // a worker that refused kept the configuration in force; one that did not answer may still
+    // apply what it was sent, and one that could not go back serves the new one: both are
+    // replaced (drained), and their successors start on the configuration in force
+    for (const a of [...failed.filter(f => f.answer === undefined), ...back.filter(b => !reloaded(b))]) replace(a)
+    return problemsOf(failed.flatMap(a => a.answer?.type === 'reloaded' ? a.answer.result.problems : [{ path: '', message: `worker ${a.pid ?? '?'} did not answer` }]))
   }
+  const reload = (): Promise<ReloadResult> => serialized(reloadNow)
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   await admin.register(errorsPlugin, { realm: config.server.realm })
