@@ -5,7 +5,9 @@ import { ErrorCode, GatewayError } from '../errors.js'
  * normalizing (and risking a different reading than the upstream's), the gateway refuses
  * every path that some server could read differently: dot segments, encoded dots, slashes
  * and backslashes, anything double-encoded, empty segments, `;` path parameters, control
- * bytes (plain or encoded), fragments, invalid percent-encoding, non-origin-form targets.
+ * bytes (plain or encoded), fragments, invalid percent-encoding, non-origin-form targets —
+ * and what a lenient upstream folds into another path (below: trailing dots and spaces,
+ * characters a case-insensitive or "best fit" comparison turns into ASCII).
  * See CVE-2021-39162 (Envoy), CVE-2023-44487-era path tricks, and @fastify/http-proxy's
  * prefix escape fix; RFC 3986 §5.2.4 for dot segments.
  */
@@ -20,6 +22,16 @@ const ENCODED_UNRESERVED = /%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f
 const BAD_CHARS = /[\\;#\u0000-\u001f\u007f\s]/ // eslint-disable-line no-control-regex
 const BAD_PERCENT = /%(?![0-9a-fA-F]{2})/
 const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
+// a segment ending in `.` or an encoded space (plain or no-break): Windows, IIS and ASP.NET
+// trim them, so `/api/admin.` is `/api/admin` there while the gateway matched it under `/api`
+const TRIMMED_END = /(?:\.|%20|%c2%a0)(?:\/|$)/i
+// encoded characters a lenient upstream compares as ASCII: ſ (U+017F) and the Kelvin sign
+// (U+212A) upper/lower-case to `S`/`k` (.NET's OrdinalIgnoreCase routing, Java's
+// equalsIgnoreCase), ı/İ (U+0131/U+0130) to `I`/`i`, and the fullwidth forms U+FF01–FF5E,
+// which "best fit" mapping (IIS, Windows code pages) and NFKC turn into ASCII — `／` into `/`.
+// A router that matched `/api/ſecrets` under `/api` would forward what such an upstream runs
+// as `/api/secrets`
+const FOLDS_TO_ASCII = /%c5%bf|%c4%b[01]|%e2%84%aa|%ef%bc%[89ab][0-9a-f]|%ef%bd%[89][0-9a-f]/i
 
 export function pathRejected (why: string): GatewayError {
   return new GatewayError(ErrorCode.pathRejected, 400, `the request path is ambiguous (${why}) and was refused`)
@@ -36,5 +48,7 @@ export function checkPath (url: string): string {
   if (ENCODED_TRICKS.test(path)) throw pathRejected('encoded separator or dot')
   if (ENCODED_UNRESERVED.test(path)) throw pathRejected('needlessly encoded character')
   if (DOT_SEGMENT.test(path)) throw pathRejected('dot segment')
+  if (TRIMMED_END.test(path)) throw pathRejected('segment ending in a dot or a space')
+  if (FOLDS_TO_ASCII.test(path)) throw pathRejected('a character some servers read as ASCII')
   return path
 }
