@@ -21,7 +21,12 @@ export default fp(async function errors (app, opts: { realm: string }) {
 
   app.setErrorHandler((err: FastifyError | GatewayError, request, reply) => {
     const e = toGatewayError(err)
-    if (e.statusCode >= 500) request.log.error({ err, code: e.code, reqId: request.id }, 'request failed')
+    // a stack only for what the gateway did not mean to answer (a bug); an answer it chose —
+    // an upstream that failed, a full queue, the store away — is a warning with its cause, and
+    // a 501 for what a client sent (Transfer-Encoding) is a refusal like any 4xx: a client
+    // must not be able to write error lines with stacks at will
+    if (e.code === ErrorCode.internal) request.log.error({ err, code: e.code, reqId: request.id }, 'request failed')
+    else if (e.statusCode >= 500 && e.statusCode !== 501) request.log.warn({ code: e.code, reqId: request.id, cause: e.cause === undefined ? undefined : String(e.cause) }, 'request failed')
     else if (e.cause !== undefined) request.log.debug({ code: e.code, reqId: request.id, cause: String(e.cause) }, 'request refused')
     refuse(request, e)
     return sendError(reply, e, realm)

@@ -140,7 +140,13 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       sendPair(request, reply, await service.login(body.username, body.password, client(request)))
     })
 
-    scope.post('/auth/refresh', { onRequest: [enter('refresh'), guard(hasRefreshCookie)] }, async (request, reply) => {
+    /**
+     * The refresh token a request presents, by the configured transport — the same rules for
+     * refresh and logout: a body token where only the cookie is accepted, or a cookie and a
+     * body that differ, is a 400 (a logout that ignored the body token answered 204 and left
+     * the session alive)
+     */
+    function presentedRefreshToken (request: FastifyRequest): { token: string | undefined, fromCookie: boolean } {
       const fromCookie = refreshCookie(request)
       const body = request.body as { refresh_token?: unknown } | null | undefined
       const fromBody = typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
@@ -148,24 +154,27 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       if (fromCookie !== undefined && fromBody !== undefined && fromCookie !== fromBody) {
         throw invalidRequest(ErrorCode.badRequest, 'two different refresh tokens were presented')
       }
-      const presented = fromBody ?? fromCookie
+      return { token: fromBody ?? fromCookie, fromCookie: fromCookie !== undefined }
+    }
+
+    scope.post('/auth/refresh', { onRequest: [enter('refresh'), guard(hasRefreshCookie)] }, async (request, reply) => {
+      const { token: presented, fromCookie } = presentedRefreshToken(request)
       if (presented === undefined) throw invalidRequest(ErrorCode.badRequest, 'no refresh token was presented')
       try {
         sendPair(request, reply, await service.refresh(presented, client(request)))
       } catch (err) {
         // a dead refresh token in a cookie is useless: clear it so the browser stops sending it
-        if ((err as { code?: string }).code === ErrorCode.invalidGrant && fromCookie !== undefined) clearRefreshCookie(reply)
+        if ((err as { code?: string }).code === ErrorCode.invalidGrant && fromCookie) clearRefreshCookie(reply)
         throw err
       }
     })
 
     scope.post('/auth/logout', { onRequest: [enter('logout'), guard(hasRefreshCookie)] }, async (request, reply) => {
-      const body = request.body as { refresh_token?: unknown } | null | undefined
-      const fromBody = bodies && typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
+      const { token: presented } = presentedRefreshToken(request)
       // an access token, if sent, must be valid and not revoked: a revoked one is refused
       // (issue 9, item 3), an absent one is fine (the refresh token names the session)
       const token = await accessToken(request)
-      await service.logout(fromBody ?? refreshCookie(request), token?.claims as AccessClaims | undefined)
+      await service.logout(presented, token?.claims as AccessClaims | undefined)
       clearRefreshCookie(reply)
       granted(request, token?.sub)
       reply.code(204).header('cache-control', 'no-store').send()
@@ -176,7 +185,13 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       const token = await accessToken(request)
       if (token === undefined) throw missingToken()
       if (token.issuer !== 'self') throw new GatewayError(ErrorCode.tokenIssuerNotAllowed, 401, 'log out everywhere needs an access token issued by this gateway', { oauthError: 'invalid_token' })
-      await service.logoutAll(token.sub)
+      const cutOffSec = await service.logoutAll(token.sub)
+      // the cut-off covers every token issued up to this second, inclusive (`iat` has whole
+      // seconds: src/sessions/revoke.ts): the answer waits for the next second, so a login
+      // the client makes once it has it gets tokens after the cut-off — without the wait, a
+      // login in the same second got access tokens already revoked (fix-logout-all-same-second)
+      const waitMs = (cutOffSec + 1) * 1000 - clock()
+      if (waitMs > 0) await new Promise(resolve => setTimeout(resolve, Math.min(waitMs, 1000)))
       clearRefreshCookie(reply)
       granted(request, token.sub)
       reply.code(204).header('cache-control', 'no-store').send()

@@ -60,8 +60,10 @@ export class LoginThrottledError extends GatewayError {
 }
 
 export class UserExistsError extends GatewayError {
-  constructor (name: string, options?: { cause?: unknown }) {
-    super(ErrorCode.userExists, 409, `user ${JSON.stringify(name)} already exists`, options)
+  constructor (name: string, options?: { cause?: unknown, differsInCase?: boolean }) {
+    super(ErrorCode.userExists, 409, options?.differsInCase === true
+      ? `a user whose name differs from ${JSON.stringify(name)} only in letter case already exists`
+      : `user ${JSON.stringify(name)} already exists`, options)
   }
 }
 

@@ -169,8 +169,11 @@ export class SessionService {
   }
 
   /** "log out everywhere": every session of `sub` and every access token issued up to now */
-  async logoutAll (sub: string): Promise<void> {
-    await this.#revokeUser(sub, RevokeReason.logoutAll)
+  /** "log out everywhere"; returns the cut-off (epoch second, inclusive) of the user's access tokens */
+  async logoutAll (sub: string): Promise<number> {
+    const nowMs = this.#now()
+    await this.#revokeUser(sub, RevokeReason.logoutAll, nowMs)
+    return Math.floor(nowMs / 1000)
   }
 
   /** operator-forced logout of a user by `sub` (user id); returns the sessions revoked */
@@ -178,8 +181,7 @@ export class SessionService {
     return await this.#revokeUser(sub, RevokeReason.admin)
   }
 
-  async #revokeUser (sub: string, reason: RevokeReasonName): Promise<string[]> {
-    const nowMs = this.#now()
+  async #revokeUser (sub: string, reason: RevokeReasonName, nowMs = this.#now()): Promise<string[]> {
     const sids = await this.#store.transaction(async (tx) => await revokeUserTx(tx, sub, nowMs, reason, this.#ctx.timing))
     this.#ctx.events.emit('user_revoked', { sub, reason: eventReason(reason), sessions: sids.length })
     return sids

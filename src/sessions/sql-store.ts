@@ -286,15 +286,23 @@ export class SqlStore extends SqlQueries implements Store {
   }
 
   async createUser (u: NewUser, at: Date): Promise<UserRecord> {
+    // names are compared exactly at login, but the login throttle counts an account's attempts
+    // on its name in lower case (throttle.ts accountKey): two users whose names differ only in
+    // case would share a lock, and one's successful logins reset the other's — unlimited
+    // guesses on `alice` for whoever owns `Alice` (fix-auth-review). Such a name is taken.
+    let inserted: unknown[]
     try {
-      await this.q.query(
+      inserted = await this.q.query(
         `INSERT INTO users (id, name, password_hash, scopes, claims, disabled, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+         SELECT $1, $2, $3, $4, $5, $6, $7, $7
+         WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(name) = lower($2))
+         RETURNING id`,
         [u.id, u.name, u.passwordHash, u.scopes, JSON.stringify(u.claims), u.disabled ?? false, at])
     } catch (err) {
       if ((err as { code?: unknown }).code === '23505') throw new UserExistsError(u.name, { cause: err })
       throw err
     }
+    if (inserted.length === 0) throw new UserExistsError(u.name, { differsInCase: true })
     const user = await this.findUserById(u.id)
     if (user === undefined) throw new Error('user vanished after insert')
     return user
