@@ -3,6 +3,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuthState } from '../src/pipeline/auth-state.js'
 import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
 import { pathRejected } from '../src/pipeline/path.js'
+import { bodyUnread, closeAfterAnswer } from '../src/pipeline/edge.js'
 
 /**
  * Every error leaves as JSON with a stable `code`; 401/403/400-auth errors also carry
@@ -82,7 +83,10 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   reply.header('cache-control', 'no-store')
   // a body the client has not sent (it may wait for 100 Continue) or not finished sending
   // must not be read as the next request on this connection
-  if (!reply.request.raw.complete && reply.request.raw.httpVersionMajor === 1) reply.header('connection', 'close')
+  if (bodyUnread(reply.request.raw)) {
+    reply.header('connection', 'close')
+    closeAfterAnswer(reply.request.raw)
+  }
   // the gateway's own answers carry the request id too, like proxied ones (headers.ts response())
   reply.header('x-request-id', reply.request.id)
   return reply.type('application/json; charset=utf-8').send(body)

@@ -21,6 +21,7 @@ export const ErrorCode = {
   tokenInQuery: 'token_in_query',
   methodOverride: 'method_override',
   badUpgrade: 'bad_upgrade',
+  connectionClosing: 'connection_closing',
   notFound: 'route_not_found',
   methodNotAllowed: 'method_not_allowed',
   payloadTooLarge: 'payload_too_large',

@@ -33,6 +33,7 @@ const SINGLE_COPY: ReadonlyMap<number, readonly string[]> = new Map([
 ])
 
 export function checkRequest (req: IncomingMessage, upgrade = false): void {
+  if ((req.socket as { [kClosing]?: boolean } | null)?.[kClosing] === true) throw connectionClosing()
   checkPath(req.url ?? '')
   // HTTP/2 carries the host as the :authority pseudo-header (RFC 9113 §8.3.1); a Host beside
   // it naming another host is malformed there, and one of the two would go unchecked
@@ -52,6 +53,35 @@ export function checkRequest (req: IncomingMessage, upgrade = false): void {
   }
   checkSingleCopies(req.rawHeaders)
   if (upgrade) checkUpgrade(req)
+}
+
+const kClosing = Symbol('portcullis.connectionClosing')
+
+/**
+ * HTTP/1.1: the request's body may still be on the wire (declared and not all read): the
+ * connection cannot carry another request after the answer. A request without a body never
+ * is — its answer keeps the connection (a 401 closed keep-alive connections, and a TLS
+ * client paid a new handshake after every refusal).
+ */
+export function bodyUnread (req: IncomingMessage): boolean {
+  if (req.httpVersionMajor !== 1 || req.complete) return false
+  const length = req.headers['content-length']
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * The answer to `req` closes its connection: requests the client pipelined behind it, which
+ * Node parses and dispatches all the same, are refused at the edge (connection_closing) — a
+ * POST pipelined after a refused request reached the upstream while its answer was thrown
+ * away with the connection (fix-h2-review).
+ */
+export function closeAfterAnswer (req: IncomingMessage): void {
+  const socket = req.socket as { [kClosing]?: boolean } | null
+  if (socket !== null) socket[kClosing] = true
+}
+
+function connectionClosing (): GatewayError {
+  return badRequest(ErrorCode.connectionClosing, 'the connection closes after an earlier answer')
 }
 
 function checkSingleCopies (raw: readonly string[]): void {

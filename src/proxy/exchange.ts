@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerRequest } from 'node:http2'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { GatewayError } from '../errors.js'
@@ -6,6 +7,7 @@ import type { HeaderRewriter, RequestFacts } from '../pipeline/headers.js'
 import type { UpstreamPool } from './pools.js'
 import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
+import { closeAfterAnswer } from '../pipeline/edge.js'
 import { earlyHintsHeaders, responseHeaderList, trailerHeaders, writableHeaderList, type ResponseRules } from './response-headers.js'
 import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
 
@@ -217,7 +219,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     const raw = this.#request.raw
     // the client's body was not all read: the connection cannot carry another request
     // (HTTP/1 only: HTTP/2 has no connection header, and a stream ends on its own)
-    if (!raw.complete && raw.httpVersionMajor === 1) list.push('connection', 'close')
+    if (!raw.complete && raw.httpVersionMajor === 1) {
+      list.push('connection', 'close')
+      closeAfterAnswer(raw)
+    }
     const http2 = raw.httpVersionMajor === 2
     // a Trailer field needs a chunked HTTP/1 response (response-headers.ts rule 11)
     const trailerRefused = headers.trailer !== undefined && !http2 && (statusCode === 204 || statusCode === 304 ||
@@ -329,7 +334,10 @@ function resetResponse (res: ServerResponse): void {
  * The body to send upstream: none, the stream as it is when its length is declared (Node's
  * parser ends it at exactly that length), or a counted stream for chunked bodies that fails
  * as soon as it passes the route's limit — before the upstream has seen more than the limit.
- * A GET or HEAD with a body is forwarded like any other, never silently dropped.
+ * A GET or HEAD with a body is forwarded like any other, never silently dropped. Over
+ * HTTP/2 a body needs no Content-Length and there is no Transfer-Encoding: a request has one
+ * unless its HEADERS frame ended the stream (a body sent without a length was forwarded as an
+ * empty request, past maxBodyBytes — fix-h2-body-without-length).
  */
 function requestBody (req: IncomingMessage, maxBytes: number): IncomingMessage | AsyncIterable<Buffer> | null {
   const length = req.headers['content-length']
@@ -338,6 +346,7 @@ function requestBody (req: IncomingMessage, maxBytes: number): IncomingMessage |
     if (n > maxBytes) throw payloadTooLarge()
     return n === 0 ? null : req
   }
+  if (req.httpVersionMajor === 2) return (req as unknown as Http2ServerRequest).stream.endAfterHeaders ? null : capped(req, maxBytes)
   if (req.headers['transfer-encoding'] === undefined) return null
   return capped(req, maxBytes)
 }

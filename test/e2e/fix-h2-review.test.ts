@@ -1,0 +1,129 @@
+import t from 'tap'
+import { connect, type ClientHttp2Session } from 'node:http2'
+import { connect as tlsConnect } from 'node:tls'
+import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
+import { startUpstream } from '../fixtures/upstream.js'
+import { testCertificate } from '../fixtures/tls.js'
+import { RawClient, requestBytes } from '../fixtures/raw-client.js'
+
+// Findings of an adversarial review of HTTP/2 and connection handling (after issue 8), each
+// reproduced against a real gateway on 127.0.0.1:
+// - fix-h2-body-without-length: over HTTP/2 a body needs no Content-Length, and HTTP/2 has no
+//   Transfer-Encoding: a POST body sent without a length reached the upstream as an empty
+//   request (200, content-length 0 upstream), past maxBodyBytes too;
+// - HTTP/2 concurrent streams were unbounded (2³²−1 advertised): one connection held a route's
+//   whole queue (1,000 streams: 942 other requests 503);
+// - the HTTP/1.1 connections an HTTP/2 listener accepts (ALPN) stayed open idle for ever
+//   after a request (keepAliveTimeout was given to HTTP/1 servers only), and an idle HTTP/2
+//   connection lived 72 s whatever keepAliveTimeout said;
+// - every refusal of a request without a body closed the connection (`connection: close` on
+//   a 401), and requests pipelined behind an answer that closes the connection were
+//   dispatched all the same: a POST ran upstream while its answer was thrown away.
+
+const key = makeKey('EdDSA')
+
+function h2 (session: ClientHttp2Session, headers: Record<string, string>, body?: Buffer): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined })
+    let status = 0
+    let data = ''
+    stream.on('response', (h) => { status = Number(h[':status']) })
+    stream.on('data', (c: Buffer) => { data += c.toString() })
+    stream.on('end', () => resolve({ status, body: data }))
+    stream.on('error', reject)
+    if (body !== undefined) stream.end(body)
+  })
+}
+
+t.test('HTTP/2 listener', async (t) => {
+  const cert = testCertificate(t)
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, baseConfig(key, [
+    { name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public', maxBodyBytes: 1000 },
+  ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true, keepAliveTimeout: '1s' } }))
+  const base = `https://127.0.0.1:${gw.port}`
+
+  t.test('fix-h2-body-without-length: a body without Content-Length is forwarded, and counted', async (t) => {
+    const session = connect(base, { ca: cert.certPem })
+    t.teardown(() => session.close())
+    const ok = await h2(session, { ':method': 'POST', ':path': '/pub/a' }, Buffer.alloc(500, 120))
+    t.equal(ok.status, 200)
+    const got = upstream.requests.find(r => r.url === '/pub/a')
+    t.equal(got?.body.length, 500, 'the upstream got the 500 bytes')
+    const put = await h2(session, { ':method': 'PUT', ':path': '/pub/d' }, Buffer.alloc(200, 120))
+    t.equal(put.status, 200)
+    t.equal(upstream.requests.find(r => r.url === '/pub/d')?.body.length, 200, 'PUT too')
+    const big = await h2(session, { ':method': 'POST', ':path': '/pub/b' }, Buffer.alloc(5000, 120))
+    t.equal(big.status, 413, 'past maxBodyBytes: 413')
+    t.ok((upstream.requests.find(r => r.url === '/pub/b')?.body.length ?? 0) <= 1000, 'the upstream saw no more than the limit')
+    const get = await h2(session, { ':method': 'GET', ':path': '/pub/g' })
+    t.equal(get.status, 200)
+    const g = upstream.requests.find(r => r.url === '/pub/g')
+    t.equal(g?.body.length, 0)
+    t.equal(g?.headers['transfer-encoding'], undefined, 'a request whose HEADERS ended the stream goes without a body')
+  })
+
+  t.test('concurrent streams per connection are bounded', async (t) => {
+    const session = connect(base, { ca: cert.certPem })
+    t.teardown(() => session.close())
+    await new Promise<void>(resolve => session.once('remoteSettings', () => resolve()))
+    t.equal(session.remoteSettings.maxConcurrentStreams, 128)
+  })
+
+  t.test('idle connections close after keepAliveTimeout, HTTP/1.1 (ALPN) and HTTP/2 alike', async (t) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+    t.teardown(() => socket.destroy())
+    let answer = ''
+    socket.on('data', (c: Buffer) => { answer += c.toString() })
+    const closed = new Promise<number>(resolve => socket.once('close', () => resolve(Date.now())))
+    await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
+    t.equal(socket.alpnProtocol, 'http/1.1')
+    socket.write(requestBytes('GET', '/pub/k', [['host', `127.0.0.1:${gw.port}`]]))
+    for (let i = 0; i < 100 && !answer.includes('\r\n\r\n'); i++) await new Promise(resolve => setTimeout(resolve, 20))
+    t.match(answer, /^HTTP\/1\.1 200 /)
+    const t0 = Date.now()
+    const closedAt = await Promise.race([closed, new Promise<number>(resolve => setTimeout(() => resolve(Infinity), 5000))])
+    t.ok(closedAt - t0 < 4000, `the idle HTTP/1.1 connection closed after ${closedAt - t0} ms (keepAliveTimeout 1 s)`)
+
+    const session = connect(base, { ca: cert.certPem })
+    t.equal((await h2(session, { ':method': 'GET', ':path': '/pub/s' })).status, 200)
+    const s0 = Date.now()
+    await Promise.race([new Promise<void>(resolve => session.once('close', () => resolve())), new Promise(resolve => setTimeout(resolve, 5000))])
+    session.destroy()
+    t.ok(Date.now() - s0 < 4000, `the idle HTTP/2 connection closed after ${Date.now() - s0} ms`)
+  })
+})
+
+t.test('HTTP/1.1: a refusal keeps the connection unless a body is on the wire; nothing pipelined behind a closing answer runs', async (t) => {
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, baseConfig(key, [
+    { name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' },
+    { name: 'priv', prefix: '/priv', upstream: upstream.url, auth: 'required' },
+  ]))
+  const host: [string, string] = ['host', `127.0.0.1:${gw.port}`]
+
+  const keep = await RawClient.connect(gw.url)
+  t.teardown(() => keep.destroy())
+  await keep.send(Buffer.concat([requestBytes('GET', '/priv/x', [host]), requestBytes('GET', '/pub/after', [host])]))
+  const refused = await keep.response()
+  t.equal(refused.status, 401)
+  t.equal(refused.headers.connection, 'keep-alive', 'a 401 to a request without a body keeps the connection')
+  t.equal((await keep.response()).status, 200, 'the request pipelined behind it is answered')
+
+  const closing = await RawClient.connect(gw.url)
+  t.teardown(() => closing.destroy())
+  await closing.send(Buffer.concat([
+    requestBytes('POST', '/priv/y', [host, ['content-length', '2']], 'hi'),
+    requestBytes('POST', '/pub/smuggled', [host, ['content-length', '2']], 'hi'),
+    requestBytes('GET', '/pub/smuggled-too', [host]),
+  ]))
+  const first = await closing.response()
+  t.equal(first.status, 401)
+  t.equal(first.headers.connection, 'close', 'a refusal with a body on the wire closes the connection')
+  t.equal(await closing.closed, 'end')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.same(upstream.requests.map(r => r.url).filter(u => u.includes('smuggled')), [], 'nothing pipelined behind it reached the upstream')
+  t.equal(upstream.requests.map(r => r.url).filter(u => u === '/pub/after').length, 1)
+})
