@@ -123,6 +123,11 @@ function secureContextOptions (tls: NonNullable<GatewayConfig['server']['tls']>)
  * connection: 942 other requests answered 503 upstream_busy); nginx allows 128
  */
 const HTTP2_SETTINGS = { maxConcurrentStreams: 128 }
+/**
+ * How often Node looks for connections past server.requestTimeout. Its default, 30 s, let a
+ * client stall a request up to 30 s longer than the timeout said (3 s: closed after 9.5 s)
+ */
+const CONNECTIONS_CHECKING_INTERVAL_MS = 1000
 
 const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request', message: 'the request is malformed' })
 
@@ -160,7 +165,8 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const tls = initial.server.tls
   const options: FastifyServerOptions & Record<string, unknown> = {
     // HTTPS on the public listener when server.tls is set; HTTP/2 with HTTP/1.1 still offered (ALPN)
-    ...(tls === undefined ? {} : { https: { ...secureContextOptions(tls), allowHTTP1: true, settings: HTTP2_SETTINGS } }),
+    ...(tls === undefined ? {} : { https: { ...secureContextOptions(tls), allowHTTP1: true, settings: HTTP2_SETTINGS, connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS } }),
+    http: { connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS },
     // an HTTP/2 connection idle for keepAliveTimeout is closed, as an HTTP/1.1 one is (Fastify's default: 72 s)
     ...(initial.server.http2 ? { http2: true, http2SessionTimeout: initial.server.keepAliveTimeoutMs } : {}),
     loggerInstance: logger as FastifyBaseLogger,

@@ -127,3 +127,19 @@ t.test('HTTP/1.1: a refusal keeps the connection unless a body is on the wire; n
   t.same(upstream.requests.map(r => r.url).filter(u => u.includes('smuggled')), [], 'nothing pipelined behind it reached the upstream')
   t.equal(upstream.requests.map(r => r.url).filter(u => u === '/pub/after').length, 1)
 })
+
+t.test('server.requestTimeout: a stalled request gets 408 within about a second of it', async (t) => {
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' }], { server: { requestTimeout: '1s' } }))
+  const client = await RawClient.connect(gw.url)
+  t.teardown(() => client.destroy())
+  const t0 = Date.now()
+  // the header block never ends
+  await client.send(`GET /pub/slow HTTP/1.1\r\nhost: 127.0.0.1:${gw.port}\r\nx-slow: 1\r\n`)
+  const res = await client.response({ timeoutMs: 6000 })
+  t.equal(res.status, 408)
+  t.equal(JSON.parse(res.body.toString()).code, 'request_timeout')
+  t.ok(Date.now() - t0 < 3500, `answered after ${Date.now() - t0} ms (requestTimeout 1 s)`)
+  t.equal(upstream.requests.length, 0)
+})
