@@ -1,4 +1,5 @@
 import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
+import { scopeSet } from '../tokens/scopes.js'
 import { ErrorCode, GatewayError, invalidToken } from '../errors.js'
 import { type Runtime } from '../runtime.js'
 import { claimAt, identityHeaders } from '../tokens/identity.js'
@@ -61,17 +62,18 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, tex
   if (exp === undefined) cred.note += '; no exp: a real token needs one'
   const skewMs = (external === undefined ? config.tokens.clockSkewSec : external.clockSkewSec) * 1000
   const scopePath = external === undefined ? ['scope'] : external.scopeClaim
+  const scopes = scopesAt(claims, scopePath, external === undefined)
   const token: VerifiedToken = {
     issuer: external === undefined ? SELF_ISSUER : external.name,
     claims,
     sub: typeof sub === 'string' ? sub : '',
     jti: typeof jti === 'string' ? jti : undefined,
-    scopes: scopesAt(claims, scopePath, external === undefined),
+    scopes,
     expMs: typeof exp === 'number' ? exp * 1000 : Number.POSITIVE_INFINITY,
     notBeforeMs: typeof nbf === 'number' ? nbf * 1000 - skewMs : 0,
     skewMs,
     key: undefined,
-    identity: identityHeaders(claims, config.identity),
+    identity: identityHeaders(claims, config.identity, scopes),
     text,
   }
   Object.assign(cred, credentialsOf(cred, token))
@@ -81,11 +83,9 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, tex
 
 /** scopes as each issuer reads them: own tokens a `scope` string (RFC 9068), providers their scopeClaim */
 function scopesAt (claims: Record<string, unknown>, path: readonly string[], stringOnly: boolean): ReadonlySet<string> {
-  const value = claimAt(claims, path)
-  if (value === undefined || value === null) return new Set()
-  if (typeof value === 'string') return new Set(value.split(' ').filter(s => s !== ''))
-  if (!stringOnly && Array.isArray(value) && value.every(v => typeof v === 'string')) return new Set(value as string[])
-  throw badClaim(path.join('.'))
+  const scopes = scopeSet(claimAt(claims, path), !stringOnly)
+  if (scopes === undefined) throw badClaim(path.join('.'))
+  return scopes
 }
 
 /** sub and exp of a token the verifier refused, to show why (decoded, not trusted) */

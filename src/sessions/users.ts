@@ -3,6 +3,7 @@
  * CLI (admin-commands.ts) and the admin API. Changing a password or disabling a user
  * also revokes the user's sessions and access tokens.
  */
+import { SCOPE_TOKEN } from '../tokens/scopes.js'
 import { randomUUID } from 'node:crypto'
 import { InvalidUserInputError, UserNotFoundError } from './errors.js'
 import { hashPassword } from './passwords.js'
@@ -13,7 +14,6 @@ import type { Store, StoreQueries, UserPatch, UserRecord } from './store.js'
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/
 /** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\` */
-const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 export const MAX_SCOPES = 200
 export const MAX_CLAIMS_BYTES = 4096
 
@@ -36,7 +36,7 @@ export function validateScopes (scopes: unknown): string[] {
   if (!Array.isArray(scopes)) throw new InvalidUserInputError('scopes', 'must be a list of strings')
   if (scopes.length > MAX_SCOPES) throw new InvalidUserInputError('scopes', `at most ${MAX_SCOPES} scopes`)
   scopes.forEach((s, i) => {
-    if (typeof s !== 'string' || !SCOPE_PATTERN.test(s)) {
+    if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) {
       throw new InvalidUserInputError(`scopes/${i}`, 'must be a non-empty scope token (RFC 6749 §3.3: no spaces, quotes or backslashes)')
     }
   })

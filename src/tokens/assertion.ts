@@ -83,8 +83,10 @@ export class AssertionSigner {
     const cached = byAudience?.get(audience)
     if (cached !== undefined && nowMs < cached.renewAtMs) return cached.jwt
     const iat = Math.floor(nowMs / 1000)
-    // never outlives the token it vouches for
-    const exp = Math.min(iat + this.#lifetimeSec, Math.floor(token.expMs / 1000))
+    // never outlives the gateway's acceptance of the token it vouches for — which runs until
+    // `exp` plus the issuer's skew (an assertion for a token in that window was born expired,
+    // refused upstream and signed again on every request), rounded up to a whole second
+    const exp = Math.min(iat + this.#lifetimeSec, Math.ceil((token.expMs + token.skewMs) / 1000))
     const payload: Record<string, unknown> = {}
     // defineProperty: a claim named "__proto__" (JSON.parse makes it an own property) is copied
     // as a claim, never assigned as the payload's prototype

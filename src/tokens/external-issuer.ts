@@ -1,4 +1,5 @@
 import { createVerifier } from 'fast-jwt'
+import { scopeSet } from './scopes.js'
 import type { IssuerConfig } from '../config/types.js'
 import { ErrorCode, invalidToken } from '../errors.js'
 import { claimAt } from './identity.js'
@@ -138,13 +139,11 @@ export class ExternalIssuer {
     }
   }
 
-  /** scopes from a space-separated string (`scope`), an array (`scp`, Keycloak roles), or nothing */
+  /** scopes from a space-separated string (`scope`), an array (`scp`, Keycloak roles), or nothing (tokens/scopes.ts) */
   #scopes (claims: Record<string, unknown>): ReadonlySet<string> {
-    const value = claimAt(claims, this.#config.scopeClaim)
-    if (value === undefined || value === null) return new Set()
-    if (typeof value === 'string') return new Set(value.split(' ').filter(s => s !== ''))
-    if (Array.isArray(value) && value.every(v => typeof v === 'string')) return new Set(value as string[])
-    throw badClaim(this.#config.scopeClaim.join('.'))
+    const scopes = scopeSet(claimAt(claims, this.#config.scopeClaim), true)
+    if (scopes === undefined) throw badClaim(this.#config.scopeClaim.join('.'))
+    return scopes
   }
 }
 

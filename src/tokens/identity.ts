@@ -26,11 +26,15 @@ const NON_ASCII = /[^\u0000-\u007f]/ // eslint-disable-line no-control-regex
  * list an upstream could misread as complete — and `x-portcullis-identity-truncated` names them.
  * Computed once per verified token (the verify cache keeps it), never per request.
  */
-export function identityHeaders (claims: Readonly<Record<string, unknown>>, identity: GatewayConfig['identity']): IdentityHeader[] {
+export function identityHeaders (claims: Readonly<Record<string, unknown>>, identity: GatewayConfig['identity'], scopes: ReadonlySet<string>): IdentityHeader[] {
   const out: IdentityHeader[] = []
   let bytes = 0
   for (const m of identity.mappings) {
-    const value = claimAt(claims, m.path)
+    // the `scope` mapping (x-user-scopes by default) carries the scopes the gateway
+    // authorized on — whatever claim the issuer keeps them in (`scp`, roles) — never the raw
+    // `scope` claim, which beside `scopeClaim: scp` said what the client asked for
+    // (`scope: "orders:admin superuser"` reached the upstream for a token granted orders:read)
+    const value = m.path.length === 1 && m.path[0] === 'scope' ? (scopes.size === 0 ? undefined : [...scopes].join(' ')) : claimAt(claims, m.path)
     if (value === undefined || value === null) continue
     const text = headerValue(value, m.path)
     bytes += m.header.length + text.length

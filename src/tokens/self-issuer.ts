@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer'
+import { scopeSet } from './scopes.js'
 import { createVerifier } from 'fast-jwt'
 import { ErrorCode, invalidToken } from '../errors.js'
 import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
@@ -109,7 +110,7 @@ export class SelfIssuer {
       claims,
       sub,
       jti,
-      scopes: new Set(typeof scope === 'string' ? scope.split(' ').filter(s => s !== '') : []),
+      scopes: scopeSet(scope, false) ?? new Set(),
       expMs: exp * 1000,
       notBeforeMs: typeof nbf === 'number' ? nbf * 1000 - this.#skewMs : 0,
       skewMs: this.#skewMs,

@@ -97,7 +97,7 @@ export class TokenVerifier {
       notBeforeMs: verdict.notBeforeMs,
       skewMs: verdict.skewMs,
       key: verdict.key,
-      identity: identityHeaders(verdict.claims, this.#identity),
+      identity: identityHeaders(verdict.claims, this.#identity, verdict.scopes),
       text: token,
     }
     checkTime(verified, nowMs)

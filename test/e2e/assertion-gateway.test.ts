@@ -166,10 +166,11 @@ t.test('renewed before it expires, never outliving the token', async (t) => {
   t.equal(decodeJwt(second).payload.iat, startSec + 49)
   t.equal(decodeJwt(second).payload.exp, startSec + 49 + LIFETIME_SEC)
 
-  // a token with 20 s left: the assertion ends with it
-  const short = signWith(key, goodClaims({ iat: startSec, exp: startSec + 69 }, startSec))
+  // a token with 20 s left: the assertion ends when the gateway stops accepting it — its
+  // exp plus tokens.clockSkew (30 s by default)
+  const short = signWith(key, goodClaims({ iat: startSec, exp: startSec + 49 }, startSec))
   await getWith(gw.url, '/orders/1', short)
-  t.equal(decodeJwt(lastAssertion(upstream)!).payload.exp, startSec + 69, 'exp = the token exp when that comes first')
+  t.equal(decodeJwt(lastAssertion(upstream)!).payload.exp, startSec + 49 + 30, 'exp = the token exp + skew when that comes first')
 })
 
 t.test('an assertion replayed as an access token is refused', async (t) => {

@@ -368,9 +368,14 @@ t.test('identityHeaders', async (t) => {
     obj: { tenant: 't1', level: 2, nested: { x: [1] } },
     name: 'Zoë 日本',
     nul: null,
-  }, identity))
+  }, identity, new Set(['a', 'b'])))
   t.equal(headers.get('x-user-id'), 'alice', 'strings as-is')
-  t.equal(headers.get('x-user-scopes'), 'a b', 'strings with spaces as-is')
+  t.equal(headers.get('x-user-scopes'), 'a b', 'the scopes the gateway authorized on, space-separated')
+  // the scope mapping carries the authorized scopes, never the raw `scope` claim beside them
+  // (an issuer with scopeClaim: scp, whose token also says scope: "orders:admin superuser")
+  const fromScp = new Map(identityHeaders({ sub: 'alice', scope: 'orders:admin superuser', scp: ['orders:read'] }, identity, new Set(['orders:read'])))
+  t.equal(fromScp.get('x-user-scopes'), 'orders:read', 'x-user-scopes: what was authorized (fix-idp-review)')
+  t.notOk(new Map(identityHeaders({ sub: 'alice', scope: 'x' }, identity, new Set())).has('x-user-scopes'), 'no scopes: no header')
   t.equal(headers.get('x-user-n'), '42.5', 'numbers as text')
   t.equal(headers.get('x-user-b'), 'false', 'booleans as text')
   t.equal(headers.get('x-user-roles'), '["admin","ops"]', 'arrays as compact JSON')
@@ -390,13 +395,13 @@ t.test('identityHeaders', async (t) => {
     ['DEL inside an array element (JSON does not escape it)', ['ok', 'a\u007fb']],
   ]
   for (const [name, value] of unsafe) {
-    t.equal(outcome(() => identityHeaders({ sub: value }, identity)), 'token_invalid_claim', `${name} → token_invalid_claim`)
+    t.equal(outcome(() => identityHeaders({ sub: value }, identity, new Set())), 'token_invalid_claim', `${name} → token_invalid_claim`)
   }
-  t.equal(outcome(() => identityHeaders({ sub: 'a\tb' }, identity)), 'ok', 'a tab is a legal header character')
+  t.equal(outcome(() => identityHeaders({ sub: 'a\tb' }, identity, new Set())), 'ok', 'a tab is a legal header character')
   // inside arrays and objects JSON escapes CR/LF/NUL, so the header value itself stays clean
-  t.same(identityHeaders({ sub: ['a\nb', 'c\u0000'] }, { ...identity, mappings: map({ sub: 'x-user-id' }) }), [['x-user-id', '["a\\nb","c\\u0000"]']], 'CR/LF/NUL inside JSON are escaped, not sent raw')
+  t.same(identityHeaders({ sub: ['a\nb', 'c\u0000'] }, { ...identity, mappings: map({ sub: 'x-user-id' }) }, new Set()), [['x-user-id', '["a\\nb","c\\u0000"]']], 'CR/LF/NUL inside JSON are escaped, not sent raw')
 
-  const withClaims = identityHeaders({ sub: 'alice', x: 1 }, { ...identity, mappings: map({ sub: 'x-user-id' }), claimsHeader: 'x-user-claims' })
+  const withClaims = identityHeaders({ sub: 'alice', x: 1 }, { ...identity, mappings: map({ sub: 'x-user-id' }), claimsHeader: 'x-user-claims' }, new Set())
   t.same(withClaims[0], ['x-user-id', 'alice'])
   t.equal(withClaims[1]?.[0], 'x-user-claims', 'claims header present when configured')
   t.same(JSON.parse(Buffer.from(withClaims[1]?.[1] ?? '', 'base64url').toString('utf8')), { sub: 'alice', x: 1 }, 'claims header is base64url JSON of all claims')
