@@ -113,7 +113,8 @@ interface Slot {
   worker: Worker
   startedAt: number
   listening: boolean
-  restarts: number
+  /** early deaths in a row before this worker (the restart backoff) */
+  earlyDeaths: number
   /** the configuration this worker was handed last (undefined: none yet) */
   config: GatewayConfig | undefined
 }
@@ -124,16 +125,18 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   const slots = new Map<number, Slot>()
   let shuttingDown = false
   let nextId = 0
-  const restarts = 0
+  // workers replaced after they died (portcullis_worker_restarts_total); fork's own count of
+  // early deaths once shadowed it, and the metric stayed 0 (fix-workers-one-configuration)
+  let restarts = 0
   const pending = new Map<number, { resolve: (m: FromWorker) => void }>()
 
   // a worker that died while it was handed its configuration is replaced by the exit handler
   const handOutFailed = (err: unknown): void => { logger.warn({ err: String(err) }, 'a configuration could not be handed to a worker') }
   // configurations go to workers whole, as objects (undefined and Infinity included)
   cluster.setupPrimary({ serialization: 'advanced' })
-  const fork = (restarts: number): void => {
+  const fork = (earlyDeaths: number): void => {
     const worker = cluster.fork({ [WORKER_ENV]: '1' })
-    const slot: Slot = { worker, startedAt: Date.now(), listening: false, restarts, config: undefined }
+    const slot: Slot = { worker, startedAt: Date.now(), listening: false, earlyDeaths, config: undefined }
     slots.set(worker.id, slot)
     worker.on('message', (m: FromWorker) => {
       if (m?.type === 'config?') {
@@ -161,10 +164,10 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       if (shuttingDown) return
       // a worker died: replace it; a crash loop backs off instead of forking in a tight loop
       const early = Date.now() - slot.startedAt < EARLY_DEATH_MS
-      const delayMs = early ? Math.min(MAX_RESTART_DELAY_MS, 250 * 2 ** slot.restarts) : 0
+      const delayMs = early ? Math.min(MAX_RESTART_DELAY_MS, 250 * 2 ** slot.earlyDeaths) : 0
       restarts++
       logger.error({ event: 'worker_died', pid: worker.process.pid, code, signal, restartInMs: delayMs }, 'a worker died; starting a replacement')
-      setTimeout(() => { if (!shuttingDown) fork(early ? slot.restarts + 1 : 0) }, delayMs).unref()
+      setTimeout(() => { if (!shuttingDown) fork(early ? slot.earlyDeaths + 1 : 0) }, delayMs).unref()
     })
   }
 

@@ -123,4 +123,11 @@ t.test('workers run the configuration the primary holds', { skip: avail.availabl
     t.equal(res.status, 200, res.body)
     t.same(await statuses('/late/x'), [200])
   })
+
+  t.test('the replacements are counted', async (t) => {
+    const metrics = (await send(`${gw.adminUrl}/metrics`)).body
+    const count = Number(/^portcullis_worker_restarts_total (\d+)/m.exec(metrics)?.[1])
+    // two SIGKILLed workers, one drained after the unconfirmed reload
+    t.ok(count >= 3, `portcullis_worker_restarts_total ${count} (it stayed 0: fork's parameter shadowed the counter)`)
+  })
 })
