@@ -4,6 +4,7 @@ import type { IssuerConfig } from '../config/types.js'
 import { ErrorCode, invalidToken } from '../errors.js'
 import { claimAt } from './identity.js'
 import { badClaim, isNumericDate, translateJwtError } from './jwt-errors.js'
+import { refuseCritical } from './jwt-parts.js'
 import type { RemoteKeySet } from './issuers/remote-key-set.js'
 import type { RemoteKey } from './issuers/jwks.js'
 import type { IssuerVerdict, KeyHandle } from './verified-token.js'
@@ -55,6 +56,7 @@ export class ExternalIssuer {
 
   /** throws 401 invalid_token for every way the token can be wrong; a promise only while an unknown kid is fetched */
   verify (token: string, header: Record<string, unknown>, nowMs: number): IssuerVerdict | Promise<IssuerVerdict> {
+    refuseCritical(header)
     const alg = header.alg
     if (typeof alg !== 'string' || !this.#algorithms.has(alg)) {
       throw invalidToken(ErrorCode.tokenBadAlgorithm, 'the access token uses an algorithm this issuer is not trusted with')

@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer'
+import { ErrorCode, invalidToken } from '../errors.js'
 import { malformed } from './jwt-errors.js'
 
 /**
@@ -33,4 +34,16 @@ export function splitToken (token: string): [header: string, payload: string, si
   // an empty signature (alg none) is left to the issuer, which refuses its algorithm first
   if (a <= 0 || b === -1 || b === a + 1 || token.indexOf('.', b + 1) !== -1) throw malformed()
   return [token.slice(0, a), token.slice(a + 1, b), token.slice(b + 1)]
+}
+
+/**
+ * RFC 7515 §4.1.11: `crit` lists extensions the recipient must understand, or reject the
+ * token. This gateway understands none, so a header carrying `crit` in any form is refused —
+ * fast-jwt refused a listed extension but let a falsy value (`crit: ""`, `crit: false`,
+ * `crit: 0`) through, which the RFC does not allow either (a non-empty array of names).
+ */
+export function refuseCritical (header: Record<string, unknown>): void {
+  if (header.crit !== undefined) {
+    throw invalidToken(ErrorCode.tokenUnsupportedCrit, 'the access token has a critical header this gateway does not understand')
+  }
 }

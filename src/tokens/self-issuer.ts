@@ -5,7 +5,7 @@ import { ErrorCode, invalidToken } from '../errors.js'
 import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
 import type { KeySet } from './keys.js'
 import { badClaim, isNumericDate, malformed, translateJwtError } from './jwt-errors.js'
-import { decodeSegment } from './jwt-parts.js'
+import { decodeSegment, refuseCritical } from './jwt-parts.js'
 import type { IssuerVerdict } from './verified-token.js'
 
 type Verify = (token: string) => Record<string, unknown>
@@ -79,6 +79,7 @@ export class SelfIssuer {
 
   #checkHeader (segment: string): Verify {
     const header = decodeSegment(segment)
+    refuseCritical(header)
     // the algorithm is pinned by configuration; a token naming another (none, HS256 against
     // a public key…) is refused before any key is touched (RFC 8725 §3.1, §2.1)
     if (header.alg !== this.#algorithm) {

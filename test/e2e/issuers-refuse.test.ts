@@ -74,6 +74,9 @@ t.test('refused: wrong iss, aud, alg, HS256 keyed with the public key, unknown k
     { name: 'issued in the future', token: () => signAsIdp(idp, { iat: nowSec + 3600, exp: nowSec + 3900 }), code: 'token_issued_in_future' },
     { name: 'lives longer than maxTokenLifetime (24h)', token: () => signAsIdp(idp, { exp: nowSec + 2 * 86_400 }), code: 'token_lifetime_too_long' },
     { name: 'unknown crit header', token: () => signAsIdp(idp, {}, { crit: ['exp-ext'], 'exp-ext': 1 }), code: 'token_unsupported_crit' },
+    { name: 'crit ""', token: () => signAsIdp(idp, {}, { crit: '' }), code: 'token_unsupported_crit' },
+    { name: 'crit false', token: () => signAsIdp(idp, {}, { crit: false }), code: 'token_unsupported_crit' },
+    { name: 'crit []', token: () => signAsIdp(idp, {}, { crit: [] }), code: 'token_unsupported_crit' },
   ]
   for (const row of rows) {
     const res = await getWith(gw.url, '/api/x', await row.token())

@@ -54,6 +54,12 @@ t.test('EdDSA gateway refuses every forged or malformed token', async (t) => {
     { name: 'wrong aud', token: () => signWith(key, goodClaims({ aud: 'other.test' })), status: 401, code: 'token_invalid_audience' },
     { name: 'aud array without ours', token: () => signWith(key, goodClaims({ aud: ['a.test', 'b.test'] })), status: 401, code: 'token_invalid_audience' },
     { name: 'unknown crit header', token: () => signWith(key, goodClaims(), { crit: ['x-must-understand'], 'x-must-understand': 1 }), status: 401, code: 'token_unsupported_crit' },
+    // RFC 7515 §4.1.11: crit is a non-empty array of names; fast-jwt let falsy values through (fix-crit-falsy)
+    { name: 'crit ""', token: () => signWith(key, goodClaims(), { crit: '' }), status: 401, code: 'token_unsupported_crit' },
+    { name: 'crit false', token: () => signWith(key, goodClaims(), { crit: false }), status: 401, code: 'token_unsupported_crit' },
+    { name: 'crit 0', token: () => signWith(key, goodClaims(), { crit: 0 }), status: 401, code: 'token_unsupported_crit' },
+    { name: 'crit []', token: () => signWith(key, goodClaims(), { crit: [] }), status: 401, code: 'token_unsupported_crit' },
+    { name: 'crit null', token: () => signWith(key, goodClaims(), { crit: null }), status: 401, code: 'token_unsupported_crit' },
     { name: 'typ JWT (an ID token, not an access token)', token: () => signWith(key, goodClaims(), { typ: 'JWT' }), status: 401, code: 'token_invalid_type' },
     { name: 'no typ', token: () => signWith(key, goodClaims(), { typ: undefined }), status: 401, code: 'token_invalid_type' },
     { name: 'missing jti', token: () => signWith(key, goodClaims({ jti: undefined })), status: 401, code: 'token_missing_claim' },
