@@ -147,14 +147,14 @@ const observer = metricsObserver(metrics)
 const requestOnly: Step = (i) => {
   const r = fakeRequest(i)
   fakeUndici(r.id)
-  observer.requestDone!(r, 200, false)
+  observer.requestDone!(r, 200, false, performance.now())
 }
 // tracing off: the hub has only the onResponse observers, no channel subscriber
 const proxiedMetrics: Step = (i) => {
   const r = fakeRequest(i)
   fakeUndici(r.id)
   upstreamTiming(metrics, r.auth.route)
-  observer.requestDone!(r, 200, false)
+  observer.requestDone!(r, 200, false, performance.now())
 }
 
 const rows: Array<[string, number[]]> = [

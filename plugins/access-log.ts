@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import { pino, type Logger } from 'pino'
@@ -53,12 +54,11 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
   // the last lines reach the destination before the logger is flushed at shutdown
   app.addHook('onClose', (_app, done) => { flush(); done() })
 
-  const line = (request: FastifyRequest, status: number, reason: string | undefined): void => {
+  const line = (request: FastifyRequest, status: number, reason: string | undefined, now: number): void => {
     const auth = request.auth
     const url = request.url
     const q = url.indexOf('?')
     const sub = auth.token?.sub ?? auth.sub
-    const now = performance.now()
     pending += (
       prefix + Date.now() +
       ',"reqId":' + JSON.stringify(request.id) +
@@ -80,6 +80,6 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
   // the metrics, once per request. A proxied response cut short after its request body went
   // upstream is reported by the exchange (src/proxy/exchange.ts #unfinished) through onResponse
   telemetryHub(app).add({
-    requestDone (request, status, aborted) { line(request, status, aborted ? Reason.clientClosed : undefined) },
+    requestDone (request, status, aborted, nowMs) { line(request, status, aborted ? Reason.clientClosed : undefined, nowMs) },
   })
 }, { name: 'portcullis-access-log', fastify: '5.x', dependencies: ['portcullis-edge'] })

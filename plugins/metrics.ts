@@ -34,11 +34,11 @@ export default fp(async function metrics (admin, opts: MetricsOptions) {
 /** what the metrics take from each request (upstream calls: UpstreamTiming, reported by the proxy) */
 export function metricsObserver (metrics: GatewayMetrics): RequestObserver {
   return {
-    requestDone (request, status, aborted) {
+    requestDone (request, status, aborted, nowMs) {
       const auth = request.auth
       const acceptedAt = request.acceptedAt
       // acceptedAt is 0 when the request was refused before the edge hook ran (an undecodable URL)
-      const durationSec = acceptedAt > 0 ? (performance.now() - acceptedAt) / 1000 : 0
+      const durationSec = acceptedAt > 0 ? (nowMs - acceptedAt) / 1000 : 0
       const reason = aborted ? Reason.clientClosed : auth?.reason ?? 'unrouted'
       metrics.requestDone(auth?.route ?? '', status, reason, durationSec)
     },

@@ -1,4 +1,5 @@
 import diagnostics from 'node:diagnostics_channel'
+import { performance } from 'node:perf_hooks'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { CLIENT_CLOSED_STATUS } from '../proxy/errors.js'
 import { kUpgrade } from '../proxy/websocket.js'
@@ -22,8 +23,8 @@ import { headerValue, UpstreamCall, type UndiciRequest } from './upstream-call.j
  * reported by the proxy itself (UpstreamTiming), which costs a clock read.
  */
 export interface RequestObserver {
-  /** the response is complete, or the client went away first (aborted; status 499) */
-  requestDone?: (request: FastifyRequest, status: number, aborted: boolean) => void
+  /** the response is complete, or the client went away first (aborted; status 499); `nowMs`: performance.now() then, read once for every observer */
+  requestDone?: (request: FastifyRequest, status: number, aborted: boolean, nowMs: number) => void
   /** an upstream request for a proxied request was created; it may still set headers (`call.setHeader`) */
   upstreamStart?: (call: UpstreamCall) => void
   upstreamHeaders?: (call: UpstreamCall) => void
@@ -90,7 +91,8 @@ export class TelemetryHub {
     request[kTelemetry] = DONE
     if (state === TRACKED) this.#untrack(request)
     const observers = this.#observers
-    for (let i = 0; i < observers.length; i++) observers[i]!.requestDone?.(request, status, aborted)
+    const nowMs = performance.now()
+    for (let i = 0; i < observers.length; i++) observers[i]!.requestDone?.(request, status, aborted, nowMs)
   }
 
   /** the preHandler work for a request about to be forwarded (public for bench/micro-metrics.ts) */

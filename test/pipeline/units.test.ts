@@ -474,3 +474,27 @@ t.test('TokenVerifier cache: a cached token still expires by the injected clock;
   t.equal(uncached.cacheSize, 0, 'verifyCacheSize 0 disables the cache')
   t.equal(outcome(() => uncached.verify(token, (exp + skewSec + 1) * 1000)), 'token_expired', 'and expiry still applies')
 })
+
+t.test('checkRequest: the remembered last good Host never lets a bad one through', async (t) => {
+  const { checkRequest } = await import('../../src/pipeline/edge.js')
+  const req = (host: string | undefined): import('node:http').IncomingMessage => ({
+    url: '/x',
+    headers: host === undefined ? {} : { host },
+    rawHeaders: host === undefined ? [] : ['Host', host],
+    httpVersionMajor: 1,
+    httpVersionMinor: 1,
+    socket: null,
+  }) as unknown as import('node:http').IncomingMessage
+  const code = (host: string | undefined): string | undefined => {
+    try { checkRequest(req(host)); return undefined } catch (err) { return (err as GatewayError).code }
+  }
+  // an empty Host first, before any good one was remembered
+  t.equal(code(''), 'bad_host', 'an empty Host is refused')
+  t.equal(code('shop.example:8443'), undefined, 'a good Host passes')
+  t.equal(code('shop.example:8443'), undefined, 'and again (remembered)')
+  for (const bad of ['', 'bad host', 'shop.example:8443/admin', 'user@shop.example', 'shop.example:8443 ']) {
+    t.equal(code(bad), 'bad_host', `after a good Host, ${JSON.stringify(bad)} is still refused`)
+  }
+  t.equal(code(undefined), 'bad_host', 'no Host in HTTP/1.1 is still refused')
+  t.equal(code('[::1]:8080'), undefined, 'an IPv6 literal passes')
+})
