@@ -244,6 +244,20 @@ export const BODY_REQUESTS = 16
 /** how many times the warm-up sends the whole token pool (see measure) */
 const WARM_PASSES = 2
 
+/** the longest the warm-up goes on for a pool that is not yet cached (see measure) */
+export const WARM_LIMIT_MS = 90_000
+
+/**
+ * Whether the warm-up must go on: until the pool has been sent WARM_PASSES times and the verify
+ * cache holds all of it (`cached` is undefined where there is no admin port to ask), bounded by
+ * time rather than by a count of rounds — a round of `--smoke`'s 1 s sends a sixth of what it
+ * sends on an idle machine when the machine is busy, and six such rounds left the pool half warm.
+ */
+export function keepWarming (w: { requests: number, cached: number | undefined, cycled: number, connections: number, elapsedMs: number }): boolean {
+  const warm = w.requests >= WARM_PASSES * w.cycled + w.connections && (w.cached ?? w.cycled) >= w.cycled
+  return !warm && w.elapsedMs < WARM_LIMIT_MS
+}
+
 /** one measured run of one configuration, with fresh processes */
 export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): Promise<RunRecord> {
   const logDir = join(ctx.dir, 'runs', `${String(seq).padStart(3, '0')}-${c.id}`)
@@ -277,12 +291,13 @@ export async function measure (c: Config, ctx: Ctx, seq: number, rep: number): P
     if (needsTokens && warm.statusErrors > 0) throw new Error(`warm-up: ${warm.statusErrors} error responses of ${warm.requests}`)
     // a warm pool means every token of it is in the verify cache, which admits a token on its
     // second verification (src/tokens/verify-cache.ts): the warm-up goes on until it has sent
-    // the whole pool twice (at most 6 more rounds). With one pass, as before 2026-12-01, a slow
+    // the whole pool twice (for at most WARM_LIMIT_MS). With one pass, as before 2026-12-01, a slow
     // start left up to a pool's worth of verifications in the measured window — ~20 % of a
     // 4-second EdDSA window, more for the slower of two gateways compared in pairs.
     if (needsTokens && c.cold !== true) {
-      const notWarm = async (): Promise<boolean> => warm.requests < WARM_PASSES * cycled + common.connections || (await cachedTokens(l?.adminPort) ?? cycled) < cycled
-      for (let extra = 0; await notWarm() && extra < 6; extra++) {
+      const started = Date.now()
+      const notWarm = async (): Promise<boolean> => keepWarming({ requests: warm.requests, cached: await cachedTokens(l?.adminPort), cycled, connections: common.connections, elapsedMs: Date.now() - started })
+      while (await notWarm()) {
         // each wrk starts at its offset: go on where the last one stopped, or a warm-up run
         // shorter than a pass would send the pool's first tokens again and never its last
         const more = await runWrk({ ...common, durationSec: ctx.warmupSec, offset: warm.requests % cycled })
