@@ -106,47 +106,71 @@ export class HeaderRewriter {
       OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX)
   }
 
-  /** request headers for the upstream; `inbound` names are lower case (Node's parser) */
-  request (inbound: IncomingHttpHeaders, facts: RequestFacts): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = {}
+  /**
+   * Request headers for the upstream as undici takes them, `[name, value, …]`; `inbound`
+   * names are lower case (Node's parser). A flat list rather than an object: an object given
+   * per-request keys made every store to it, and undici's walk over its keys, megamorphic
+   * (bench/icount.ts). Each name the gateway sets after the loop (Host, the forwarding
+   * headers, the request id, identity) is left out of the copy, so it appears once.
+   */
+  requestList (inbound: IncomingHttpHeaders, facts: RequestFacts): Array<string | string[]> {
+    const out: Array<string | string[]> = []
     const trusted = this.#trust(facts.peerAddress)
     const nominated = connectionNominated(inbound.connection)
+    const forwardedHost = facts.host !== undefined && facts.host !== ''
     for (const name in inbound) {
+      const value = inbound[name]
+      if (value === undefined) continue
       // `X_Forwarded_For` and `X-Forwarded-For` are one variable to CGI, WSGI, PHP and Rack
       // (HTTP_X_FORWARDED_FOR): the rules judge a name with `_` read as `-` (rule 11)
       const canonical = name.includes('_') ? name.replaceAll('_', '-') : name
       if (HOP_BY_HOP.has(canonical)) {
-        if (facts.upgrade === true && (name === 'upgrade' || name === 'connection')) out[name] = inbound[name]
-        else if (name === 'te' && isTrailers(inbound.te)) out.te = 'trailers'
+        if (facts.upgrade === true && (name === 'upgrade' || name === 'connection')) out.push(name, value)
+        else if (name === 'te' && isTrailers(value)) out.push('te', 'trailers')
         continue
       }
       if (canonical === 'host') continue // set below, after anything a client could nominate
       if (name.charCodeAt(0) === 58 /* : */) continue // HTTP/2 pseudo-headers describe the client's hop
       if (nominated !== undefined && nominated.has(name)) continue
       if (this.#isReserved(canonical)) continue
-      if (!trusted && (canonical.startsWith(FORWARDING_PREFIX) || FORWARDING.has(canonical))) continue
+      if (canonical.startsWith(FORWARDING_PREFIX) || FORWARDING.has(canonical)) {
+        if (!trusted) continue
+        // from a trusted proxy these pass, except the ones the gateway writes itself below
+        if (name === 'x-forwarded-for' || name === 'x-forwarded-proto' || (name === 'x-forwarded-host' && forwardedHost)) continue
+      }
       if (canonical === 'authorization' && !this.#forwardAuthorization) continue
       if (canonical === 'x-request-id') continue
-      out[name] = inbound[name]
+      if (name === 'cookie' && this.#refreshCookie !== undefined && typeof value === 'string') {
+        const cookie = stripCookie(value, this.#refreshCookie)
+        if (cookie !== '') out.push(name, cookie)
+        continue
+      }
+      out.push(name, value)
     }
-    if (this.#refreshCookie !== undefined && typeof out.cookie === 'string') {
-      const cookie = stripCookie(out.cookie, this.#refreshCookie)
-      if (cookie === '') delete out.cookie
-      else out.cookie = cookie
-    }
-    out.host = facts.upstreamHost
     const inboundXff = trusted ? inbound['x-forwarded-for'] : undefined
-    out['x-forwarded-for'] = inboundXff === undefined || inboundXff === '' ? facts.peerAddress : `${String(inboundXff)}, ${facts.peerAddress}`
-    out['x-forwarded-proto'] = facts.protocol
-    if (facts.host !== undefined && facts.host !== '') out['x-forwarded-host'] = facts.host
-    out['x-request-id'] = facts.requestId
-    if (facts.identity !== undefined) {
-      for (let i = 0; i < facts.identity.length; i++) {
-        const h = facts.identity[i] as IdentityHeader
-        out[h[0]] = h[1]
+    out.push(
+      'host', facts.upstreamHost,
+      'x-forwarded-for', inboundXff === undefined || inboundXff === '' ? facts.peerAddress : `${String(inboundXff)}, ${facts.peerAddress}`,
+      'x-forwarded-proto', facts.protocol
+    )
+    if (forwardedHost) out.push('x-forwarded-host', facts.host as string)
+    out.push('x-request-id', facts.requestId)
+    const identity = facts.identity
+    if (identity !== undefined) {
+      for (let i = 0; i < identity.length; i++) {
+        const h = identity[i] as IdentityHeader
+        out.push(h[0], h[1])
       }
     }
-    if (facts.extra !== undefined) for (const [name, value] of facts.extra) out[name] = value
+    if (facts.extra !== undefined) for (const [name, value] of facts.extra) out.push(name, value)
+    return out
+  }
+
+  /** the same headers as an object (the WebSocket proxy, `portcullis explain`) */
+  request (inbound: IncomingHttpHeaders, facts: RequestFacts): OutgoingHttpHeaders {
+    const list = this.requestList(inbound, facts)
+    const out: OutgoingHttpHeaders = {}
+    for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1]
     return out
   }
 

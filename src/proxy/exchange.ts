@@ -125,7 +125,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       origin: target.origin,
       path: target.path.map(request.url),
       method: request.method as Dispatcher.HttpMethod,
-      headers: target.rewriter.request(raw.headers, ctx.facts) as Record<string, string | string[]>,
+      headers: target.rewriter.requestList(raw.headers, ctx.facts) as string[],
       // undici streams an async iterable body like a Readable (counted bodies, below)
       body: body as IncomingMessage | null,
       // the route timeout is ours (from acceptance); between body chunks: the idle timeout

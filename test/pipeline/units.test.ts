@@ -498,3 +498,21 @@ t.test('checkRequest: the remembered last good Host never lets a bad one through
   t.equal(code(undefined), 'bad_host', 'no Host in HTTP/1.1 is still refused')
   t.equal(code('[::1]:8080'), undefined, 'an IPv6 literal passes')
 })
+
+t.test('checkRequest: a second copy of Host, Authorization or Content-Type is refused in any spelling', async (t) => {
+  const { checkRequest } = await import('../../src/pipeline/edge.js')
+  const code = (rawHeaders: string[]): string | undefined => {
+    const req = { url: '/x', headers: { host: 'a.example' }, rawHeaders, httpVersionMajor: 1, httpVersionMinor: 1, socket: null }
+    try { checkRequest(req as unknown as import('node:http').IncomingMessage); return undefined } catch (err) { return (err as GatewayError).code }
+  }
+  // the usual spellings are recognised without lower-casing; every other spelling still is
+  for (const [a, b, expected] of [
+    ['Host', 'host', 'bad_host'], ['Host', 'HOST', 'bad_host'], ['hOsT', 'Host', 'bad_host'],
+    ['Authorization', 'authorization', 'duplicate_header'], ['Authorization', 'AUTHORIZATION', 'duplicate_header'],
+    ['authorization', 'AuThOrIzAtIoN', 'duplicate_header'],
+    ['Content-Type', 'content-type', 'duplicate_header'], ['CONTENT-TYPE', 'Content-type', 'duplicate_header'],
+  ] as const) {
+    t.equal(code([a, 'x', 'Accept', '*/*', b, 'y']), expected, `${a} and ${b}`)
+  }
+  t.equal(code(['Host', 'a.example', 'Authorization', 'Bearer x', 'Content-Type', 'text/plain', 'Hostx', 'y', 'User-Agent', 'z']), undefined, 'one copy each passes')
+})
