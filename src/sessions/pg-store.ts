@@ -145,7 +145,7 @@ async function endClient (client: pg.Client): Promise<void> {
 
 const HEARTBEAT_CHANNEL_PREFIX = 'portcullis_hb_'
 
-function executor (c: pg.Pool | pg.PoolClient): SqlExecutor {
+function executor (c: pg.Pool | pg.PoolClient | pg.Client): SqlExecutor {
   return {
     query: async (text, params) => (await translated(c.query(text, params))).rows,
     exec: async (text) => { await translated(c.query(text)) },
@@ -181,7 +181,7 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
   })
   const listeners = new Set<pg.Client>()
 
-  const withConnection = async <T>(fn: (q: SqlExecutor) => Promise<T>): Promise<T> => {
+  const pooled = async <T>(fn: (q: SqlExecutor) => Promise<T>): Promise<T> => {
     const client = await translated(pool.connect())
     let broken: unknown
     try {
@@ -198,8 +198,22 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
   return {
     kind: 'postgres',
     ...executor(pool),
-    withConnection,
-    transaction: async (fn) => await withConnection(async (q) => {
+    // a connection of its own, outside the pool: the pool's connections carry the request
+    // timeouts from their first statement (startup parameters), and the statement that would
+    // lift them was itself cancelled when it outlasted a short statement_timeout (seen with
+    // 1 ms on a loaded machine), as was a replica's wait for another's migration
+    withConnection: async (fn) => {
+      const client = new pg.Client({ connectionString: opts.url, connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS, application_name: 'portcullis-migrations' })
+      // a connection lost mid-way fails the statement in flight; without a listener it would crash the process
+      client.on('error', () => {})
+      await translated(client.connect())
+      try {
+        return await fn(executor(client))
+      } finally {
+        await endClient(client)
+      }
+    },
+    transaction: async (fn) => await pooled(async (q) => {
       await q.exec('BEGIN')
       try {
         const result = await fn(q)

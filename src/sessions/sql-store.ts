@@ -27,7 +27,7 @@ export interface SqlExecutor {
 export interface SqlDriver extends SqlExecutor {
   readonly kind: 'postgres' | 'embedded'
   transaction: <T>(fn: (q: SqlExecutor) => Promise<T>) => Promise<T>
-  /** one connection for the whole callback (session-level advisory locks) */
+  /** one connection for the whole callback (session-level advisory locks), without the request timeouts (migrations) */
   withConnection: <T>(fn: (q: SqlExecutor) => Promise<T>) => Promise<T>
   listen: (channel: string, onPayload: (payload: string) => void, onLost: (err: Error) => void) => Promise<StoreListener>
   close: () => Promise<void>
@@ -243,18 +243,12 @@ export class SqlStore extends SqlQueries implements Store {
 
   async migrate (): Promise<number[]> {
     return await this.#driver.withConnection(async (q) => {
-      // The pool's statement and lock timeouts guard requests, not this: waiting for
-      // another replica's migration, or building an index on a big table, may take longer.
-      // Reset before the connection goes back to the pool (RESET: back to the pool's value).
-      await q.exec('SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0')
+      // The store's statement and lock timeouts guard requests, not this connection (the
+      // driver's own, without them): waiting for another replica's migration, or building an
+      // index on a big table, may take longer.
       // Session-level lock: a second replica waits here until the first has finished,
       // then finds every version applied. Released explicitly (and by disconnect).
-      try {
-        await q.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY])
-      } catch (err) {
-        await q.exec('RESET statement_timeout; RESET lock_timeout; RESET idle_in_transaction_session_timeout').catch(() => {})
-        throw err
-      }
+      await q.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY])
       try {
         await q.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
@@ -276,7 +270,6 @@ export class SqlStore extends SqlQueries implements Store {
         return applied
       } finally {
         await q.query('SELECT pg_advisory_unlock($1::bigint)', [MIGRATION_LOCK_KEY]).catch(() => {})
-        await q.exec('RESET statement_timeout; RESET lock_timeout; RESET idle_in_transaction_session_timeout').catch(() => {})
       }
     })
   }

@@ -11,6 +11,8 @@ import pg from 'pg'
 import { StoreUnavailableError } from '../../src/sessions/errors.js'
 import { SessionService } from '../../src/sessions/service.js'
 import { openStore } from '../../src/sessions/store.js'
+import { MIGRATION_LOCK_KEY } from '../../src/sessions/migrations.js'
+import { QUERY_TIMEOUT_MARGIN_MS } from '../../src/sessions/pg-store.js'
 import { addUser } from '../../src/sessions/users.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
 import { makeClock } from '../fixtures/sessions-clock.js'
@@ -65,6 +67,28 @@ if (!avail.available) {
     const [a, b] = await Promise.all([openStore({ url: fresh, statementTimeoutMs: 1, lockTimeoutMs: 1 }), openStore({ url: fresh, statementTimeoutMs: 1, lockTimeoutMs: 1 })])
     t.teardown(async () => { await a.close(); await b.close() })
     t.same(await a.migrate(), [], 'both opened and migrated')
+  })
+
+  // The migration ran on a pooled connection, which carries the request timeouts from its
+  // first statement: the statement that lifted them was itself cancelled when it outlasted a
+  // 1 ms statement_timeout (57014 on a loaded machine), and the pool's client-side read
+  // timeout (statement timeout + QUERY_TIMEOUT_MARGIN_MS) ended a replica's wait for another's
+  // migration — as here, deterministically. Migrations now have a connection of their own.
+  t.test('a replica waits for another\'s migration longer than the request timeouts allow', async (t) => {
+    const fresh = await cluster.createDatabase('migration_wait')
+    const other = new pg.Client({ connectionString: fresh })
+    await other.connect()
+    t.teardown(() => other.end())
+    await other.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY])
+    let opened = false
+    const opening = openStore({ url: fresh, statementTimeoutMs: 1, lockTimeoutMs: 1 }).then((s) => { opened = true; return s })
+    const heldMs = QUERY_TIMEOUT_MARGIN_MS + 1_000
+    await new Promise((resolve) => setTimeout(resolve, heldMs))
+    t.equal(opened, false, `still waiting after ${heldMs} ms (the other replica holds the migration lock)`)
+    await other.query('SELECT pg_advisory_unlock($1::bigint)', [MIGRATION_LOCK_KEY])
+    const s = await opening
+    t.teardown(() => s.close())
+    t.same(await s.migrate(), [], 'then opened, every migration applied')
   })
 
   t.test('the settings are on every pooled connection', async (t) => {
