@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { constants as h2, Http2ServerResponse } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
@@ -28,7 +30,7 @@ import { LoginThrottle } from './sessions/throttle.js'
 import { SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
-import { ConfigError, type ConfigProblem } from './errors.js'
+import { ConfigError, ErrorCode, type ConfigProblem } from './errors.js'
 import type { HealthCheck } from './health.js'
 
 export interface GatewayDeps {
@@ -148,6 +150,28 @@ function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
   socket.end(`HTTP/1.1 ${status} ${phrase}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
+const CONNECT_REFUSED = JSON.stringify({ statusCode: 405, code: ErrorCode.methodNotAllowed, message: 'CONNECT is not supported: this gateway forwards requests, it does not tunnel' })
+
+/**
+ * CONNECT asks for a tunnel, which a gateway in front of HTTP services never opens: a JSON
+ * 405 (RFC 9110 §15.5.6: an empty Allow, no method reaches that target), then the stream or
+ * the connection is closed. Without this listener Node answered an HTTP/2 CONNECT with a
+ * bare 405 and left its stream open (each held until the whole connection closed), and
+ * closed an HTTP/1.1 one without a word (fix-h2-connect-stream-never-ends).
+ */
+function refuseConnect (req: IncomingMessage, out: Duplex | Http2ServerResponse): void {
+  const id = HeaderRewriter.requestId(req.headers['x-request-id'], randomUUID)
+  if (out instanceof Http2ServerResponse) {
+    out.writeHead(405, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(CONNECT_REFUSED), 'cache-control': 'no-store', allow: '', 'x-request-id': id })
+    // RST_STREAM(NO_ERROR) once the answer is out: the client may stop sending (RFC 9113 §8.1)
+    out.end(CONNECT_REFUSED, () => { if (!out.stream.closed) out.stream.close(h2.NGHTTP2_NO_ERROR) })
+    return
+  }
+  out.on('error', () => {})
+  if (!out.writable) { out.destroy(); return }
+  out.end(`HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(CONNECT_REFUSED)}\r\ncache-control: no-store\r\nallow: \r\nx-request-id: ${id}\r\n\r\n${CONNECT_REFUSED}`, () => out.destroy())
+}
+
 /** Builds (but does not start) the gateway from a validated configuration. Everything per-route is compiled here. */
 export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const clock = deps.clock ?? Date.now
@@ -196,6 +220,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     // there; requestTimeout it checks on HTTP/1 servers only (README: "HTTP/2 specifics")
     (app.server as unknown as { keepAliveTimeout: number }).keepAliveTimeout = initial.server.keepAliveTimeoutMs
   }
+  app.server.on('connect', refuseConnect)
   await app.register(errorsPlugin, { realm: initial.server.realm })
   await app.register(edgePlugin, { holder })
   // traces: nothing at all is registered when telemetry.otlp is absent

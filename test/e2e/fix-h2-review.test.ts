@@ -71,6 +71,46 @@ t.test('HTTP/2 listener', async (t) => {
     t.equal(session.remoteSettings.maxConcurrentStreams, 128)
   })
 
+  // CONNECT is not something a gateway in front of HTTP services tunnels: Node answered it
+  // over HTTP/2 with a bare 405 (no JSON, no request id) and left the stream open, so each
+  // one held its stream (and ~4.5 kB) until the whole connection closed
+  t.test('fix-h2-connect-stream-never-ends: a CONNECT gets a JSON 405 and its stream closes', async (t) => {
+    const session = connect(base, { ca: cert.certPem })
+    t.teardown(() => session.destroy())
+    const stream = session.request({ ':method': 'CONNECT', ':authority': 'internal.example:22' })
+    let status = 0
+    let headers: Record<string, unknown> = {}
+    let body = ''
+    stream.on('response', (h) => { status = Number(h[':status']); headers = h })
+    stream.on('data', (c: Buffer) => { body += c.toString() })
+    stream.on('error', () => {})
+    const closed = await Promise.race([
+      new Promise<boolean>(resolve => stream.once('close', () => resolve(true))),
+      new Promise<boolean>(resolve => setTimeout(() => resolve(false), 3000)),
+    ])
+    t.equal(status, 405)
+    t.equal(JSON.parse(body || '{}').code, 'method_not_allowed')
+    t.match(headers['x-request-id'], /./, 'with a request id')
+    t.equal(headers['cache-control'], 'no-store')
+    t.ok(closed, 'the stream closed without the client ending it')
+    t.equal(upstream.requests.filter(r => r.method === 'CONNECT').length, 0)
+    t.equal((await h2(session, { ':method': 'GET', ':path': '/pub/after-connect' })).status, 200, 'the connection still serves requests')
+  })
+
+  t.test('fix-h2-connect-stream-never-ends: an HTTP/1.1 CONNECT on the HTTP/2 listener gets a JSON 405 too', async (t) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+    t.teardown(() => socket.destroy())
+    let answer = ''
+    socket.on('data', (c: Buffer) => { answer += c.toString() })
+    const closed = new Promise<void>(resolve => socket.once('close', () => resolve()))
+    await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
+    socket.write('CONNECT internal.example:22 HTTP/1.1\r\nhost: internal.example:22\r\n\r\n')
+    await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 3000))])
+    t.match(answer, /^HTTP\/1\.1 405 /)
+    t.match(answer, /connection: close/i)
+    t.equal(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4) || '{}').code, 'method_not_allowed')
+  })
+
   t.test('idle connections close after keepAliveTimeout, HTTP/1.1 (ALPN) and HTTP/2 alike', async (t) => {
     const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
     t.teardown(() => socket.destroy())
@@ -126,6 +166,22 @@ t.test('HTTP/1.1: a refusal keeps the connection unless a body is on the wire; n
   await new Promise(resolve => setTimeout(resolve, 100))
   t.same(upstream.requests.map(r => r.url).filter(u => u.includes('smuggled')), [], 'nothing pipelined behind it reached the upstream')
   t.equal(upstream.requests.map(r => r.url).filter(u => u === '/pub/after').length, 1)
+})
+
+t.test('fix-h2-connect-stream-never-ends: CONNECT on a plain HTTP/1.1 listener gets a JSON 405, then the connection closes', async (t) => {
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' }], { server: { http2: false } }))
+  const client = await RawClient.connect(gw.url)
+  t.teardown(() => client.destroy())
+  await client.send('CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\nx-request-id: connect-probe-1\r\n\r\n')
+  const res = await client.response()
+  t.equal(res.status, 405)
+  t.equal(JSON.parse(res.body.toString()).code, 'method_not_allowed')
+  t.equal(res.headers['x-request-id'], 'connect-probe-1', 'a valid request id is kept')
+  t.equal(res.headers.connection, 'close')
+  t.equal(await client.closed, 'end')
+  t.equal(upstream.requests.length, 0)
 })
 
 // on an HTTP/1 listener (plain or TLS): on the HTTP/2 one, Node does not check requestTimeout
