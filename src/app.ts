@@ -215,10 +215,17 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   // compatibility API (IncomingMessage/ServerResponse-shaped), which is all they use
   const app = Fastify(options) as unknown as FastifyInstance
   if (initial.server.http2) {
-    // Fastify gives it to an HTTP/1 server only: the HTTP/1.1 connections an HTTP/2 listener
-    // accepts (ALPN) stayed open idle for ever after a request (fix-h2-review). Node reads it
-    // there; requestTimeout it checks on HTTP/1 servers only (README: "HTTP/2 specifics")
-    (app.server as unknown as { keepAliveTimeout: number }).keepAliveTimeout = initial.server.keepAliveTimeoutMs
+    // Fastify gives these to an HTTP/1 server only. Node applies them to the HTTP/1.1
+    // connections an HTTP/2 listener accepts (ALPN) as well, with its own defaults otherwise:
+    // such a connection stayed open idle for ever after a request (fix-h2-review), and a
+    // request trickled over one had 300 s (60 s for its header block) instead of
+    // server.requestTimeout, checked every 30 s (fix-h2-http1-request-timeout)
+    const server = app.server as unknown as { keepAliveTimeout: number, requestTimeout: number, headersTimeout: number, connectionsCheckingInterval: number }
+    server.keepAliveTimeout = initial.server.keepAliveTimeoutMs
+    // read when the server starts listening; the option of that name is ignored there (30 s)
+    server.connectionsCheckingInterval = CONNECTIONS_CHECKING_INTERVAL_MS
+    server.requestTimeout = initial.server.requestTimeoutMs
+    server.headersTimeout = Math.min(server.headersTimeout, initial.server.requestTimeoutMs)
   }
   app.server.on('connect', refuseConnect)
   await app.register(errorsPlugin, { realm: initial.server.realm })
