@@ -113,14 +113,14 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
       // the decision line and metrics follow the response's `finish`; a 101 has no other end
       pending.res.statusCode = 101
       pending.res.emit('finish')
-      link(client, upstream, token === undefined ? undefined : target.live.add(token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }))
+      link(client, upstream, target.writeTimeoutMs, token === undefined ? undefined : target.live.add(token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }))
     })
   })
 }
 
-function link (client: WebSocket, upstream: WebSocket, forget: (() => void) | undefined): void {
-  relay(client, upstream)
-  relay(upstream, client)
+function link (client: WebSocket, upstream: WebSocket, writeTimeoutMs: number, forget: (() => void) | undefined): void {
+  relay(client, upstream, undefined)
+  relay(upstream, client, writeTimeoutMs)
   let closed = false
   const closeBoth = (code: number, reason: Buffer): void => {
     if (closed) return
@@ -139,15 +139,35 @@ function link (client: WebSocket, upstream: WebSocket, forget: (() => void) | un
   upstream.on('error', () => { upstream.terminate(); client.terminate() })
 }
 
-function relay (from: WebSocket, to: WebSocket): void {
+/**
+ * Messages from `from` to `to`, with backpressure: `from` is paused while `to` is more than
+ * HIGH_WATER_BYTES behind. With `stalledMs` (server.writeTimeout, towards the client), a
+ * receiver that takes nothing of what it is behind on for that long is dropped, and its peer
+ * with it: a client that never reads held its upstream connection open for ever
+ * (fix-websocket-client-never-reads). A receiver that is merely idle is never timed.
+ */
+function relay (from: WebSocket, to: WebSocket, stalledMs: number | undefined): void {
   let paused = false
+  let stalled: NodeJS.Timeout | undefined
   from.on('message', (data, isBinary) => {
     if (to.readyState !== WebSocket.OPEN) return
     to.send(data, { binary: isBinary }, () => {
-      if (paused && to.bufferedAmount < HIGH_WATER_BYTES / 2) { paused = false; from.resume() }
+      if (!paused) return
+      stalled?.refresh() // it took something: the clock starts again
+      if (to.bufferedAmount < HIGH_WATER_BYTES / 2) {
+        paused = false
+        clearTimeout(stalled)
+        stalled = undefined
+        from.resume()
+      }
     })
-    if (!paused && to.bufferedAmount > HIGH_WATER_BYTES) { paused = true; from.pause() }
+    if (!paused && to.bufferedAmount > HIGH_WATER_BYTES) {
+      paused = true
+      from.pause()
+      if (stalledMs !== undefined) stalled = setTimeout(() => { to.terminate(); from.terminate() }, stalledMs)
+    }
   })
+  to.once('close', () => { clearTimeout(stalled) })
 }
 
 /** close codes that may be sent on the wire (RFC 6455 §7.4.1: 1005, 1006, 1015 are reserved) */
