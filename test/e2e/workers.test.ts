@@ -115,15 +115,16 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
     const victim = pids[0] as number
     const state = { stop: false }
     let ok = 0
-    const failed: string[] = []
+    const failed: Array<{ why: string, sentAt: number }> = []
     const load = (async () => {
       while (!state.stop) {
+        const sentAt = Date.now()
         try {
           const r = await send(`${gw.url}/.well-known/jwks.json`)
           if (r.status === 200) ok++
-          else failed.push(`status ${r.status}`)
+          else failed.push({ why: `status ${r.status}`, sentAt })
         } catch (err) {
-          failed.push((err as NodeJS.ErrnoException).code ?? String(err))
+          failed.push({ why: (err as NodeJS.ErrnoException).code ?? String(err), sentAt })
         }
       }
     })()
@@ -135,6 +136,7 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
       if (now.length === 2 && !now.includes(victim)) { replaced = now; break }
       await new Promise(resolve => setTimeout(resolve, 100))
     }
+    const replacedAt = Date.now()
     // the load goes on until 20 more requests were answered with the replacement in place (a
     // count, not a time: over TLS on a loaded machine a fixed window held only a few)
     const answeredAtReplacement = ok
@@ -146,7 +148,12 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
     }
     t.equal(replaced.length, 2, `a new worker took its place (${replaced.join(', ')})`)
     t.ok(ok - answeredAtReplacement >= 20, `${ok} requests answered meanwhile, ${ok - answeredAtReplacement} after the replacement`)
-    // one request at a time: the killed worker held at most one
-    t.ok(failed.length <= 1, `requests lost: ${failed.length} (${failed.join(', ')})`)
+    // one request at a time, so the killed worker held at most the request in flight and the
+    // next connection, if the primary handed it over in the instant the worker died (before
+    // it saw the death): node:cluster cannot take back a connection it has handed to a worker,
+    // and that client times out. Nothing sent once the replacement was listed is lost
+    const lost = failed.map(f => `${f.why} sent ${f.sentAt - replacedAt} ms from the replacement`).join(', ')
+    t.ok(failed.length <= 2, `requests lost: ${failed.length} (${lost})`)
+    t.ok(failed.every(f => f.sentAt <= replacedAt), `none sent after the replacement was in place (${lost})`)
   })
 })
