@@ -1,6 +1,6 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { connect, type ClientHttp2Session } from 'node:http2'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
@@ -33,6 +33,18 @@ function h2 (session: ClientHttp2Session, headers: Record<string, string>, body?
     stream.on('error', reject)
     if (body !== undefined) stream.end(body)
   })
+}
+
+/** an HTTP/1.1 connection (ALPN) to the HTTP/2 listener: what it was sent, and when it closed */
+async function http1OverAlpn (t: Test, port: number, ca: string): Promise<{ socket: TLSSocket, answer: () => string, closed: Promise<number> }> {
+  const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+  t.teardown(() => socket.destroy())
+  let answer = ''
+  socket.on('data', (c: Buffer) => { answer += c.toString() })
+  const closed = new Promise<number>(resolve => socket.once('close', () => resolve(Date.now())))
+  await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
+  t.equal(socket.alpnProtocol, 'http/1.1')
+  return { socket, answer: () => answer, closed }
 }
 
 t.test('HTTP/2 listener', async (t) => {
@@ -98,30 +110,20 @@ t.test('HTTP/2 listener', async (t) => {
   })
 
   t.test('fix-h2-connect-stream-never-ends: an HTTP/1.1 CONNECT on the HTTP/2 listener gets a JSON 405 too', async (t) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
-    t.teardown(() => socket.destroy())
-    let answer = ''
-    socket.on('data', (c: Buffer) => { answer += c.toString() })
-    const closed = new Promise<void>(resolve => socket.once('close', () => resolve()))
-    await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
+    const { socket, answer: read, closed } = await http1OverAlpn(t, gw.port, cert.certPem)
     socket.write('CONNECT internal.example:22 HTTP/1.1\r\nhost: internal.example:22\r\n\r\n')
     await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 3000))])
+    const answer = read()
     t.match(answer, /^HTTP\/1\.1 405 /)
     t.match(answer, /connection: close/i)
     t.equal(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4) || '{}').code, 'method_not_allowed')
   })
 
   t.test('idle connections close after keepAliveTimeout, HTTP/1.1 (ALPN) and HTTP/2 alike', async (t) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
-    t.teardown(() => socket.destroy())
-    let answer = ''
-    socket.on('data', (c: Buffer) => { answer += c.toString() })
-    const closed = new Promise<number>(resolve => socket.once('close', () => resolve(Date.now())))
-    await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
-    t.equal(socket.alpnProtocol, 'http/1.1')
+    const { socket, answer, closed } = await http1OverAlpn(t, gw.port, cert.certPem)
     socket.write(requestBytes('GET', '/pub/k', [['host', `127.0.0.1:${gw.port}`]]))
-    for (let i = 0; i < 100 && !answer.includes('\r\n\r\n'); i++) await new Promise(resolve => setTimeout(resolve, 20))
-    t.match(answer, /^HTTP\/1\.1 200 /)
+    for (let i = 0; i < 100 && !answer().includes('\r\n\r\n'); i++) await new Promise(resolve => setTimeout(resolve, 20))
+    t.match(answer(), /^HTTP\/1\.1 200 /)
     const t0 = Date.now()
     const closedAt = await Promise.race([closed, new Promise<number>(resolve => setTimeout(() => resolve(Infinity), 5000))])
     t.ok(closedAt - t0 < 4000, `the idle HTTP/1.1 connection closed after ${closedAt - t0} ms (keepAliveTimeout 1 s)`)
@@ -209,19 +211,13 @@ t.test('fix-h2-http1-request-timeout: on the HTTP/2 listener, a stalled HTTP/1.1
   const gw = await startGateway(t, baseConfig(key, [{ name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' }],
     { server: { requestTimeout: '1s', tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true } }))
   for (const stall of ['header block', 'body'] as const) {
-    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, ca: cert.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
-    t.teardown(() => socket.destroy())
-    let answer = ''
-    socket.on('data', (c: Buffer) => { answer += c.toString() })
-    const closed = new Promise<void>(resolve => socket.once('close', () => resolve()))
-    await new Promise<void>(resolve => socket.once('secureConnect', () => resolve()))
-    t.equal(socket.alpnProtocol, 'http/1.1')
+    const { socket, answer, closed } = await http1OverAlpn(t, gw.port, cert.certPem)
     const t0 = Date.now()
     socket.write(stall === 'header block'
       ? `GET /pub/slow HTTP/1.1\r\nhost: 127.0.0.1:${gw.port}\r\nx-slow: 1\r\n`
       : `POST /pub/slow HTTP/1.1\r\nhost: 127.0.0.1:${gw.port}\r\ncontent-length: 10\r\n\r\nabc`)
     await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 8000))])
-    t.match(answer, /^HTTP\/1\.1 408 /, `a stalled ${stall}: 408`)
+    t.match(answer(), /^HTTP\/1\.1 408 /, `a stalled ${stall}: 408`)
     t.ok(Date.now() - t0 < 4000, `${stall}: answered and closed after ${Date.now() - t0} ms (requestTimeout 1 s)`)
   }
   t.equal(upstream.requests.filter(r => r.url === '/pub/slow' && r.body.length === 10).length, 0, 'no whole stalled request reached the upstream')
