@@ -34,7 +34,7 @@ export function identityHeaders (claims: Readonly<Record<string, unknown>>, iden
     // authorized on — whatever claim the issuer keeps them in (`scp`, roles) — never the raw
     // `scope` claim, which beside `scopeClaim: scp` said what the client asked for
     // (`scope: "orders:admin superuser"` reached the upstream for a token granted orders:read)
-    const value = m.path.length === 1 && m.path[0] === 'scope' ? (scopes.size === 0 ? undefined : [...scopes].join(' ')) : claimAt(claims, m.path)
+    const value = m.path.length === 1 && m.path[0] === 'scope' ? (scopes.size === 0 ? undefined : spaced(scopes)) : claimAt(claims, m.path)
     if (value === undefined || value === null) continue
     const text = headerValue(value, m.path)
     bytes += m.header.length + text.length
@@ -46,6 +46,13 @@ export function identityHeaders (claims: Readonly<Record<string, unknown>>, iden
     out.push([identity.claimsHeader, text])
   }
   return bytes <= identity.maxHeaderBytes ? out : withinBudget(out, identity.maxHeaderBytes)
+}
+
+/** the scopes one space apart (a loop: a spread into an array and a join cost three times as much) */
+function spaced (scopes: ReadonlySet<string>): string {
+  let text = ''
+  for (const s of scopes) text = text === '' ? s : text + ' ' + s
+  return text
 }
 
 /** the value at a path of claim names; undefined when any step is missing */

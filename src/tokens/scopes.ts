@@ -1,5 +1,7 @@
 /** RFC 6749 §3.3: a scope token — printable ASCII but space, `"` and `\` */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
+/** a whole well-formed list: scope tokens, one space apart (what issuers send) */
+const SCOPE_LIST = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/
 
 /**
  * The scopes a claim value grants: a space-separated string, or — from identity providers
@@ -11,7 +13,12 @@ export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
  */
 export function scopeSet (value: unknown, arrays: boolean): ReadonlySet<string> | undefined {
   if (value === undefined || value === null) return new Set()
-  if (typeof value === 'string') return new Set(value.split(' ').filter(s => SCOPE_TOKEN.test(s)))
+  if (typeof value === 'string') {
+    // one test of the whole list instead of one per scope: ~0.3 µs less per verification
+    // when every token is new (bench/micro-hotpath.ts); anything else is sorted scope by scope
+    if (SCOPE_LIST.test(value)) return new Set(value.split(' '))
+    return new Set(value.split(' ').filter(s => SCOPE_TOKEN.test(s)))
+  }
   if (arrays && Array.isArray(value) && value.every(v => typeof v === 'string')) return new Set((value as string[]).filter(s => SCOPE_TOKEN.test(s)))
   return undefined
 }
