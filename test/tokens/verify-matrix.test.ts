@@ -27,6 +27,23 @@ function eddsa (key: TestKey, payload: unknown, header: Record<string, unknown>)
 
 interface Row { name: string, token: () => string, status: number, code: string, header?: string }
 
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+
+/**
+ * The same token, segment `index` spelled another way that decodes to the same bytes: a bit
+ * that decodes to nothing set in its last character, or (a length that is a multiple of 4)
+ * one character more that decodes to nothing.
+ */
+function respell (token: string, index: number): string {
+  const parts = token.split('.')
+  const segment = parts[index]!
+  const value = ALPHABET.indexOf(segment.at(-1)!)
+  parts[index] = segment.length % 4 === 0 ? segment + 'A' : segment.slice(0, -1) + ALPHABET[value | 1]
+  const same = Buffer.from(parts[index]!, 'base64url').equals(Buffer.from(segment, 'base64url'))
+  if (!same || parts[index] === segment) throw new Error('respell: not another spelling of the same bytes')
+  return parts.join('.')
+}
+
 t.test('EdDSA gateway refuses every forged or malformed token', async (t) => {
   const key = makeKey('EdDSA')
   const attacker = makeKey('EdDSA')
@@ -76,6 +93,13 @@ t.test('EdDSA gateway refuses every forged or malformed token', async (t) => {
     { name: 'header not JSON', token: () => `${b64('{{{')}.${b64(goodClaims())}.AAAA`, status: 401, code: 'token_malformed' },
     { name: 'header is an array', token: () => `${b64([1])}.${b64(goodClaims())}.AAAA`, status: 401, code: 'token_malformed' },
     { name: 'garbage', token: () => 'abc', status: 401, code: 'token_malformed' },
+    // one token, one spelling (fix-token-one-spelling): bits that decode to nothing gave a
+    // signed token up to 16 texts that all verified
+    { name: 'signature spelled another way (same bytes)', token: () => respell(signWith(key, goodClaims()), 2), status: 401, code: 'token_malformed' },
+    { name: 'payload spelled another way (same bytes)', token: () => respell(signWith(key, goodClaims({ pad: 'x' })), 1), status: 401, code: 'token_malformed' },
+    { name: 'payload spelled another way, 2 bytes past a multiple of 3', token: () => respell(signWith(key, goodClaims({ pad: 'xy' })), 1), status: 401, code: 'token_malformed' },
+    { name: 'payload spelled another way, a character too many', token: () => respell(signWith(key, goodClaims({ pad: '' })), 1), status: 401, code: 'token_malformed' },
+    { name: 'header spelled another way (same bytes)', token: () => respell(signWith(key, goodClaims()), 0), status: 401, code: 'token_malformed' },
     { name: 'oversized (> 8 KiB)', token: () => signWith(key, goodClaims({ pad: 'x'.repeat(9000) })), status: 401, code: 'token_too_large' },
     { name: 'scope missing for the route', token: () => signWith(key, goodClaims({ scope: 'orders:write' })), status: 403, code: 'insufficient_scope' },
   ]
