@@ -7,6 +7,7 @@ import type { Gateway, ReloadResult } from './app.js'
 import type { HealthCheck } from './health.js'
 import { ConfigError, type ConfigProblem } from './errors.js'
 import { reloadProblems } from './reload.js'
+import { deepFreeze } from './config/load.js'
 import errorsPlugin from '../plugins/errors.js'
 import healthPlugin from '../plugins/health.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
@@ -66,7 +67,8 @@ export async function configFromPrimary (): Promise<GatewayConfig> {
     const listener = (m: ToWorker): void => {
       if (m?.type !== 'config') return
       done()
-      resolve(m.config)
+      // frozen like the loader's (a structured clone is not): nothing may change it in use
+      resolve(deepFreeze(m.config))
     }
     const done = (): void => { clearTimeout(timer); process.off('message', listener) }
     process.on('message', listener)
@@ -85,7 +87,7 @@ export function serveAsWorker (gateway: Gateway, port: number): void {
   new AggregatorRegistry() // eslint-disable-line no-new -- its constructor is what installs the worker's answering listener
   process.on('message', (m: ToWorker) => {
     if (m?.type === 'reload') {
-      gateway.reload(m.config).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
+      gateway.reload(deepFreeze(m.config)).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
         send({ type: 'reloaded', id: m.id, result: { ok: false, hash: gateway.config.hash, problems: [{ path: '', message: String(err) }] } })
       })
     } else if (m?.type === 'health') {

@@ -135,7 +135,12 @@ function lineOf (doc: Document, counter: LineCounter, path: string): number | un
   return undefined
 }
 
-function deepFreeze<T> (value: T): T {
+/**
+ * Freezes a configuration and everything in it, as the loader hands it out. Also for the
+ * copies a worker receives from the primary (structured clones are not frozen): nothing may
+ * change a configuration once it is in use.
+ */
+export function deepFreeze<T> (value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value)
     for (const v of Object.values(value)) deepFreeze(v)
