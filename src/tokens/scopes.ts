@@ -1,7 +1,9 @@
-/** RFC 6749 §3.3: a scope token — printable ASCII but space, `"` and `\` */
-export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
+/** RFC 6749 §3.3: a scope token's characters — printable ASCII but space, `"` and `\` */
+const SCOPE_CHAR = '[\\x21\\x23-\\x5B\\x5D-\\x7E]'
+/** a scope token */
+export const SCOPE_TOKEN = new RegExp(`^${SCOPE_CHAR}+$`)
 /** a whole well-formed list: scope tokens, one space apart (what issuers send) */
-const SCOPE_LIST = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/
+const SCOPE_LIST = new RegExp(`^${SCOPE_CHAR}+(?: ${SCOPE_CHAR}+)*$`)
 
 /**
  * The scopes a claim value grants: a space-separated string, or — from identity providers
