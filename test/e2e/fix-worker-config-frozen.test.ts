@@ -33,7 +33,7 @@ t.test('a worker runs on a frozen configuration, at the start and after a reload
     wake?.()
   })
   child.on('exit', () => wake?.())
-  const next$ = async <T extends FromChild['type']>(type: T): Promise<Extract<FromChild, { type: T }>> => {
+  const receive = async <T extends FromChild['type']>(type: T): Promise<Extract<FromChild, { type: T }>> => {
     const deadline = Date.now() + 20_000
     for (;;) {
       const i = messages.findIndex(m => m.type === type)
@@ -45,17 +45,17 @@ t.test('a worker runs on a frozen configuration, at the start and after a reload
     }
   }
 
-  const start = await next$('report')
+  const start = await receive('report')
   t.same(start.unfrozen, [], 'at the start: every object of the worker\'s copy is frozen')
   t.equal(start.writeThrew, true, 'a write to it throws (ES modules are strict)')
   t.equal(start.upstream, 'http://127.0.0.1:9', 'and changes nothing')
 
-  await next$('listening')
+  await receive('listening')
   child.send({ type: 'reload', id: 1, config: next })
-  const reloaded = await next$('reloaded')
+  const reloaded = await receive('reloaded')
   t.equal(reloaded.result.ok, true, 'the worker\'s gateway took the reload')
   child.send({ type: 'report?' })
-  const after = await next$('report')
+  const after = await receive('report')
   t.equal(after.before, 'http://127.0.0.1:10', 'the configuration in force is the reloaded one')
   t.same(after.unfrozen, [], 'after a reload: every object of the configuration in force is frozen')
   t.equal(after.writeThrew, true, 'a write to it throws')
