@@ -71,8 +71,6 @@ const IDLE_SEC = Number(o.idle)
 const BY_FUNCTION = o['by-function'] === true
 const POOL = Number(o.pool)
 const CONNS = Number(o.conns)
-/** lifetime of the tokens a run mints: longer than any run under valgrind (hours with --sim) */
-const RUN_TOKEN_TTL_SEC = 6 * 3600
 const wanted = o.configs!.split(',')
 const configs = CONFIGS.filter(c => wanted.includes(c.id))
 if (configs.length !== wanted.length) throw new Error(`unknown configuration in --configs (known: ${CONFIGS.map(c => c.id).join(', ')})`)
@@ -115,9 +113,7 @@ async function measure (tree: Tree, c: IConfig, run: number): Promise<Array<Reco
     // a warm pool is sent twice (the verify cache admits a token on its second verification);
     // a cold run's tokens are each sent once, the measured ones never seen before
     const warmCount = c.cold ? 6000 : 2 * POOL + 6000
-    // valid for the whole run: under valgrind (slower still with --sim) a cold ES256 run
-    // outlived the pools' 10-minute tokens and ended in 401 token_expired
-    const tokens = mintTokens(keyOf(c.alg), c.cold ? warmCount + WINDOWS * N : POOL, { tag: `ic${run}`, ttlSec: RUN_TOKEN_TTL_SEC })
+    const tokens = mintTokens(keyOf(c.alg), c.cold ? warmCount + WINDOWS * N : POOL, { tag: `ic${run}` })
     const client = new Pool(`http://127.0.0.1:${port}`, { connections: CONNS, pipelining: 1 })
     let next = 0
     const load = async (n: number): Promise<void> => {
