@@ -12,7 +12,7 @@ import { baseConfig, makeKey } from '../fixtures/gateway.js'
 // in for the cluster worker (the same `process.send` / `message` path, the same 'advanced'
 // serialization) and runs a real gateway on what it receives.
 
-interface Report { type: 'report', stage: string, unfrozen: string[], writeThrew: boolean, upstream: string, before: string }
+interface Report { type: 'report', unfrozen: string[], writeThrew: boolean, upstream: string, before: string }
 type FromChild = Report | { type: 'config?' | 'listening' } | { type: 'reloaded', result: { ok: boolean, problems: unknown[] } }
 
 t.test('a worker runs on a frozen configuration, at the start and after a reload', async (t) => {
