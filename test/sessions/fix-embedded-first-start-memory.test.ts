@@ -1,0 +1,52 @@
+/**
+ * fix-embedded-first-start-memory: a gateway started on a new embedded data directory idled
+ * at ~0.8 GiB RSS until its first restart (~0.3 GiB after): PGlite ran PostgreSQL's initdb in
+ * the gateway's own process, and that WebAssembly memory never shrinks. A new directory is
+ * now created in a short-lived child process (src/sessions/embedded-store.ts), so initdb's
+ * memory never reaches this process. Real PGlite, real directories, this process's own
+ * peak RSS (VmHWM) — no mock.
+ */
+import t from 'tap'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { openStore } from '../../src/sessions/store.js'
+import { addUser } from '../../src/sessions/users.js'
+
+/** this process's peak resident memory so far, MiB */
+function peakRssMiB (): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
+  if (m === null) throw new Error('no VmHWM in /proc/self/status')
+  return Number(m[1]) / 1024
+}
+
+// creating a directory in this process peaked at 790–850 MiB; opening an existing one
+// (what this process now does) at ~380 MiB including tap and tsx
+const PEAK_LIMIT_MIB = 600
+
+const dir = await mkdtemp(join(tmpdir(), 'portcullis-embedded-first-'))
+t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+
+t.test('a new data directory is created without initdb\'s memory in this process', async (t) => {
+  const dataDir = join(dir, 'new')
+  const store = await openStore({ dataDir })
+  t.teardown(async () => { await store.close() })
+  const peak = peakRssMiB()
+  t.comment(`peak RSS after creating and opening: ${peak.toFixed(0)} MiB`)
+  t.ok(peak < PEAK_LIMIT_MIB, `peak RSS ${peak.toFixed(0)} MiB stays under ${PEAK_LIMIT_MIB} MiB`)
+  t.ok((await readdir(dataDir)).includes('PG_VERSION'), 'the cluster is on disk')
+  t.same(await store.migrate(), [], 'migrations were applied on open')
+  await addUser(store, { name: 'alice', password: 'pw', scopes: ['s'] }, Date.now())
+  t.same((await store.findUserByName('alice'))?.scopes, ['s'], 'the store works')
+})
+
+t.test('a creation that fails says where and why, and takes back only what it wrote', async (t) => {
+  // a file where PostgreSQL makes a directory: initdb fails part way through
+  const dataDir = join(dir, 'blocked')
+  await mkdir(dataDir)
+  await writeFile(join(dataDir, 'global'), 'the operator\'s file\n')
+  await t.rejects(openStore({ dataDir }), { message: new RegExp(`^could not create the embedded database in ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: \\S`) })
+  t.same(await readdir(dataDir), ['global'], 'what was there stays; what the failed creation wrote is gone')
+  t.equal(readFileSync(join(dataDir, 'global'), 'utf8'), 'the operator\'s file\n', 'the file is unchanged')
+})
