@@ -56,7 +56,8 @@ async function createCluster (dataDir: string): Promise<void> {
   })
   let stderr = ''
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => { if (stderr.length < 64 * 1024) stderr += chunk })
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, CREATE_TIMEOUT_MS)
+  let timedOut = false
+  const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, CREATE_TIMEOUT_MS)
   const outcome = await new Promise<{ code: number | null, signal: NodeJS.Signals | null } | Error>(resolve => {
     child.once('error', resolve)
     child.once('close', (code, signal) => { resolve({ code, signal }) })
@@ -65,9 +66,12 @@ async function createCluster (dataDir: string): Promise<void> {
   for (const entry of await readdir(dataDir)) {
     if (!before.has(entry)) await rm(join(dataDir, entry), { recursive: true, force: true })
   }
+  // a signal it was not sent by us is most often the kernel's OOM killer (initdb takes ~0.8 GiB)
   const why = outcome instanceof Error
     ? outcome.message
-    : outcome.signal === 'SIGKILL' ? `not done after ${CREATE_TIMEOUT_MS / 1000} s` : lastLine(stderr) ?? `exit code ${String(outcome.code)}`
+    : timedOut
+      ? `not done after ${CREATE_TIMEOUT_MS / 1000} s`
+      : outcome.signal !== null ? `the process creating it was killed by ${outcome.signal}` : lastLine(stderr) ?? `exit code ${String(outcome.code)}`
   throw new Error(`could not create the embedded database in ${dataDir}: ${why}`)
 }
 
