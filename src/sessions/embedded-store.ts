@@ -66,19 +66,18 @@ async function createCluster (dataDir: string): Promise<void> {
   for (const entry of await readdir(dataDir)) {
     if (!before.has(entry)) await rm(join(dataDir, entry), { recursive: true, force: true })
   }
-  // a signal it was not sent by us is most often the kernel's OOM killer (initdb takes ~0.8 GiB)
-  const why = outcome instanceof Error
-    ? outcome.message
-    : timedOut
-      ? `not done after ${CREATE_TIMEOUT_MS / 1000} s`
-      : outcome.signal !== null ? `the process creating it was killed by ${outcome.signal}` : lastLine(stderr) ?? `exit code ${String(outcome.code)}`
-  throw new Error(`could not create the embedded database in ${dataDir}: ${why}`)
+  throw new Error(`could not create the embedded database in ${dataDir}: ${failure(outcome, timedOut, stderr)}`)
 }
 
-/** the last line of a child's stderr that says something (PGlite's errors end there) */
-function lastLine (text: string): string | undefined {
-  const lines = text.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('Node.js v') && !l.startsWith('at '))
-  return lines.at(-1)
+/** why the creating child failed, in a few words */
+function failure (outcome: { code: number | null, signal: NodeJS.Signals | null } | Error, timedOut: boolean, stderr: string): string {
+  if (outcome instanceof Error) return outcome.message // it never started
+  if (timedOut) return `not done after ${CREATE_TIMEOUT_MS / 1000} s`
+  // a signal we did not send is most often the kernel's OOM killer (initdb takes ~0.8 GiB)
+  if (outcome.signal !== null) return `the process creating it was killed by ${outcome.signal}`
+  // the last line of stderr that says something: PGlite's errors end there
+  const lines = stderr.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('Node.js v') && !l.startsWith('at '))
+  return lines.at(-1) ?? `exit code ${String(outcome.code)}`
 }
 
 export async function createEmbeddedDriver (opts: EmbeddedDriverOptions): Promise<SqlDriver> {
