@@ -38,6 +38,7 @@ const kTelemetry = Symbol('portcullis.telemetry')
 /** two requests in flight share an id (a client's x-request-id): neither can be told apart upstream */
 const AMBIGUOUS = Symbol('portcullis.ambiguousRequestId')
 
+const UNTRACKED = 0
 const TRACKED = 1
 const DONE = 2
 
@@ -56,6 +57,8 @@ export class TelemetryHub {
 
   constructor (app: FastifyInstance) {
     this.#app = app
+    // a field of every request from the start: set later, it gave each request a second shape
+    app.decorateRequest(kTelemetry, UNTRACKED)
     app.addHook('onClose', (_app, done) => { this.#unsubscribe(); done() })
   }
 
@@ -186,6 +189,6 @@ export function telemetryHub (app: FastifyInstance): TelemetryHub {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    [kTelemetry]?: typeof TRACKED | typeof DONE
+    [kTelemetry]: typeof UNTRACKED | typeof TRACKED | typeof DONE
   }
 }
