@@ -10,6 +10,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import type { Transaction } from '@electric-sql/pglite'
+import { DataDirLock } from './data-dir-lock.js'
 import { StoreUnavailableError } from './errors.js'
 import type { SqlDriver, SqlExecutor } from './sql-store.js'
 
@@ -81,12 +82,21 @@ function failure (outcome: { code: number | null, signal: NodeJS.Signals | null 
 }
 
 export async function createEmbeddedDriver (opts: EmbeddedDriverOptions): Promise<SqlDriver> {
-  if (!opts.dataDir.includes('://')) {
-    await mkdir(opts.dataDir, { recursive: true })
-    // PGlite's own test for a new directory
-    if (!existsSync(join(opts.dataDir, 'PG_VERSION'))) await createCluster(opts.dataDir)
+  let lock: DataDirLock | undefined
+  let db: PGlite
+  try {
+    if (!opts.dataDir.includes('://')) {
+      await mkdir(opts.dataDir, { recursive: true })
+      // taken before anything is created or opened: PGlite would let a second process in
+      lock = DataDirLock.acquire(opts.dataDir)
+      // PGlite's own test for a new directory
+      if (!existsSync(join(opts.dataDir, 'PG_VERSION'))) await createCluster(opts.dataDir)
+    }
+    db = await PGlite.create(opts.dataDir)
+  } catch (err) {
+    lock?.release()
+    throw err
   }
-  const db = await PGlite.create(opts.dataDir)
   let closed = false
   const isClosed = (): boolean => closed
   const q = executor(db, isClosed)
@@ -114,7 +124,11 @@ export async function createEmbeddedDriver (opts: EmbeddedDriverOptions): Promis
     close: async () => {
       if (closed) return
       closed = true
-      await db.close()
+      try {
+        await db.close()
+      } finally {
+        lock?.release()
+      }
     },
   }
 }
