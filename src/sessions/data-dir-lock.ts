@@ -10,18 +10,19 @@ const WRITING_MS = 10_000
 const held = new Set<string>()
 
 /**
- * One process at a time on an embedded data directory. PGlite takes no lock of its own: two
- * processes opened the same directory side by side without an error, and what one of them
- * wrote was gone once the other closed (a user added with `portcullis users add` while the
- * gateway ran, fix-embedded-store-one-process). The first to create `DIR/portcullis.pid`
- * (O_EXCL: atomic, so two first starts cannot both win) holds the directory until it closes
- * the store or exits.
+ * One process at a time on an embedded data directory. PGlite takes no lock of its own: a
+ * second process opened a directory in use without an error, each then worked on its own
+ * copy of the database's pages, and which writes survived depended on who wrote last (rows
+ * the second wrote were gone once the first closed). The README said the CLI and a running
+ * gateway cannot share the directory; now they cannot (fix-embedded-store-one-process). The
+ * first to create `DIR/portcullis.pid` (O_EXCL: atomic, so of two first starts one wins)
+ * holds the directory until it closes the store or exits.
  *
- * A lock left by a process that died (SIGKILL, OOM) is taken over when its process is gone:
- * on this host, `kill(pid, 0)` says so; our own pid in a lock this process does not hold is
- * an earlier process's (a container restarted: PID 1 again). A lock written on another host (another
- * container on the same volume, whose processes this one cannot see) is never taken over:
- * the error says whose it is and which file to delete once that process is gone.
+ * A lock left by a process that died (SIGKILL, OOM) is taken over once its process is gone:
+ * on this host `kill(pid, 0)` says so, and our own pid in a lock this process does not hold
+ * is an earlier process's (a restarted container is PID 1 again). A lock written on another
+ * host (another container on the same volume, whose processes cannot be seen from here) is
+ * never taken over: the error says whose it is and which file to delete once it is gone.
  */
 export class DataDirLock {
   readonly #path: string
