@@ -15,6 +15,7 @@ import { openStore } from '../../src/sessions/store.js'
 import { addUser } from '../../src/sessions/users.js'
 import { memKiB } from '../../bench/lib/proc.js'
 import { until } from '../fixtures/until.js'
+import { LOCK_FILE } from '../../src/sessions/data-dir-lock.js'
 
 // creating a directory in this process peaked at 790–850 MiB; opening an existing one
 // (what this process now does) at 380–470 MiB including tap and tsx
@@ -68,7 +69,8 @@ t.test('a creation killed part way (the OOM killer) leaves nothing behind, and t
   // the real child, killed for real once it has written part of the cluster
   let pid: number | undefined
   await until('the child creating the directory', () => (pid = processNaming(dataDir)) !== undefined, 10_000)
-  await until('the child writing part of the cluster', async () => (await readdir(dataDir)).length > 0, 10_000)
+  // the lock file (data-dir-lock.ts) is there from the start: wait for the cluster's own entries
+  await until('the child writing part of the cluster', async () => (await readdir(dataDir)).some(e => e !== LOCK_FILE), 10_000)
   process.kill(pid as number, 'SIGKILL')
   await t.rejects(opening, { message: /: the process creating it was killed by SIGKILL$/ })
   t.same(await readdir(dataDir), [], 'the half-made cluster is gone')
