@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { closeSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -23,6 +24,12 @@ const held = new Set<string>()
  * is an earlier process's (a restarted container is PID 1 again). A lock written on another
  * host (another container on the same volume, whose processes cannot be seen from here) is
  * never taken over: the error says whose it is and which file to delete once it is gone.
+ *
+ * Two processes may find the same dead holder's lock at once. Each removes it only if it is
+ * still the lock it judged (`removeIfStill`: moved aside by an atomic rename, compared, and
+ * put back if another process had taken the directory over in between), so one of them
+ * holds the directory and the other is refused (fix-embedded-lock-takeover-race; before,
+ * the second removed the first's new lock and both held it).
  */
 export class DataDirLock {
   readonly #path: string
@@ -36,20 +43,32 @@ export class DataDirLock {
     process.once('exit', this.#onExit)
   }
 
-  /** takes the directory, or throws saying which process has it */
-  static acquire (dataDir: string): DataDirLock {
+  /**
+   * takes the directory, or throws saying which process has it. `seam.beforeTakeover` runs
+   * between judging a lock stale and removing it (the test of the takeover race)
+   */
+  static acquire (dataDir: string, seam?: { beforeTakeover?: () => void }): DataDirLock {
     const path = join(resolve(dataDir), LOCK_FILE)
-    const content = JSON.stringify({ pid: process.pid, host: hostname() }) + '\n'
-    for (let attempt = 0; attempt < 2; attempt++) {
+    // the nonce tells this lock from an earlier one with the same pid (a restarted container)
+    const content = JSON.stringify({ pid: process.pid, host: hostname(), nonce: randomBytes(6).toString('hex') }) + '\n'
+    for (let attempt = 0; attempt < 3; attempt++) {
       let fd: number
       try {
         fd = openSync(path, 'wx', 0o600)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        const holder = readHolder(path)
+        let text: string | undefined
+        try {
+          text = readText(path)
+        } catch {
+          throw inUse(dataDir, path, undefined) // unreadable (another user's): never taken over
+        }
+        if (text === undefined) continue // removed in between: try again
+        const holder = parseHolder(text)
         if (held.has(path) || (holder === undefined ? beingWritten(path) : holderAlive(holder))) throw inUse(dataDir, path, holder)
         // left by a process that is gone (or half written by one that died writing it)
-        try { unlinkSync(path) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e }
+        seam?.beforeTakeover?.()
+        removeIfStill(path, text)
         continue
       }
       try {
@@ -59,8 +78,10 @@ export class DataDirLock {
       }
       return new DataDirLock(path, content)
     }
-    // another process took it over in between: it is theirs
-    throw inUse(dataDir, path, readHolder(path))
+    // other processes took it over in between: it is theirs
+    let text: string | undefined
+    try { text = readText(path) } catch {}
+    throw inUse(dataDir, path, text === undefined ? undefined : parseHolder(text))
   }
 
   /** gives the directory back (only if the file is still ours) */
@@ -79,12 +100,46 @@ export class DataDirLock {
 
 interface Holder { pid: number, host: string }
 
-function readHolder (path: string): Holder | undefined {
+function readText (path: string): string | undefined {
   try {
-    const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+function parseHolder (text: string): Holder | undefined {
+  try {
+    const parsed = JSON.parse(text) as Partial<Holder>
     if (Number.isSafeInteger(parsed.pid) && (parsed.pid as number) > 0 && typeof parsed.host === 'string') return parsed as Holder
   } catch {}
   return undefined
+}
+
+/**
+ * Removes the lock at `path` only if it still reads `judged` (the stale lock). Unlinking it
+ * outright would also remove a lock another process created after taking the same stale
+ * lock over. The file is moved aside first (rename is atomic: whatever sat at `path` is then
+ * this process's alone to look at) and compared; another process's lock is put back with
+ * link(), which never overwrites. What this cannot cover: a third process creating a lock
+ * in the microseconds between the rename and the link (then two hold it).
+ */
+function removeIfStill (path: string, judged: string): void {
+  const aside = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`
+  try {
+    renameSync(path, aside)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return // gone already
+    throw err
+  }
+  try {
+    if (readFileSync(aside, 'utf8') !== judged) linkSync(aside, path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  } finally {
+    unlinkSync(aside)
+  }
 }
 
 function beingWritten (path: string): boolean {
