@@ -14,7 +14,7 @@
  */
 import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DataDirLock, LOCK_FILE } from '../../src/sessions/data-dir-lock.js'
@@ -24,13 +24,13 @@ import { until } from '../fixtures/until.js'
 const base = mkdtempSync(join(tmpdir(), 'portcullis-takeover-'))
 t.teardown(() => rmSync(base, { recursive: true, force: true }))
 
-// a pid that was a process on this host and is gone
+// a pid that was a process on this host and is gone (reused within the test only by chance)
 const dead = spawnSync(process.execPath, ['-e', '0']).pid as number
 
 function staleDir (name: string, content = JSON.stringify({ pid: dead, host: hostname() }) + '\n'): string {
   const dir = join(base, name)
   rmSync(dir, { recursive: true, force: true })
-  spawnSync('mkdir', ['-p', dir])
+  mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, LOCK_FILE), content)
   return dir
 }
