@@ -62,7 +62,7 @@ export class LoginThrottledError extends GatewayError {
 export class UserExistsError extends GatewayError {
   constructor (name: string, options?: { cause?: unknown, differsInCase?: boolean }) {
     super(ErrorCode.userExists, 409, options?.differsInCase === true
-      ? `a user whose name differs from ${JSON.stringify(name)} only in letter case already exists`
+      ? `a user whose name differs from ${JSON.stringify(name)} only in letter case or Unicode form already exists`
       : `user ${JSON.stringify(name)} already exists`, options)
   }
 }

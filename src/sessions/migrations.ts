@@ -20,6 +20,9 @@ export interface Migration {
 /** pg_advisory_lock key: an arbitrary constant, "portcull" as ASCII bytes */
 export const MIGRATION_LOCK_KEY = '8083546657707107436'
 
+/** pg_advisory_xact_lock key held while a user is created: "portusrs" as ASCII bytes */
+export const USER_CREATION_LOCK_KEY = '8101820099175084659'
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -124,6 +127,20 @@ ALTER TABLE sessions ADD COLUMN refresh_prev_sealed text;
 ALTER TABLE sessions ADD COLUMN refresh_prev_sealed_until timestamptz;
 CREATE INDEX sessions_prev_sealed_until_idx ON sessions (refresh_prev_sealed_until)
   WHERE refresh_prev_sealed_until IS NOT NULL;
+`,
+  },
+  {
+    version: 3,
+    name: 'user name keys',
+    sql: `
+-- The key under which names are "the same" (user-name-key.ts: SHA-256 of the NFKC-lowercased
+-- name, the login throttle's account key). A new user whose key is taken is refused; the check
+-- and the insert run under USER_CREATION_LOCK_KEY (sql-store.ts createUser). Not UNIQUE: names
+-- created before the check existed may already collide. NULL for rows written before this
+-- migration (or by an older replica); createUser fills them in before it checks.
+ALTER TABLE users ADD COLUMN name_key text;
+CREATE INDEX users_name_key_idx ON users (name_key);
+CREATE INDEX users_name_key_missing_idx ON users (id) WHERE name_key IS NULL;
 `,
   },
 ])

@@ -5,7 +5,7 @@
  */
 import type { RevocationEntry, RevocationKind } from '../pipeline/denylist.js'
 import { UserExistsError } from './errors.js'
-import { MIGRATION_LOCK_KEY, MIGRATIONS } from './migrations.js'
+import { MIGRATION_LOCK_KEY, MIGRATIONS, USER_CREATION_LOCK_KEY } from './migrations.js'
 import {
   REFRESH_COLUMNS, SESSION_COLUMNS, THROTTLE_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, toRefresh, toSession, toThrottle, toToken, toUser,
 } from './sql-rows.js'
@@ -15,6 +15,7 @@ import type {
   UserPatch, UserRecord,
 } from './store.js'
 import { DEFAULT_REUSE_GRACE_SEC, REVOCATION_CHANNEL } from './store.js'
+import { userNameKey } from './user-name-key.js'
 
 export type Row = Record<string, unknown>
 
@@ -280,22 +281,34 @@ export class SqlStore extends SqlQueries implements Store {
 
   async createUser (u: NewUser, at: Date): Promise<UserRecord> {
     // names are compared exactly at login, but the login throttle counts an account's attempts
-    // on its name in lower case (throttle.ts accountKey): two users whose names differ only in
-    // case would share a lock, and one's successful logins reset the other's — unlimited
-    // guesses on `alice` for whoever owns `Alice` (fix-auth-review). Such a name is taken.
-    let inserted: unknown[]
-    try {
-      inserted = await this.q.query(
-        `INSERT INTO users (id, name, password_hash, scopes, claims, disabled, created_at, updated_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $7
-         WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(name) = lower($2))
-         RETURNING id`,
-        [u.id, u.name, u.passwordHash, u.scopes, JSON.stringify(u.claims), u.disabled ?? false, at])
-    } catch (err) {
-      if ((err as { code?: unknown }).code === '23505') throw new UserExistsError(u.name, { cause: err })
-      throw err
-    }
-    if (inserted.length === 0) throw new UserExistsError(u.name, { differsInCase: true })
+    // under the name's key (user-name-key.ts: NFKC, lower case): two users whose names share a
+    // key would share a lock, and one's successful logins reset the other's — unlimited
+    // guesses on `alice` for whoever owns `Alice` or `Ａｌｉｃｅ` (fix-auth-review,
+    // fix-user-name-key). Such a name is taken. The check and the insert hold one lock, so two
+    // creations at once cannot both pass the check (READ COMMITTED: each statement's snapshot
+    // is taken after the lock, so the second sees the first's committed row).
+    const key = userNameKey(u.name)
+    const taken = await this.#driver.transaction(async (q) => {
+      await q.query('SELECT pg_advisory_xact_lock($1::bigint)', [USER_CREATION_LOCK_KEY])
+      // rows written before migration 3, or by an older replica, get their key first (kept
+      // when the name is refused: the transaction commits either way)
+      for (const row of await q.query('SELECT id, name FROM users WHERE name_key IS NULL')) {
+        await q.query('UPDATE users SET name_key = $1 WHERE id = $2', [userNameKey(row.name as string), row.id])
+      }
+      const holder = await q.query('SELECT name FROM users WHERE name_key = $1 LIMIT 1', [key])
+      if (holder[0] !== undefined) return holder[0].name as string
+      try {
+        await q.query(
+          `INSERT INTO users (id, name, name_key, password_hash, scopes, claims, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+          [u.id, u.name, key, u.passwordHash, u.scopes, JSON.stringify(u.claims), u.disabled ?? false, at])
+      } catch (err) {
+        if ((err as { code?: unknown }).code === '23505') throw new UserExistsError(u.name, { cause: err })
+        throw err
+      }
+      return undefined
+    })
+    if (taken !== undefined) throw new UserExistsError(u.name, { differsInCase: taken !== u.name })
     const user = await this.findUserById(u.id)
     if (user === undefined) throw new Error('user vanished after insert')
     return user

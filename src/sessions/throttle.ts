@@ -19,9 +19,9 @@
  * Bounded: keys are fixed-size (the account name is hashed, addresses aggregated), and
  * rows that hold nothing any more are pruned, with `maxEntries` as a hard cap.
  */
-import { createHash } from 'node:crypto'
 import { throttleAddressKey } from './client-address.js'
 import type { SessionsLogger, Store, StoreQueries, ThrottleKind, ThrottleRow } from './store.js'
+import { userNameKey } from './user-name-key.js'
 
 /** the `login.throttle` settings (GatewayConfig['login']['throttle']) */
 export interface LoginThrottleSettings {
@@ -138,13 +138,9 @@ export class LoginThrottle {
     this.#lastPruneMs = this.#clock()
   }
 
-  /**
-   * The account key: names compare case-insensitively after NFKC (so `Alice`, `ALICE` and
-   * `Ａｌｉｃｅ` share a counter), hashed so the key has a fixed size whatever the input
-   * (NFKC can grow a string 18-fold: 256 × U+FDFA is 4,608 characters).
-   */
+  /** the account key: the user name's key (user-name-key.ts), the one createUser checks */
   static accountKey (username: string): string {
-    return createHash('sha256').update(username.normalize('NFKC').toLowerCase(), 'utf8').digest('base64url')
+    return userNameKey(username)
   }
 
   /**
