@@ -8,11 +8,14 @@ import { UserNotFoundError } from '../src/sessions/errors.js'
 import type { SessionService } from '../src/sessions/service.js'
 import type { Store } from '../src/sessions/store.js'
 import { CONTROL_CHARACTER } from '../src/text.js'
+import { revocationJtiKey } from '../src/tokens/verified-token.js'
 
 export interface AdminApiOptions {
   token: string
   service: SessionService
   store: Store
+  /** the gateway's own `iss` in force (a reload may change it): a jti of another is revoked under its issuer */
+  selfIssuer: () => string
   /** one admin_action event per request (the revocations themselves are events of the service) */
   events?: SecurityEvents | undefined
 }
@@ -123,12 +126,15 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
           required: ['jti', 'exp'],
           // exp before 2100: no token the gateway accepts lives longer than 7 days, and a far
           // date overflowed the store's timestamp (a 500)
-          properties: { jti: identifier, exp: { type: 'integer', minimum: 0, maximum: 4_102_444_800 } },
+          // iss: the token's `iss` when an identity provider issued it (its jtis are kept under
+          // its issuer: src/tokens/verified-token.ts revocationJtiKey); absent: the gateway's own
+          properties: { jti: identifier, exp: { type: 'integer', minimum: 0, maximum: 4_102_444_800 }, iss: identifier },
         },
       },
     }, async (request, reply) => {
-      const { jti, exp } = request.body as { jti: string, exp: number }
-      await service.revokeJti(jti, exp)
+      const { jti, exp, iss } = request.body as { jti: string, exp: number, iss?: string }
+      const own = iss === undefined || iss === opts.selfIssuer()
+      await service.revokeJti(revocationJtiKey(own, iss, jti) as string, exp)
       reply.code(204).send()
     })
   })

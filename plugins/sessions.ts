@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
-import type { GatewayConfig } from '../src/config/types.js'
+import { SELF_ISSUER, type GatewayConfig } from '../src/config/types.js'
 import { ErrorCode, GatewayError, invalidRequest } from '../src/errors.js'
 import { authenticate, missingToken } from '../src/pipeline/authenticate.js'
 import { Reason } from '../src/pipeline/auth-state.js'
@@ -126,6 +126,18 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
     const clearRefreshCookie = (reply: FastifyReply): void => { if (cookies) reply.clearCookie(cookieName, cookieOptions) }
     const client = (request: FastifyRequest): { ip: string, userAgent: string | undefined } => ({ ip: request.ip, userAgent: request.headers['user-agent'] })
 
+    /**
+     * What a logout may revoke of an access token: its jti (under its revocation key), and,
+     * for the gateway's own tokens only, its session. An identity provider's token naming a
+     * `sid` or `jti` of the gateway's own sessions must not end them: sids reach upstreams in
+     * assertions and events, and another issuer is not trusted with this gateway's sessions
+     * (fix-logout-trusts-foreign-token).
+     */
+    function revocableClaims (token: VerifiedToken): AccessClaims {
+      if (token.issuer === SELF_ISSUER) return token.claims as AccessClaims
+      return { sub: token.sub, jti: token.revocationJti, exp: token.claims.exp }
+    }
+
     /** the request's access token through the authenticate stage (verified and not revoked) */
     async function accessToken (request: FastifyRequest): Promise<VerifiedToken | undefined> {
       return await authenticate(request.runtime.authenticator, request.headers, clock())
@@ -171,10 +183,20 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
 
     scope.post('/auth/logout', { onRequest: [enter('logout'), guard(hasRefreshCookie)] }, async (request, reply) => {
       const { token: presented } = presentedRefreshToken(request)
-      // an access token, if sent, must be valid and not revoked: a revoked one is refused
-      // (issue 9, item 3), an absent one is fine (the refresh token names the session)
-      const token = await accessToken(request)
-      await service.logout(presented, token?.claims as AccessClaims | undefined)
+      // The refresh token proves its session and ends it. An access token sent beside it names
+      // what else to revoke only when it passes authenticate (verified and not revoked: issue 9
+      // item 3). One refused there (revoked, expired, forged) is a 401 when it came alone, and
+      // is ignored — never used — beside a refresh token: a logout the client can prove must not
+      // fail, leaving the session and its cookie alive, because an operator revoked the access
+      // token the SDK still sends (fix-logout-refused-beside-refresh-token). A malformed request
+      // (400: two Authorization headers…) is refused whatever came with it.
+      let token: VerifiedToken | undefined
+      try {
+        token = await accessToken(request)
+      } catch (err) {
+        if (presented === undefined || (err as { statusCode?: unknown }).statusCode !== 401) throw err
+      }
+      await service.logout(presented, token === undefined ? undefined : revocableClaims(token))
       clearRefreshCookie(reply)
       granted(request, token?.sub)
       reply.code(204).header('cache-control', 'no-store').send()

@@ -263,7 +263,7 @@ async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayCon
         signAccessToken: () => { throw new Error('the primary issues no tokens') },
         options: { refreshTokenTtlSec: t.refreshTokenTtlSec, sessionMaxAgeSec: t.sessionMaxAgeSec, reuseGraceSec: t.refresh.reuseGraceSec, accessTokenTtlSec: t.accessTokenTtlSec, clockSkewSec: t.clockSkewSec },
       })
-      await admin.register(adminApiPlugin, { token: config.admin.token, service, store })
+      await admin.register(adminApiPlugin, { token: config.admin.token, service, store, selfIssuer: () => config.tokens.issuer })
     },
     close: async () => { await store?.close() },
   })

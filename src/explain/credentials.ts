@@ -5,7 +5,7 @@ import { type Runtime } from '../runtime.js'
 import { claimAt, identityHeaders } from '../tokens/identity.js'
 import { badClaim, isNumericDate } from '../tokens/jwt-errors.js'
 import { decodeSegment, splitToken } from '../tokens/jwt-parts.js'
-import type { VerifiedToken } from '../tokens/verified-token.js'
+import { revocationJtiKey, type VerifiedToken } from '../tokens/verified-token.js'
 import { checkTime } from '../tokens/verifier.js'
 import type { Credentials, ExplainRequest } from './explain.js'
 import { CLAIMS_PLACEHOLDER } from './request.js'
@@ -74,6 +74,7 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, tex
     skewMs,
     key: undefined,
     identity: identityHeaders(claims, config.identity, scopes),
+    revocationJti: revocationJtiKey(external === undefined, iss, typeof jti === 'string' ? jti : undefined),
     text,
   }
   Object.assign(cred, credentialsOf(cred, token))

@@ -33,7 +33,7 @@ export function authenticate (auth: Authenticator, headers: CredentialHeaders, n
 }
 
 function notRevoked (denylist: Denylist, token: VerifiedToken): VerifiedToken {
-  if (denylist.check(token.claims) !== undefined) throw invalidToken(ErrorCode.tokenRevoked, 'the access token was revoked')
+  if (denylist.check(token.claims, token.revocationJti) !== undefined) throw invalidToken(ErrorCode.tokenRevoked, 'the access token was revoked')
   return token
 }
 

@@ -76,9 +76,13 @@ export class Denylist {
     this.#changed()
   }
 
-  /** the reason a verified token is revoked, or undefined when it is not */
-  check (claims: RevocableClaims): RevocationReason | undefined {
-    if (typeof claims.jti === 'string' && this.#jtis.size > 0 && this.#jtis.has(claims.jti)) return 'token_revoked'
+  /**
+   * The reason a verified token is revoked, or undefined when it is not. `jti` is the token's
+   * revocation key (VerifiedToken.revocationJti: an identity provider's jti is kept under its
+   * issuer); the bare claim when not given.
+   */
+  check (claims: RevocableClaims, jti: unknown = claims.jti): RevocationReason | undefined {
+    if (typeof jti === 'string' && this.#jtis.size > 0 && this.#jtis.has(jti)) return 'token_revoked'
     if (typeof claims.sid === 'string' && this.#sessions.size > 0 && this.#sessions.has(claims.sid)) return 'session_revoked'
     if (typeof claims.sub === 'string' && this.#users.size > 0) {
       const user = this.#users.get(claims.sub)

@@ -49,7 +49,7 @@ export class LiveSockets {
 
   #checkRevocations (): void {
     for (const live of this.#live) {
-      if (this.#denylist.check(live.token.claims) !== undefined) this.#end(live, 'the access token was revoked')
+      if (this.#denylist.check(live.token.claims, live.token.revocationJti) !== undefined) this.#end(live, 'the access token was revoked')
     }
   }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { IdentityHeader } from './identity.js'
 
 /** a verification key that may be withdrawn (an identity provider stopped publishing it) */
@@ -31,6 +32,12 @@ export interface VerifiedToken extends IssuerVerdict {
   /** identity headers for the upstream, computed at verification */
   readonly identity: readonly IdentityHeader[]
   /**
+   * The key under which this token's `jti` is revoked (revocationJtiKey): the jti itself for
+   * the gateway's own tokens, the issuer and jti together for an identity provider's, whose
+   * jtis are its own (fix-logout-trusts-foreign-token). Undefined when the token has no jti.
+   */
+  readonly revocationJti: string | undefined
+  /**
    * The whole compact token: what tells one token from another when the same token was
    * verified twice into two objects (the verify cache admits a token on its second use, or is
    * off), e.g. for reusing its assertion. The whole text, not its signature segment: a key
@@ -40,3 +47,20 @@ export interface VerifiedToken extends IssuerVerdict {
    */
   readonly text: string
 }
+
+/**
+ * The denylist key of a token's jti. An identity provider chooses its tokens' jtis: one that
+ * names a jti of the gateway's own tokens (or another provider's) must not revoke them when it
+ * is logged out, so a foreign jti is kept under its issuer, hashed to a fixed size (a jti near
+ * the token size limit would overflow PostgreSQL's 8,000-byte NOTIFY payload and fail the
+ * logout). The gateway's own keep the bare jti (a UUID), as stored before this key existed.
+ * `iss` is the token's `iss` claim. Computed once per verified token, never per request.
+ */
+export function revocationJtiKey (own: boolean, iss: unknown, jti: string | undefined): string | undefined {
+  if (jti === undefined) return undefined
+  if (own) return jti
+  return FOREIGN_JTI_PREFIX + createHash('sha256').update(JSON.stringify([typeof iss === 'string' ? iss : '', jti]), 'utf8').digest('base64url')
+}
+
+/** marks a foreign jti's key: never a prefix of the gateway's own (UUIDs) */
+export const FOREIGN_JTI_PREFIX = 'iss-jti:'

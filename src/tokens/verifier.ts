@@ -1,5 +1,5 @@
 import { ErrorCode, invalidToken } from '../errors.js'
-import type { GatewayConfig } from '../config/types.js'
+import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
 import { identityHeaders } from './identity.js'
 import { badClaim } from './jwt-errors.js'
 import { hasControlCharacter } from '../text.js'
@@ -8,7 +8,7 @@ import type { ExternalIssuer } from './external-issuer.js'
 import { SelfIssuer } from './self-issuer.js'
 import type { KeySet } from './keys.js'
 import { VerifiedCache } from './verify-cache.js'
-import type { IssuerVerdict, VerifiedToken } from './verified-token.js'
+import { revocationJtiKey, type IssuerVerdict, type VerifiedToken } from './verified-token.js'
 
 /**
  * The verify stage: a bearer token → a VerifiedToken, for the gateway's own tokens and every
@@ -98,6 +98,7 @@ export class TokenVerifier {
       skewMs: verdict.skewMs,
       key: verdict.key,
       identity: identityHeaders(verdict.claims, this.#identity, verdict.scopes),
+      revocationJti: revocationJtiKey(verdict.issuer === SELF_ISSUER, verdict.claims.iss, verdict.jti),
       text: token,
     }
     checkTime(verified, nowMs)
