@@ -120,7 +120,8 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /**
  * An upgrade is checked whole before anything is sent upstream (the proxy opens the upstream
  * WebSocket first, so a handshake `ws` would refuse afterwards must never get that far): a
- * GET (RFC 6455 §4.1; so it is authorized under the GET rule, never under `*` as a POST),
+ * GET (RFC 6455 §4.1; so it is authorized under the GET rule, never under `*` as a POST)
+ * without a body,
  * `Upgrade: websocket` alone (an h2c or other upgrade is not proxied), a well-formed
  * Sec-WebSocket-Key, version 13 (or 8, which `ws` also speaks), and subprotocols that are
  * tokens, each offered once.
@@ -128,6 +129,11 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 export function checkUpgrade (req: IncomingMessage): void {
   const headers = req.headers
   if (req.method !== 'GET') throw badUpgrade('a WebSocket upgrade must be a GET request')
+  // a handshake has no body: one declared would be read as WebSocket frames once the
+  // connection switched, and its Content-Length reached the upstream's handshake with no body
+  // behind it (fix-upgrade-with-body)
+  const length = headers['content-length']
+  if ((length !== undefined && length !== '0') || headers['transfer-encoding'] !== undefined) throw badUpgrade('a WebSocket upgrade has no body')
   const upgrade = headers.upgrade
   if (upgrade === undefined || upgrade.toLowerCase() !== 'websocket') throw badUpgrade('only WebSocket upgrades (Upgrade: websocket) are accepted')
   const key = headers['sec-websocket-key']
@@ -151,7 +157,23 @@ function badUpgrade (message: string): GatewayError {
 // names in the query a server behind the gateway may act on: access_token (RFC 6750 §2.3)
 // and the method-override parameter `_method` (Rails, Laravel, Symfony), in any case or
 // percent-encoding of the name
-const MAYBE_SENSITIVE_PARAM = /access|_method|%/i
+const MAYBE_SENSITIVE_PARAM = /access|method|%/i
+
+/**
+ * A query parameter's name as PHP reads it (and so Symfony and Laravel, which take `_method`
+ * from PHP's `$_GET`): leading spaces dropped, `.`, ` ` and `[` read as `_`, and `a[…]` as
+ * `a` — `?.method=DELETE` and `?%20_method=DELETE` are `$_GET['_method']`
+ * (fix-method-override-php-spellings). Reading every `[` as `_` (PHP only reads an unmatched
+ * one so) refuses more, never less. Lower case: the names compared are.
+ */
+function phpParamName (key: string): string {
+  let name = key.trimStart()
+  const open = name.indexOf('[')
+  if (open > 0 && name.indexOf(']', open) !== -1) name = name.slice(0, open)
+  const nul = name.indexOf('\u0000')
+  if (nul !== -1) name = name.slice(0, nul)
+  return name.replace(/[ .[]/g, '_').toLowerCase()
+}
 
 /**
  * The query stage of a proxied route, for what cannot be stripped without changing the
@@ -164,6 +186,7 @@ const MAYBE_SENSITIVE_PARAM = /access|_method|%/i
  *   default), Laravel and Symfony: the method that was authorized would not be the one that
  *   runs (the header spellings are stripped by the rewriter). Refused on every route for
  *   every method but GET and HEAD, which those frameworks never override.
+ * Both names are compared as PHP reads them (phpParamName), in any case or encoding.
  */
 export function checkQuery (url: string, method: string, tokenRoute: boolean): void {
   const q = url.indexOf('?')
@@ -179,7 +202,7 @@ export function checkQuery (url: string, method: string, tokenRoute: boolean): v
     return
   }
   for (const key of params.keys()) {
-    const name = key.toLowerCase()
+    const name = phpParamName(key)
     if (tokenRoute && name === 'access_token') {
       throw invalidRequest(ErrorCode.tokenInQuery, 'send the access token in the Authorization header, not in the query string')
     }

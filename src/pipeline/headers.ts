@@ -22,11 +22,14 @@ import type { TrustFunction } from './trust.js'
  *    path that were authorized are the ones that run (fix-method-override; the `_method`
  *    query parameter is refused by the pipeline, edge.ts checkQuery); so are the identity
  *    headers of other auth proxies (`Remote-User`, `X-Forwarded-User`/`-Email`/`-Groups`,
- *    `X-Auth-Request-*`…), from anyone (fix-forwarding-and-proxy-identity)
- * 5. every `x-forwarded*` name (for, proto, host, client-cert, uri…), `forwarded`, and the
- *    client-address headers (`x-real-ip`, `x-client-ip`, `true-client-ip`,
- *    `cf-connecting-ip`…) survive only from a trusted proxy (server.trustProxy); the gateway
- *    appends/sets its own
+ *    `X-Auth-Request-*`, Azure's `X-MS-Client-Principal*`, AWS ALB's `X-Amzn-Oidc-*`, Google
+ *    IAP's, Cloudflare Access's, `X-WEBAUTH-*`, Kubernetes' `X-Remote-*`…), from anyone
+ *    (fix-forwarding-and-proxy-identity, fix-other-proxies-headers-pass)
+ * 5. every `x-forwarded*` name (for, proto, host, client-cert, uri…), `forwarded`, the
+ *    client-address headers (`x-real-ip`, `x-client-ip`, `true-client-ip`, `client-ip`,
+ *    `cf-connecting-ip`…), the scheme (`x-scheme`, `front-end-https`…), client-certificate
+ *    (`x-client-cert`, `x-ssl-client-*`…) and Envoy `x-envoy-*` headers survive only from a
+ *    trusted proxy (server.trustProxy); the gateway appends/sets its own
  * 6. `Authorization` and the refresh cookie are not forwarded unless configured
  * 7. `x-request-id` is the gateway's (the client's when well-formed)
  * 8. `Expect` is removed (the gateway answered 100-continue itself, after authorization);
@@ -47,7 +50,19 @@ const FORWARDING_PREFIX = 'x-forwarded'
 const FORWARDING = new Set([
   'forwarded', 'forwarded-for', 'x-real-ip', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip',
   'fastly-client-ip', 'x-cluster-client-ip', 'x-original-forwarded-for', 'x-original-host', 'x-original-uri', 'x-host',
+  // the client's address to Rails (Client-IP), App Engine and Cloudflare's pseudo-IPv4
+  'client-ip', 'x-appengine-user-ip', 'cf-pseudo-ipv4', 'cf-pseudo-ipv6',
+  // the scheme to Tornado (X-Scheme), IIS/ARR, Outlook Web Access, Jetty and others
+  'x-scheme', 'x-url-scheme', 'x-arr-ssl', 'front-end-https', 'x-proxied-https',
+  // the client certificate a TLS-terminating proxy verified (ASP.NET Core's CertificateForwarding
+  // reads X-Client-Cert; IIS ARR, nginx and HAProxy conventions)
+  'x-client-cert', 'x-arr-clientcert', 'x-client-verify', 'x-client-dn', 'x-client-s-dn',
 ])
+// the same, by prefix: nginx/HAProxy's `X-SSL-Client-*` / `SSL-Client-*` (certificate, verify
+// result, subject), and Envoy's `x-envoy-*`, which an Envoy or Istio sidecar in front of an
+// upstream obeys from an internal peer (`x-envoy-retry-on` would retry a POST) — tested only
+// for names that start with x- or s (fix-other-proxies-headers-pass)
+const FORWARDING_PREFIXED = /^(?:x-(?:ssl-client-|envoy-)|ssl-client-)/
 // what frameworks run instead of the request's method (Symfony, Laravel, ASP.NET) or path
 // (IIS URL Rewrite, Zend, older Symfony), and the identity other auth proxies vouch for
 // (oauth2-proxy, nginx auth_request, Apache, Pomerium: apps written behind them trust these):
@@ -56,8 +71,26 @@ const OVERRIDE_OR_IDENTITY = new Set([
   'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url',
   'remote-user', 'x-remote-user', 'x-forwarded-user', 'x-forwarded-email', 'x-forwarded-groups',
   'x-forwarded-preferred-username', 'x-forwarded-access-token', 'x-pomerium-jwt-assertion',
+  // Azure App Service / Static Web Apps authentication ("Easy Auth")
+  'x-ms-client-principal', 'x-ms-client-principal-name', 'x-ms-client-principal-id', 'x-ms-client-principal-idp',
+  'x-ms-token-aad-access-token', 'x-ms-token-aad-id-token',
+  // AWS ALB OIDC, Google IAP, Cloudflare Access
+  'x-amzn-oidc-identity', 'x-amzn-oidc-data', 'x-amzn-oidc-accesstoken',
+  'x-goog-authenticated-user-email', 'x-goog-authenticated-user-id', 'x-goog-iap-jwt-assertion',
+  'cf-access-authenticated-user-email', 'cf-access-jwt-assertion',
+  // Grafana, Gitea and other apps' auth-proxy mode; the Kubernetes front proxy (X-Remote-Extra-* below)
+  'x-webauth-user', 'x-webauth-email', 'x-webauth-name', 'x-webauth-groups', 'x-webauth-role',
+  'x-remote-group',
 ])
+// the Kubernetes front proxy's user extras (`X-Remote-Extra-<key>`); tested only for x- names
+const IDENTITY_PREFIXED = /^x-remote-extra-/
 const AUTH_PROXY_PREFIX = 'x-auth-request-'
+
+/** FORWARDING_PREFIXED, its regular expression run only for names that could match */
+function forwardingPrefixed (name: string): boolean {
+  const c = name.charCodeAt(0)
+  return (c === 120 /* x */ || c === 115 /* s */) && FORWARDING_PREFIXED.test(name)
+}
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface RequestFacts {
@@ -103,7 +136,8 @@ export class HeaderRewriter {
   /** true for a header name a client may not send upstream: reserved prefix, injected, an override or another proxy's identity (`name` canonical) */
   #isReserved (name: string): boolean {
     return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) ||
-      OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX)
+      OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX) ||
+      (name.charCodeAt(0) === 120 /* x */ && IDENTITY_PREFIXED.test(name))
   }
 
   /**
@@ -133,7 +167,7 @@ export class HeaderRewriter {
       if (name.charCodeAt(0) === 58 /* : */) continue // HTTP/2 pseudo-headers describe the client's hop
       if (nominated !== undefined && nominated.has(name)) continue
       if (this.#isReserved(canonical)) continue
-      if (canonical.startsWith(FORWARDING_PREFIX) || FORWARDING.has(canonical)) {
+      if (canonical.startsWith(FORWARDING_PREFIX) || FORWARDING.has(canonical) || forwardingPrefixed(canonical)) {
         if (!trusted) continue
         // from a trusted proxy these pass, except the ones the gateway writes itself below
         if (name === 'x-forwarded-for' || name === 'x-forwarded-proto' || (name === 'x-forwarded-host' && forwardedHost)) continue

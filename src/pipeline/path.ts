@@ -19,7 +19,11 @@ const ENCODED_TRICKS = /%(?:2e|2f|5c|3b|[01][0-9a-f]|7f|25[0-9a-f]{2})/i
 // an encoded unreserved character (ALPHA DIGIT - . _ ~) has no reason to be encoded
 // (RFC 3986 §2.3, §6.2.2.2); a router and an upstream may disagree on decoding it
 const ENCODED_UNRESERVED = /%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f|7e)/i
-const BAD_CHARS = /[\\;#\u0000-\u001f\u007f\s]/ // eslint-disable-line no-control-regex
+// and any character outside ASCII: a request target is ASCII (RFC 9112 §3.2, RFC 3986 §2).
+// Node's HTTP/1.1 parser refuses raw bytes above 0x7F; HTTP/2 hands `:path` over as latin1, so
+// raw UTF-8 (`ſ` as C5 BF, a fullwidth `／`) reached the upstream past FOLDS_TO_ASCII, which
+// sees only the encoded forms (fix-raw-non-ascii-path-over-h2)
+const BAD_CHARS = /[\\;#\u0000-\u001f\u007f-\uffff\s]/ // eslint-disable-line no-control-regex
 const BAD_PERCENT = /%(?![0-9a-fA-F]{2})/
 const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
 // a segment ending in `.` or an encoded space (plain or no-break): Windows, IIS and ASP.NET
