@@ -174,7 +174,24 @@ export function routeWarnings (config: GatewayConfig): string[] {
     ...routes.flatMap(r => unreachableWarnings(r, config)),
     ...catchAllWarnings(routes),
     ...poolWarnings(routes),
+    ...routes.flatMap(r => issuerWarning(r, config)),
   ]
+}
+
+/**
+ * A route that accepts tokens of several issuers sends the upstream the same identity headers
+ * for the same `sub`, whoever issued it: an identity provider whose token carries a local
+ * user's id (a UUID that reaches upstreams in headers) passes for her there. Unless the
+ * issuer reaches the upstream too — mapped to a header, or in the route's assertion
+ * (`token_iss`) — say so. (A stop 28 review finding; the gateway does not namespace `sub`,
+ * which would change every upstream's user ids.)
+ */
+function issuerWarning (route: RouteConfig, config: GatewayConfig): string[] {
+  if (route.auth === 'public' || route.issuers.length < 2 || route.assertionAudience !== undefined) return []
+  if (config.identity.mappings.some(m => m.path.length === 1 && m.path[0] === 'iss')) return []
+  return [`route "${route.name}" (${route.prefix}) accepts tokens of ${route.issuers.length} issuers (${route.issuers.join(', ')}) and its upstream cannot tell them apart: ` +
+    'two issuers\' tokens with the same sub get the same identity headers; map the issuer (identity.headers: {iss: x-user-issuer}), ' +
+    'send an assertion (it carries token_iss), or narrow the route\'s issuers']
 }
 
 const lower = (s: string): string => s.toLowerCase()

@@ -31,6 +31,7 @@ function cli (...args: string[]): Promise<Run> {
   })
 }
 
+const CORP = { name: 'corp', issuer: 'https://corp.test', jwksUri: 'https://corp.test/jwks', audiences: ['api.test'] }
 const orders = { name: 'orders', prefix: '/api/orders', upstream: UP, rewritePrefix: '/orders', auth: 'required', scopes: { GET: ['orders:read'], '*': { anyOf: ['orders:write', 'admin'] } } }
 
 t.test('route warnings, one row per finding', async (t) => {
@@ -80,6 +81,21 @@ t.test('route warnings, one row per finding', async (t) => {
       name: 'one upstream origin with two pool sizes',
       routes: [{ ...orders, connections: 16 }, { name: 'catalog', prefix: '/api/catalog', upstream: UP, auth: 'public' }],
       want: [/^upstream http:\/\/127\.0\.0\.1:4001 is used with different connections \(orders: 16, catalog: 128\): 2 separate pools, up to 144 connections to it/],
+    },
+    {
+      // fix-same-sub-across-issuers (stop 28 review): upstreams saw the same x-user-id for a
+      // partner token carrying a local user's id
+      name: 'a route accepting several issuers whose upstream cannot tell them apart',
+      routes: [orders, { name: 'partner', prefix: '/partner', upstream: UP, auth: 'required', issuers: ['corp'] }],
+      extra: { issuers: [CORP] },
+      want: [/^route "orders" \(\/api\/orders\) accepts tokens of 2 issuers \(self, corp\) and its upstream cannot tell them apart: .*identity\.headers: \{iss: x-user-issuer\}/],
+    },
+    {
+      name: 'nothing to say: the issuer is mapped to a header, or sent in an assertion, or one issuer per route',
+      routes: [orders, { name: 'asserted', prefix: '/asserted', upstream: UP, auth: 'required', assertion: { audience: 'https://a.internal' } },
+        { name: 'own', prefix: '/own', upstream: UP, auth: 'required', issuers: ['self'] }, { name: 'pub', prefix: '/pub', upstream: UP, auth: 'public' }],
+      extra: { issuers: [CORP], identity: { headers: { sub: 'x-user-id', iss: 'x-user-issuer' }, assertion: { header: 'x-assertion' } } },
+      want: [],
     },
     {
       name: 'nothing to say: separate prefixes, one pool, a public / with no protected route',
@@ -165,8 +181,9 @@ t.test('the command: warnings and issuers in the output, exit 0; --offline; usag
   t.equal(online.stderr, '', 'nothing on stderr')
   t.match(online.stdout, /gateway\.yaml: ok \(3 routes, EdDSA, 1 keys\)\n\nROUTE\s+PREFIX/, 'the summary and the route table first')
   t.match(online.stdout, /\nissuers:\n {2}self\s+https:\/\/auth\.test\s+own keys\s+EdDSA: k1 \(signs\)\n {2}corp\s+https:\/\/corp\.test\s+ready: 1 key \(rsa-1\)/)
-  t.match(online.stdout, /\nwarnings \(2\):\n {2}- route "open" \(\/api\/orders\/open\) is nested under "orders".*\n {6}GET, HEAD: orders:read → public\n/)
+  t.match(online.stdout, /\nwarnings \(3\):\n {2}- route "open" \(\/api\/orders\/open\) is nested under "orders".*\n {6}GET, HEAD: orders:read → public\n/)
   t.match(online.stdout, /\n {2}- route "site" is a public catch-all/)
+  t.match(online.stdout, /\n {2}- route "orders" \(\/api\/orders\) accepts tokens of 2 issuers \(self, corp\)/)
   t.equal(offline.code, 0)
   t.match(offline.stdout, /corp\s+https:\/\/corp\.test\s+not fetched \(--offline\)/)
   t.equal(jwks.hits('/jwks'), 1, 'the online run fetched once; --offline did not fetch')
