@@ -1,10 +1,9 @@
 import t from 'tap'
 import { createPublicKey } from 'node:crypto'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { AUDIENCE, baseConfig, makeKey, raw, signWith, startGateway, type RawResponse } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { until } from '../fixtures/until.js'
+import { startJwksServer } from '../tokens/issuers/helpers.js'
 import { openStore } from '../../src/sessions/store.js'
 import { usersAdd } from '../../src/sessions/admin-commands.js'
 
@@ -34,10 +33,9 @@ t.test('logout and foreign or refused access tokens', async (t) => {
   const idpKey = makeKey('RS256')
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
-  const jwk = { ...createPublicKey(idpKey.publicPem).export({ format: 'jwk' }), kid: idpKey.kid, alg: 'RS256', use: 'sig' }
-  const jwks = createServer((_req, res) => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ keys: [jwk] })) })
-  await new Promise<void>(resolve => jwks.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { jwks.closeAllConnections(); jwks.close() })
+  const jwks = await startJwksServer()
+  t.teardown(() => jwks.close())
+  jwks.jwks = { keys: [{ ...createPublicKey(idpKey.publicPem).export({ format: 'jwk' }), kid: idpKey.kid, alg: 'RS256', use: 'sig' }] }
   const store = await openStore({ dataDir: 'memory://' })
   for (const name of ['alice', 'bob', 'carol']) await usersAdd(store, { name, password: `pw-${name}`, scopes: ['orders:read'] })
   const gw = await startGateway(t, {
@@ -45,7 +43,7 @@ t.test('logout and foreign or refused access tokens', async (t) => {
       { name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required', issuers: ['self'] },
       { name: 'partner', prefix: '/partner', upstream: upstream.url, auth: 'required', issuers: ['partner'] },
     ], { tokens: { refresh: { transport: 'both' } }, admin: { token: ADMIN_TOKEN } }),
-    issuers: [{ name: 'partner', issuer: partner, jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks`, audiences: [AUDIENCE], algorithms: ['RS256'] }],
+    issuers: [{ name: 'partner', issuer: partner, jwksUri: jwks.jwksUrl, audiences: [AUDIENCE], algorithms: ['RS256'] }],
   }, { store })
   await until('the partner issuer ready', async () => {
     const r = await raw(gw.adminUrl, '/readyz')
