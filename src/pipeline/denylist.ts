@@ -78,11 +78,17 @@ export class Denylist {
 
   /**
    * The reason a verified token is revoked, or undefined when it is not. `jti` is the token's
-   * revocation key (VerifiedToken.revocationJti: an identity provider's jti is kept under its
-   * issuer); the bare claim when not given.
+   * revocation key (VerifiedToken.revocationJti: what a logout of an identity provider's token
+   * writes is kept under its issuer, so such a token cannot revoke another issuer's); the bare
+   * claim when not given. An identity provider's token is refused under its bare jti too: the
+   * fail-closed direction, which keeps what older replicas and an admin revocation without
+   * `iss` wrote in force.
    */
   check (claims: RevocableClaims, jti: unknown = claims.jti): RevocationReason | undefined {
-    if (typeof jti === 'string' && this.#jtis.size > 0 && this.#jtis.has(jti)) return 'token_revoked'
+    if (this.#jtis.size > 0) {
+      if (typeof jti === 'string' && this.#jtis.has(jti)) return 'token_revoked'
+      if (jti !== claims.jti && typeof claims.jti === 'string' && this.#jtis.has(claims.jti)) return 'token_revoked'
+    }
     if (typeof claims.sid === 'string' && this.#sessions.size > 0 && this.#sessions.has(claims.sid)) return 'session_revoked'
     if (typeof claims.sub === 'string' && this.#users.size > 0) {
       const user = this.#users.get(claims.sub)
