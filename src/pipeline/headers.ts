@@ -82,9 +82,9 @@ const OVERRIDE_OR_IDENTITY = new Set([
   'x-webauth-user', 'x-webauth-email', 'x-webauth-name', 'x-webauth-groups', 'x-webauth-role',
   'x-remote-group',
 ])
-// the Kubernetes front proxy's user extras (`X-Remote-Extra-<key>`); tested only for x- names
-const IDENTITY_PREFIXED = /^x-remote-extra-/
 const AUTH_PROXY_PREFIX = 'x-auth-request-'
+// the Kubernetes front proxy's user extras (`X-Remote-Extra-<key>`)
+const REMOTE_EXTRA_PREFIX = 'x-remote-extra-'
 
 /** FORWARDING_PREFIXED, its regular expression run only for names that could match */
 function forwardingPrefixed (name: string): boolean {
@@ -136,8 +136,7 @@ export class HeaderRewriter {
   /** true for a header name a client may not send upstream: reserved prefix, injected, an override or another proxy's identity (`name` canonical) */
   #isReserved (name: string): boolean {
     return name.startsWith(this.#reservedPrefix) || name.startsWith(GATEWAY_HEADER_PREFIX) || this.#injected.has(name) ||
-      OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX) ||
-      (name.charCodeAt(0) === 120 /* x */ && IDENTITY_PREFIXED.test(name))
+      OVERRIDE_OR_IDENTITY.has(name) || name.startsWith(AUTH_PROXY_PREFIX) || name.startsWith(REMOTE_EXTRA_PREFIX)
   }
 
   /**

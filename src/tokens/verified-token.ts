@@ -48,6 +48,9 @@ export interface VerifiedToken extends IssuerVerdict {
   readonly text: string
 }
 
+/** marks a foreign jti's key: never a prefix of the gateway's own (UUIDs) */
+const FOREIGN_JTI_PREFIX = 'iss-jti:'
+
 /**
  * The denylist key of a token's jti. An identity provider chooses its tokens' jtis: one that
  * names a jti of the gateway's own tokens (or another provider's) must not revoke them when it
@@ -61,6 +64,3 @@ export function revocationJtiKey (own: boolean, iss: unknown, jti: string | unde
   if (own) return jti
   return FOREIGN_JTI_PREFIX + createHash('sha256').update(JSON.stringify([typeof iss === 'string' ? iss : '', jti]), 'utf8').digest('base64url')
 }
-
-/** marks a foreign jti's key: never a prefix of the gateway's own (UUIDs) */
-export const FOREIGN_JTI_PREFIX = 'iss-jti:'
