@@ -158,7 +158,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
     denylist: runtime.authenticator.denylist,
   }
   const state = newAuthState()
-  const request: PipelineRequest = { url: target, method, headers: msg.headers, passed: undefined }
+  const request: PipelineRequest = { url: target, method, headers: msg.headers, passed: undefined, raw: { upgrade: isUpgrade(msg) } }
   const reply = new RecordingReply()
   let outcome: 'answered' | undefined
   try {

@@ -111,7 +111,7 @@ export function transportHeaders (headers: OutgoingHttpHeaders, method: string, 
 }
 
 /** what runPipeline reads and writes of a Fastify request */
-export interface PipelineRequest { url: string, method: string, headers: IncomingHttpHeaders, passed: PassedRequest | undefined }
+export interface PipelineRequest { url: string, method: string, headers: IncomingHttpHeaders, passed: PassedRequest | undefined, raw: { upgrade: boolean } }
 
 /** what runPipeline writes to a Fastify reply: the Allow of a 405, CORS headers, a preflight's 204 */
 export class RecordingReply {

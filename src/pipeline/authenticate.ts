@@ -6,7 +6,6 @@ import { extractBearer } from './extract.js'
 /** the request headers that can carry a token: Authorization, or for a WebSocket upgrade its protocols */
 export interface CredentialHeaders {
   authorization?: string | undefined
-  upgrade?: string | undefined
   'sec-websocket-protocol'?: string | string[] | undefined
 }
 
@@ -24,8 +23,11 @@ export interface Authenticator {
  * Used by every proxied route and by the auth endpoints (logout, logout-all), so a revoked
  * token is refused everywhere (issue 9: logout accepted a revoked token).
  */
-export function authenticate (auth: Authenticator, headers: CredentialHeaders, nowMs: number): VerifiedToken | undefined | Promise<VerifiedToken> {
-  const raw = extractBearer(headers.authorization, headers.upgrade === undefined ? undefined : headers['sec-websocket-protocol'])
+export function authenticate (auth: Authenticator, headers: CredentialHeaders, nowMs: number, handshake = false): VerifiedToken | undefined | Promise<VerifiedToken> {
+  // the bearer subprotocol is a WebSocket handshake's only: on a plain request (an `Upgrade`
+  // header without `Connection: upgrade` is one) it authenticated the request and then reached
+  // the upstream in the copied header (fix-subprotocol-token-on-plain-request)
+  const raw = extractBearer(headers.authorization, handshake ? headers['sec-websocket-protocol'] : undefined)
   if (raw === undefined) return undefined
   const verified = auth.verify(raw, nowMs)
   if (verified instanceof Promise) return verified.then(token => notRevoked(auth.denylist, token))

@@ -173,6 +173,9 @@ export class HeaderRewriter {
       }
       if (canonical === 'authorization' && !this.#forwardAuthorization) continue
       if (canonical === 'x-request-id') continue
+      // meaningful in a WebSocket handshake only (RFC 6455 §11.3.4), where the proxy offers
+      // the protocols itself without the bearer one; on a plain request it could carry a token
+      if (canonical === 'sec-websocket-protocol' && facts.upgrade !== true) continue
       if (name === 'cookie' && this.#refreshCookie !== undefined && typeof value === 'string') {
         const cookie = stripCookie(value, this.#refreshCookie)
         if (cookie !== '') out.push(name, cookie)

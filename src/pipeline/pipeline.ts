@@ -64,7 +64,7 @@ export function runPipeline (request: FastifyRequest, reply: FastifyReply, runti
     return undefined
   }
 
-  const token = authenticate(runtime.authenticator, request.headers, nowMs)
+  const token = authenticate(runtime.authenticator, request.headers, nowMs, (request.raw as { upgrade?: boolean }).upgrade === true)
   if (token instanceof Promise) return token.then(t => { admit(route, request.method, state, t); return undefined })
   admit(route, request.method, state, token)
   return undefined
