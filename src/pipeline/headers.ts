@@ -23,8 +23,10 @@ import type { TrustFunction } from './trust.js'
  *    query parameter is refused by the pipeline, edge.ts checkQuery); so are the identity
  *    headers of other auth proxies (`Remote-User`, `X-Forwarded-User`/`-Email`/`-Groups`,
  *    `X-Auth-Request-*`, Azure's `X-MS-Client-Principal*`, AWS ALB's `X-Amzn-Oidc-*`, Google
- *    IAP's, Cloudflare Access's, `X-WEBAUTH-*`, Kubernetes' `X-Remote-*`…), from anyone
- *    (fix-forwarding-and-proxy-identity, fix-other-proxies-headers-pass)
+ *    IAP's, Cloudflare Access's, `X-WEBAUTH-*`, Kubernetes' `X-Remote-*`…) and
+ *    `Sec-WebSocket-Protocol`, which can carry the WebSocket bearer token, from anyone
+ *    (fix-forwarding-and-proxy-identity, fix-other-proxies-headers-pass,
+ *    fix-subprotocol-token-on-plain-request)
  * 5. every `x-forwarded*` name (for, proto, host, client-cert, uri…), `forwarded`, the
  *    client-address headers (`x-real-ip`, `x-client-ip`, `true-client-ip`, `client-ip`,
  *    `cf-connecting-ip`…), the scheme (`x-scheme`, `front-end-https`…), client-certificate
@@ -81,6 +83,10 @@ const OVERRIDE_OR_IDENTITY = new Set([
   // Grafana, Gitea and other apps' auth-proxy mode; the Kubernetes front proxy (X-Remote-Extra-* below)
   'x-webauth-user', 'x-webauth-email', 'x-webauth-name', 'x-webauth-groups', 'x-webauth-role',
   'x-remote-group',
+  // a browser's WebSocket credential (`portcullis.bearer.<token>`): a handshake's protocols are
+  // offered to the upstream by the WebSocket proxy itself, without it (websocket.ts); copied,
+  // a plain request's reached the upstream token and all (fix-subprotocol-token-on-plain-request)
+  'sec-websocket-protocol',
 ])
 const AUTH_PROXY_PREFIX = 'x-auth-request-'
 // the Kubernetes front proxy's user extras (`X-Remote-Extra-<key>`)
@@ -173,9 +179,6 @@ export class HeaderRewriter {
       }
       if (canonical === 'authorization' && !this.#forwardAuthorization) continue
       if (canonical === 'x-request-id') continue
-      // meaningful in a WebSocket handshake only (RFC 6455 §11.3.4), where the proxy offers
-      // the protocols itself without the bearer one; on a plain request it could carry a token
-      if (canonical === 'sec-websocket-protocol' && facts.upgrade !== true) continue
       if (name === 'cookie' && this.#refreshCookie !== undefined && typeof value === 'string') {
         const cookie = stripCookie(value, this.#refreshCookie)
         if (cookie !== '') out.push(name, cookie)
