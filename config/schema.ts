@@ -84,6 +84,9 @@ const Admin = Obj({
   port: Type.Integer({ minimum: 0, maximum: 65_535, default: 9090 }),
   // bearer token for the admin API (≥ 32 characters); empty disables the admin API (health/metrics stay up)
   token: Type.String({ default: '' }),
+  // host names (no port) the admin listener answers besides IP literals and localhost: a
+  // DNS-rebinding page reaches it under its own name (plugins/admin-host.ts)
+  allowedHosts: Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { default: [] }),
 }, { default: {} })
 
 const Database = Obj({

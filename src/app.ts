@@ -13,6 +13,7 @@ import { compileRuntime, KeySetRegistry, type Runtime, type RuntimeHolder, type 
 import { PoolRegistry } from './proxy/pools.js'
 import { LiveSockets } from './proxy/live-sockets.js'
 import errorsPlugin, { sendError, toGatewayError } from '../plugins/errors.js'
+import adminHostPlugin from '../plugins/admin-host.js'
 import edgePlugin from '../plugins/edge.js'
 import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
@@ -196,7 +197,9 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const denylist = deps.denylist ?? new Denylist()
   const trust = trustFunction(initial.server.trustProxy)
   const live = new LiveSockets(denylist, clock)
-  const shared: Shared = { pools: new PoolRegistry(), keySets: new KeySetRegistry(), denylist, live, trust, clock, logger, timing: metrics }
+  // a key an identity provider withdraws closes the WebSockets its tokens opened
+  const keySets = new KeySetRegistry({ onWithdrawn: () => { live.recheck() } })
+  const shared: Shared = { pools: new PoolRegistry(), keySets, denylist, live, trust, clock, logger, timing: metrics }
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
   const readiness: Array<() => HealthCheck> = [() => issuersCheck(holder.current)]
 
@@ -251,6 +254,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   await admin.register(errorsPlugin, { realm: initial.server.realm })
+  await admin.register(adminHostPlugin, { admin: initial.admin, realm: initial.server.realm })
   await admin.register(healthPlugin, {
     checks: () => readiness.map(check => check()),
   })
@@ -328,11 +332,14 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       // new handshakes use the new certificate; open connections keep theirs
       (app.server as unknown as { setSecureContext: (o: object) => void }).setSecureContext(secureContextOptions(nextTls))
     }
-    const previous = holder.current
     holder.current = runtime // the one switch: requests from here on see the new configuration
-    // the old issuers stop following their key sets (in-flight requests hold their own references)
-    for (const issuer of previous.issuers) issuer.close()
     shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
+    // open WebSockets keep only tokens the new configuration accepts (an issuer, key or
+    // audience it dropped closes theirs), checked once the new key sets have their keys —
+    // not awaited: an identity provider slow to answer must not hold the reload up
+    Promise.all(runtime.issuers.map(i => i.keys.whenSettled()))
+      .then(async () => { if (holder.current === runtime) await live.reverify(runtime.verifier) }) // unless a later reload replaced it
+      .catch((err: unknown) => { logger.warn({ err: String(err) }, 'checking open WebSockets against the new configuration failed') })
     // pools no route uses any more close once their in-flight requests are done (not awaited:
     // a long request must not hold the reload up)
     shared.pools.retain(runtime.pools).catch((err: unknown) => { logger.warn({ err: String(err) }, 'closing a retired upstream pool failed') })

@@ -68,6 +68,7 @@ export const ErrorCode = {
   sessionNotFound: 'session_not_found',
   invalidUserInput: 'invalid_user_input',
   adminUnauthorized: 'admin_unauthorized',
+  adminHostNotAllowed: 'admin_host_not_allowed',
   storeUnavailable: 'store_unavailable',
   // identity providers' keys (logs, /readyz and metrics; never sent to a client, whose
   // token is refused with token_keys_unavailable or token_unknown_key)

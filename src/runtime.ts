@@ -132,14 +132,18 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
  * One RemoteKeySet per identity provider per process, kept across reloads while the
  * issuer's settings stay the same (a reload never refetches keys it already has). Sets no
  * configuration uses any more are closed once the new configuration is in (`retain`).
+ * `onWithdrawn` runs whenever a set withdraws keys (their handles already dead): the gateway
+ * closes the WebSockets opened with tokens they signed (LiveSockets.recheck).
  */
 export class KeySetRegistry {
   readonly #sets = new Map<string, RemoteKeySet>()
   /** false: key sets are built but never fetch (`portcullis explain` works without network) */
   readonly #fetch: boolean
+  readonly #onWithdrawn: () => void
 
-  constructor (options: { fetch?: boolean } = {}) {
+  constructor (options: { fetch?: boolean, onWithdrawn?: () => void } = {}) {
     this.#fetch = options.fetch ?? true
+    this.#onWithdrawn = options.onWithdrawn ?? (() => {})
   }
 
   get (issuer: IssuerConfig, shared: Pick<Shared, 'logger'>): RemoteKeySet {
@@ -147,6 +151,7 @@ export class KeySetRegistry {
     const existing = this.#sets.get(key)
     if (existing !== undefined) return existing
     const set = new RemoteKeySet(keySetOptionsFor(issuer, { logger: shared.logger.child({ issuer: issuer.name }) }))
+    set.onChange((change) => { if (change.removed.length > 0) this.#onWithdrawn() })
     if (this.#fetch) set.start()
     this.#sets.set(key, set)
     return set

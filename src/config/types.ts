@@ -133,7 +133,7 @@ export interface GatewayConfig {
     tls: TlsConfig | undefined
     http2: boolean
   }
-  admin: { host: string, port: number, token: string }
+  admin: { host: string, port: number, token: string, allowedHosts: readonly string[] }
   database: { url: string, listenUrl: string, dataDir: string, poolSize: number, statementTimeoutMs: number, lockTimeoutMs: number }
   tokens: {
     issuer: string

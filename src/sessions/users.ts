@@ -4,6 +4,7 @@
  * also revokes the user's sessions and access tokens.
  */
 import { SCOPE_TOKEN } from '../tokens/scopes.js'
+import { unfitForHeader } from '../tokens/identity.js'
 import { randomUUID } from 'node:crypto'
 import { InvalidUserInputError, UserNotFoundError } from './errors.js'
 import { hashPassword } from './passwords.js'
@@ -43,10 +44,13 @@ export function validateScopes (scopes: unknown): string[] {
   return [...new Set(scopes as string[])]
 }
 
-function checkClaimValue (path: string, v: unknown): void {
+function checkClaimValue (path: string, v: unknown, top = false): void {
   if (typeof v === 'string') {
     // CR, LF or NUL would make the identity header unsafe; the gateway refuses such tokens
     if (/[\r\n\0]/.test(v)) throw new InvalidUserInputError(path, 'must not contain CR, LF or NUL')
+    // a claim's own text becomes an identity header value as it is (nested ones travel as
+    // JSON): one the gateway would refuse in every token must be refused here, not at each request
+    if (top && unfitForHeader(v)) throw new InvalidUserInputError(path, 'must not start or end with a space or tab, or contain control characters (it may become an identity header)')
   } else if (Array.isArray(v)) {
     v.forEach((x, i) => checkClaimValue(`${path}/${i}`, x))
   } else if (v !== null && typeof v === 'object') {
@@ -64,7 +68,7 @@ export function validateClaims (claims: unknown): Record<string, unknown> {
   }
   for (const [k, v] of Object.entries(claims)) {
     if (RESERVED_CLAIMS.has(k)) throw new InvalidUserInputError(`claims/${k}`, 'is reserved and set by the gateway')
-    checkClaimValue(`claims/${k}`, v)
+    checkClaimValue(`claims/${k}`, v, true)
   }
   if (Buffer.byteLength(JSON.stringify(claims)) > MAX_CLAIMS_BYTES) {
     throw new InvalidUserInputError('claims', `must serialise to at most ${MAX_CLAIMS_BYTES} bytes (they go into every token)`)

@@ -11,8 +11,6 @@ import type { IssuerVerdict, KeyHandle } from './verified-token.js'
 
 type Verify = (token: string) => Record<string, unknown>
 
-interface KeyEntry { handle: KeyHandle, verifiers: Map<string, Verify> }
-
 /**
  * Verifies access tokens of one configured identity provider (`issuers[]`). Nothing about
  * key choice comes from the token beyond `kid` and `alg` within what is configured: the
@@ -25,7 +23,8 @@ interface KeyEntry { handle: KeyHandle, verifiers: Map<string, Verify> }
  * A token naming a kid the key set does not know triggers the one fetch the request path
  * may cause: single-flight with a cooldown inside RemoteKeySet, so a flood of random kids
  * costs one fetch. A key the provider stopped publishing stops verifying, cached tokens
- * included (their KeyHandle dies).
+ * included: the key set kills its handle (RemoteKey.handle), which every token it verified
+ * carries.
  */
 export class ExternalIssuer {
   readonly name: string
@@ -35,8 +34,8 @@ export class ExternalIssuer {
   readonly #typ: ReadonlySet<string>
   readonly #algorithms: ReadonlySet<string>
   readonly #skewMs: number
-  readonly #entries = new WeakMap<RemoteKey, KeyEntry>()
-  readonly #unsubscribe: () => void
+  /** one verifier per key and algorithm, built on first use */
+  readonly #verifiers = new WeakMap<RemoteKey, Map<string, Verify>>()
 
   constructor (config: IssuerConfig, keys: RemoteKeySet) {
     this.name = config.name
@@ -46,12 +45,6 @@ export class ExternalIssuer {
     this.#typ = new Set(config.typ.map(normalizeTyp))
     this.#algorithms = new Set(config.algorithms)
     this.#skewMs = config.clockSkewSec * 1000
-    this.#unsubscribe = keys.onChange((change) => {
-      for (const k of change.removed) {
-        const entry = this.#entries.get(k)
-        if (entry !== undefined) entry.handle.alive = false
-      }
-    })
   }
 
   /** throws 401 invalid_token for every way the token can be wrong; a promise only while an unknown kid is fetched */
@@ -81,15 +74,13 @@ export class ExternalIssuer {
     })
   }
 
-  close (): void { this.#unsubscribe() }
-
   #verifyWith (key: RemoteKey, alg: string, token: string, nowMs: number): IssuerVerdict {
-    let entry = this.#entries.get(key)
-    if (entry === undefined) {
-      entry = { handle: { alive: true }, verifiers: new Map() }
-      this.#entries.set(key, entry)
+    let verifiers = this.#verifiers.get(key)
+    if (verifiers === undefined) {
+      verifiers = new Map()
+      this.#verifiers.set(key, verifiers)
     }
-    let verify = entry.verifiers.get(alg)
+    let verify = verifiers.get(alg)
     if (verify === undefined) {
       verify = createVerifier({
         key: key.pem,
@@ -103,7 +94,7 @@ export class ExternalIssuer {
         ignoreNotBefore: true,
         cache: false,
       }) as Verify
-      entry.verifiers.set(alg, verify)
+      verifiers.set(alg, verify)
     }
     let claims: Record<string, unknown>
     try {
@@ -111,7 +102,7 @@ export class ExternalIssuer {
     } catch (err) {
       throw translateJwtError(err)
     }
-    return this.#checkClaims(claims, entry.handle, nowMs)
+    return this.#checkClaims(claims, key.handle, nowMs)
   }
 
   #checkClaims (claims: Record<string, unknown>, handle: KeyHandle, nowMs: number): IssuerVerdict {

@@ -12,6 +12,10 @@ export const TRUNCATED_HEADER = 'x-portcullis-identity-truncated'
 // and DEL are refused by HTTP parsers. Such a claim makes the token invalid.
 const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f]/ // eslint-disable-line no-control-regex
 const NON_ASCII = /[^\u0000-\u007f]/ // eslint-disable-line no-control-regex
+// HTTP drops a field value's leading and trailing spaces and tabs (RFC 9110 §5.5): a `sub` of
+// " alice" reached the upstream as `x-user-id: alice` — another user (fix-claim-whitespace-
+// trimmed). Such a claim makes the token invalid too.
+const EDGE_WHITESPACE = /^[\t ]|[\t ]$/
 
 /**
  * The identity headers a verified token gives the upstream (DESIGN: "The upstream's contract").
@@ -83,9 +87,14 @@ function withinBudget (headers: IdentityHeader[], budget: number): IdentityHeade
   return kept
 }
 
+/** text that cannot travel as an identity header value unchanged: the token carrying it is refused */
+export function unfitForHeader (text: string): boolean {
+  return UNSAFE.test(text) || EDGE_WHITESPACE.test(text)
+}
+
 function headerValue (value: unknown, path: readonly string[]): string {
   const text = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value)
-  if (UNSAFE.test(text)) throw invalidToken(ErrorCode.tokenBadClaim, `the access token has an invalid ${path.join('.')} claim`)
+  if (unfitForHeader(text)) throw invalidToken(ErrorCode.tokenBadClaim, `the access token has an invalid ${path.join('.')} claim`)
   // Node writes header strings as latin1: hand it the UTF-8 bytes so they arrive intact
   return NON_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text
 }

@@ -68,6 +68,13 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
   const ready = JSON.parse((await send(`${gw.adminUrl}/readyz`)).body)
   t.equal(ready.status, 'ready', 'the primary reports every worker ready')
   t.match(ready.checks.find((c: { name: string }) => c.name === 'workers'), { state: 'ok', detail: { expected: 2 } }, 'the workers check')
+  // the primary's admin listener refuses a name it was not given, as a single process's does
+  // (fix-admin-dns-rebinding): a DNS-rebinding page would read every worker's metrics
+  for (const path of ['/metrics', '/admin/workers', '/readyz']) {
+    const rebound = await send(`${gw.adminUrl}${path}`, { headers: { host: 'rebind.example:9090' } })
+    t.equal(rebound.status, 421, `${path} under another name: 421`)
+    t.equal(JSON.parse(rebound.body).code, 'admin_host_not_allowed')
+  }
 
   t.test('a revocation through one worker is refused by every worker', async (t) => {
     const login = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: 'correct horse battery' }) })

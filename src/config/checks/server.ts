@@ -80,7 +80,11 @@ export function checkAdmin (a: Raw, ctx: CheckContext): GatewayConfig['admin'] {
   if (a.token !== '' && String(a.token).length < MIN_ADMIN_TOKEN_CHARS) {
     problem(ctx, '/admin/token', `must be at least ${MIN_ADMIN_TOKEN_CHARS} characters (or empty to turn the admin API off); e.g. openssl rand -base64 32`)
   }
-  return { host: a.host, port: a.port, token: a.token }
+  const allowedHosts = (a.allowedHosts as string[]).map(h => h.toLowerCase())
+  allowedHosts.forEach((h, i) => {
+    if (!/^[a-z0-9._-]+$/.test(h)) problem(ctx, `/admin/allowedHosts/${i}`, 'must be a host name without scheme or port, e.g. portcullis-admin.monitoring.svc')
+  })
+  return { host: a.host, port: a.port, token: a.token, allowedHosts }
 }
 
 export function checkDatabase (d: Raw, ctx: CheckContext): GatewayConfig['database'] {

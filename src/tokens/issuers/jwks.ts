@@ -1,6 +1,7 @@
 import { createHash, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { checkJwkMembers, checkKeyForAlgorithm, KeyRejection, publicKeyFromJwk, type RemoteAlgorithm } from './algorithms.js'
 import { IssuerKeysError, IssuerKeysErrorCode } from './errors.js'
+import type { KeyHandle } from '../verified-token.js'
 
 /** One usable key of an issuer's set. Unchanged keys keep the same object across refreshes. */
 export interface RemoteKey {
@@ -16,6 +17,12 @@ export interface RemoteKey {
   readonly pem: string
   /** RFC 7638 JWK SHA-256 thumbprint, base64url: identifies the key material in logs */
   readonly thumbprint: string
+  /**
+   * Dies (alive = false) when the issuer stops publishing the key (RemoteKeySet): every token
+   * it verified carries this handle, so a cached verification and an open WebSocket learn of
+   * the withdrawal without a lookup
+   */
+  readonly handle: KeyHandle
 }
 
 export interface IgnoredKey {
@@ -73,7 +80,7 @@ export function parseJwks (doc: unknown, pinned: readonly RemoteAlgorithm[], max
     }
     for (const a of parsed.algorithms) taken.add(a)
     seen.set(kid, taken)
-    keys.push({ kid, ...parsed })
+    keys.push({ kid, ...parsed, handle: { alive: true } })
   })
   if (keys.length === 0) {
     const reasons = [...new Set(ignored.map(i => i.reason))].join(', ')
@@ -83,7 +90,7 @@ export function parseJwks (doc: unknown, pinned: readonly RemoteAlgorithm[], max
   return { keys, ignored }
 }
 
-function parseOne (jwk: JsonWebKey, pinned: readonly RemoteAlgorithm[]): Omit<RemoteKey, 'kid'> | { reason: KeyRejection } {
+function parseOne (jwk: JsonWebKey, pinned: readonly RemoteAlgorithm[]): Omit<RemoteKey, 'kid' | 'handle'> | { reason: KeyRejection } {
   const problem = checkJwkMembers(jwk)
   if (problem !== undefined) return { reason: problem }
   if (jwk.alg !== undefined && !pinned.includes(jwk.alg as RemoteAlgorithm)) return { reason: KeyRejection.algorithmNotAllowed }

@@ -266,8 +266,9 @@ export class RemoteKeySet {
 
   /**
    * Called after every change of the set: keys added or withdrawn by a refresh, or all of
-   * them dropped at the stale-if-error bound. The verifier drops cached verifications of
-   * removed keys. Returns the unsubscribe function.
+   * them dropped at the stale-if-error bound. A removed key's handle is dead before the
+   * listeners run (cached verifications of it stop verifying, KeySetRegistry closes the
+   * WebSockets opened with its tokens). Returns the unsubscribe function.
    */
   onChange (listener: KeySetListener): () => void {
     this.#listeners.add(listener)
@@ -379,6 +380,7 @@ export class RemoteKeySet {
     this.#logIgnored(parsed.ignored)
 
     const kids = (list: readonly RemoteKey[]): Array<string | null> => list.map(k => k.kid ?? null)
+    for (const k of removed) k.handle.alive = false
     if (added.length > 0 || removed.length > 0) {
       this.#log.info({ issuer: this.name, keys: keys.length, added: kids(added), removed: kids(removed), lifetimeMs }, 'external issuer: keys updated')
       this.#emit({ added, removed, keys })
@@ -414,6 +416,7 @@ export class RemoteKeySet {
     if (this.#index === undefined || now <= this.#staleUntil) return
     const removed = this.#index.keys
     this.#index = undefined
+    for (const k of removed) k.handle.alive = false
     this.#log.error({ issuer: this.name, removed: removed.map(k => k.kid ?? null), lastError: this.#lastError?.code },
       'external issuer: keys expired after failing refreshes; its tokens are refused until a fetch succeeds')
     this.#emit({ added: [], removed, keys: [] })

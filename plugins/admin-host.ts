@@ -1,0 +1,51 @@
+import { isIP } from 'node:net'
+import fp from 'fastify-plugin'
+import { ErrorCode, GatewayError } from '../src/errors.js'
+import { sendError } from './errors.js'
+import type { GatewayConfig } from '../src/config/types.js'
+
+export interface AdminHostOptions {
+  /** `allowedHosts`: names (no port) answered besides IP literals, `localhost` and `host` itself */
+  admin: GatewayConfig['admin']
+  realm: string
+}
+
+/**
+ * The admin listener answers only requests addressed to it by an IP literal, `localhost` or
+ * a name in `admin.allowedHosts` or `admin.host` (RFC 9110 §15.5.20: 421 Misdirected Request otherwise).
+ * DNS rebinding: a page on evil.example whose name then resolves to 127.0.0.1 makes the
+ * victim's browser send `Host: evil.example:9090` to the admin port, same-origin to the page —
+ * before, /metrics, /readyz and /admin/workers answered it (fix-admin-dns-rebinding). A
+ * browser always sends the name it resolved; probes and scrapers address a pod by IP or a
+ * configured service name. A request without Host (HTTP/1.0, which no browser sends) and one
+ * with two Host lines are refused too: nothing legitimate on this port needs either.
+ */
+export default fp(async function adminHost (app, opts: AdminHostOptions) {
+  const allowed = new Set(['localhost', opts.admin.host.toLowerCase(), ...opts.admin.allowedHosts])
+  app.addHook('onRequest', (request, reply, done) => {
+    if (hostAllowed(request.raw.rawHeaders, allowed)) { done(); return }
+    sendError(reply, new GatewayError(ErrorCode.adminHostNotAllowed, 421,
+      'the admin listener does not answer this host name; add it to admin.allowedHosts'), opts.realm)
+  })
+}, { name: 'portcullis-admin-host', fastify: '5.x' })
+
+/** exactly one Host line naming an IP literal or an allowed name, with an optional port */
+export function hostAllowed (rawHeaders: readonly string[], allowed: ReadonlySet<string>): boolean {
+  let host: string | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() !== 'host') continue
+    if (host !== undefined) return false
+    host = rawHeaders[i + 1] as string
+  }
+  if (host === undefined) return false
+  const name = hostName(host)
+  return name !== undefined && (isIP(name) !== 0 || allowed.has(name.toLowerCase()))
+}
+
+/** `name[:port]` or `[v6][:port]` → the name (the IPv6 literal without brackets); undefined if malformed */
+function hostName (host: string): string | undefined {
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?$/.exec(host)
+  if (bracketed !== null) return bracketed[1]
+  const plain = /^([A-Za-z0-9._-]{1,253})(?::[0-9]{1,5})?$/.exec(host)
+  return plain?.[1]
+}
