@@ -2,6 +2,7 @@ import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import { ErrorCode, GatewayError } from '../src/errors.js'
 import { sendError } from './errors.js'
+import { hostNameOf } from '../src/pipeline/edge.js'
 import type { GatewayConfig } from '../src/config/types.js'
 
 export interface AdminHostOptions {
@@ -38,14 +39,7 @@ export function hostAllowed (rawHeaders: readonly string[], allowed: ReadonlySet
     host = rawHeaders[i + 1] as string
   }
   if (host === undefined) return false
-  const name = hostName(host)
+  // the public edge's reading of `name[:port]` / `[v6][:port]`: one grammar for both listeners
+  const name = hostNameOf(host)
   return name !== undefined && (isIP(name) !== 0 || allowed.has(name.toLowerCase()))
-}
-
-/** `name[:port]` or `[v6][:port]` → the name (the IPv6 literal without brackets); undefined if malformed */
-function hostName (host: string): string | undefined {
-  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?$/.exec(host)
-  if (bracketed !== null) return bracketed[1]
-  const plain = /^([A-Za-z0-9._-]{1,253})(?::[0-9]{1,5})?$/.exec(host)
-  return plain?.[1]
 }
