@@ -8,6 +8,7 @@ import type { GatewayConfig } from './config/types.js'
 import { createLogger } from './logger.js'
 import { Denylist } from './pipeline/denylist.js'
 import { HeaderRewriter } from './pipeline/headers.js'
+import { socketRefusal } from './pipeline/pipeline.js'
 import { trustFunction } from './pipeline/trust.js'
 import { compileRuntime, KeySetRegistry, type Runtime, type RuntimeHolder, type Shared } from './runtime.js'
 import { PoolRegistry } from './proxy/pools.js'
@@ -334,11 +335,12 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     }
     holder.current = runtime // the one switch: requests from here on see the new configuration
     shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
-    // open WebSockets keep only tokens the new configuration accepts (an issuer, key or
-    // audience it dropped closes theirs), checked once the new key sets have their keys —
-    // not awaited: an identity provider slow to answer must not hold the reload up
+    // open WebSockets stay only if the new configuration would admit their handshake (an
+    // issuer, key or audience it dropped, a route it removed or tightened closes them),
+    // checked once the new key sets have their keys — not awaited: an identity provider
+    // slow to answer must not hold the reload up
     Promise.all(runtime.issuers.map(i => i.keys.whenSettled()))
-      .then(async () => { if (holder.current === runtime) await live.reverify(runtime.verifier) }) // unless a later reload replaced it
+      .then(async () => { if (holder.current === runtime) await live.reload({ verify: (token, nowMs) => runtime.verifier.verify(token, nowMs), refusal: (url, token) => socketRefusal(runtime, url, token) }) }) // unless a later reload replaced it
       .catch((err: unknown) => { logger.warn({ err: String(err) }, 'checking open WebSockets against the new configuration failed') })
     // pools no route uses any more close once their in-flight requests are done (not awaited:
     // a long request must not hold the reload up)

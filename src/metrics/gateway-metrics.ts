@@ -235,7 +235,7 @@ export class GatewayMetrics {
         gauge('portcullis_ready', '1 when the gateway is ready (the /readyz checks), else 0.', () => s.ready?.() === true ? 1 : 0, 'min')
         break
       case 'liveWebSockets':
-        gauge('portcullis_websockets_open', 'Authenticated WebSockets open (closed by the gateway when their token expires or is revoked).', () => s.liveWebSockets?.() ?? 0)
+        gauge('portcullis_websockets_open', 'WebSockets open through the gateway (closed by it when their token expires or is revoked, or a reload no longer admits them).', () => s.liveWebSockets?.() ?? 0)
         break
       case 'keySets':
         this.#registerKeySets()

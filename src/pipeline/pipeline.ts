@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { routeNotFound } from '../errors.js'
+import { type GatewayError, routeNotFound } from '../errors.js'
 import type { CompiledRoute, Runtime } from '../runtime.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 import { Reason, type AuthState } from './auth-state.js'
@@ -81,6 +81,27 @@ function admit (route: CompiledRoute, method: string, state: AuthState, token: V
   authorize(route.policy, method, token)
   state.granted = true
   state.reason = Reason.granted
+}
+
+/**
+ * Why a configuration no longer admits an open WebSocket, or undefined when it does — the
+ * handshake's route checks again for a reload (LiveSockets.reload): the route the socket's
+ * path matches now must take WebSocket upgrades and GET, and admit its token (issuer, scopes)
+ * or, for an anonymous socket, none. The token was verified by the same configuration.
+ */
+export function socketRefusal (runtime: Runtime, url: string, token: VerifiedToken | undefined): string | undefined {
+  const route = runtime.routes.match(url)
+  if (route === undefined || !route.config.websocket) return 'the new configuration has no WebSocket route for this path'
+  const policy = route.policy
+  try {
+    checkMethod(policy, 'GET')
+    if (policy.auth === 'public') return undefined
+    if (token === undefined) return policy.auth === 'optional' ? undefined : 'the route now requires an access token'
+    authorize(policy, 'GET', token)
+    return undefined
+  } catch (err) {
+    return (err as GatewayError).message
+  }
 }
 
 function setHeaders (reply: FastifyReply, list: readonly string[]): void {

@@ -1,33 +1,40 @@
 import type { Denylist } from '../pipeline/denylist.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 
-/** RFC 6455 §7.4.1: 1008 policy violation — the token that opened the socket no longer holds */
+/** RFC 6455 §7.4.1: 1008 policy violation — what admitted the socket no longer holds */
 export const CLOSE_POLICY_VIOLATION = 1008
 
-/** verifies a token's text against the configuration in force (TokenVerifier) */
-export interface Reverifier {
+/** what a configuration says of an open socket: the reload's checks (see `reload`) */
+export interface SocketPolicy {
+  /** verifies a token's text (the configuration's TokenVerifier) */
   verify: (token: string, nowMs: number) => VerifiedToken | Promise<VerifiedToken>
+  /** why the configuration no longer admits a socket on `url` opened with `token` (undefined: anonymous); undefined when it does */
+  refusal: (url: string, token: VerifiedToken | undefined) => string | undefined
 }
 
 interface Live {
-  /** the socket's token as the configuration in force verified it (replaced by `reverify`) */
-  token: VerifiedToken
+  /** the handshake's request target: the route it matches is looked up again on reload */
+  url: string
+  /** the socket's token as the configuration in force verified it (replaced by `reload`); undefined: anonymous */
+  token: VerifiedToken | undefined
   close: (code: number, reason: string) => void
-  timer: NodeJS.Timeout
+  /** the token's expiry (exp + clock skew); undefined: anonymous */
+  timer: NodeJS.Timeout | undefined
 }
 
 /**
- * Authenticated WebSockets, closed by the gateway (1008) when the token they were opened
- * with stops holding (oauth2-proxy#2996 asks for this; no gateway in the field does it):
- * - it expires: one timer per socket;
- * - it is revoked: checked against the denylist whenever it changes (a revocation through any
- *   replica reaches this one through the feed), so a logout closes the user's sockets within
- *   the feed's latency;
- * - its identity provider withdraws the key that signed it (`recheck`, on the key set's
- *   change): HTTP requests with it are refused from then on, so its sockets end too
+ * The WebSockets open through the gateway, closed by it (1008) when what admitted them stops
+ * holding (oauth2-proxy#2996 asks for this; no gateway in the field does it):
+ * - its token expires: one timer per authenticated socket;
+ * - its token is revoked: checked against the denylist whenever it changes (a revocation
+ *   through any replica reaches this one through the feed), so a logout closes the user's
+ *   sockets within the feed's latency;
+ * - its identity provider withdraws the key that signed its token (`recheck`, on the key
+ *   set's change): HTTP requests with it are refused from then on, so its sockets end too
  *   (fix-websocket-outlives-withdrawn-key);
- * - a reload makes it unacceptable (`reverify`): its issuer, key, audience or algorithm is no
- *   longer trusted. Route policy (scopes) is checked at the handshake only.
+ * - a reload no longer admits it (`reload`): its token's issuer, key, audience or algorithm
+ *   is no longer trusted, or the route its path now matches is gone, refuses WebSockets,
+ *   wants a token it has not got or scopes its token lacks (fix-websocket-outlives-tightened-route).
  */
 export class LiveSockets {
   readonly #live = new Set<Live>()
@@ -42,14 +49,9 @@ export class LiveSockets {
   }
 
   /** tracks a socket; returns the function that forgets it (call it when the socket closes) */
-  add (token: VerifiedToken, close: (code: number, reason: string) => void): () => void {
-    const delayMs = Math.max(0, token.expMs + token.skewMs - this.#clock())
-    const live: Live = {
-      token,
-      close,
-      timer: setTimeout(() => { this.#end(live, 'the access token expired') }, delayMs),
-    }
-    live.timer.unref()
+  add (url: string, token: VerifiedToken | undefined, close: (code: number, reason: string) => void): () => void {
+    const live: Live = { url, token, close, timer: undefined }
+    this.#expireAt(live)
     this.#live.add(live)
     return () => {
       clearTimeout(live.timer)
@@ -63,25 +65,49 @@ export class LiveSockets {
   recheck (): void {
     for (const live of this.#live) {
       const token = live.token
+      if (token === undefined) continue
       if (this.#denylist.check(token.claims, token.revocationJti) !== undefined) this.#end(live, 'the access token was revoked')
       else if (token.key !== undefined && !token.key.alive) this.#end(live, "the access token's signing key was withdrawn")
     }
   }
 
   /**
-   * After a reload: every socket's token verified again by the new configuration; the ones it
-   * refuses are closed, the others keep the new verification (so a later key withdrawal in
-   * the new configuration's key sets reaches them). Never throws.
+   * After a reload: every socket checked as its handshake would be under the new
+   * configuration — its token verified again, then the route its path matches now, with
+   * that token. The ones refused are closed; the others keep the new verification (a later
+   * key withdrawal in the new key sets reaches them, and the new clock skew times their
+   * expiry). Never throws.
    */
-  async reverify (verifier: Reverifier): Promise<void> {
+  async reload (policy: SocketPolicy): Promise<void> {
     await Promise.all([...this.#live].map(async (live) => {
-      try {
-        const verified = await verifier.verify(live.token.text, this.#clock())
-        if (this.#live.has(live)) live.token = verified
-      } catch {
-        if (this.#live.has(live)) this.#end(live, 'the access token is not accepted by the new configuration')
+      let token = live.token
+      if (token !== undefined) {
+        try {
+          token = await policy.verify(token.text, this.#clock())
+        } catch {
+          if (this.#live.has(live)) this.#end(live, 'the access token is not accepted by the new configuration')
+          return
+        }
       }
+      if (!this.#live.has(live)) return
+      const refusal = policy.refusal(live.url, token)
+      if (refusal !== undefined) {
+        this.#end(live, refusal)
+        return
+      }
+      live.token = token
+      this.#expireAt(live)
     }))
+  }
+
+  /** (re)starts the socket's expiry timer from its token */
+  #expireAt (live: Live): void {
+    clearTimeout(live.timer)
+    const token = live.token
+    if (token === undefined) return
+    const delayMs = Math.max(0, token.expMs + token.skewMs - this.#clock())
+    live.timer = setTimeout(() => { this.#end(live, 'the access token expired') }, delayMs)
+    live.timer.unref()
   }
 
   #end (live: Live, reason: string): void {

@@ -50,8 +50,8 @@ export function webSocketServer (maxPayloadBytes: number): WebSocketServer {
  * checked whole at the edge, checkUpgrade): connect to the upstream first (with the
  * rewritten headers: identity in, client copies and the bearer protocol out), then complete
  * the client's handshake with the protocol the upstream chose, then
- * relay messages both ways with backpressure. An authenticated socket is closed with 1008
- * when its token expires or is revoked (LiveSockets).
+ * relay messages both ways with backpressure. The socket is closed with 1008 when what
+ * admitted it stops holding: its token expires or is revoked, a reload refuses it (LiveSockets).
  */
 export function forwardWebSocket (target: WebSocketTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext, token: VerifiedToken | undefined): void {
   const raw = request.raw as IncomingMessage & { [kUpgrade]?: PendingUpgrade, [kChosen]?: string | false }
@@ -113,19 +113,19 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
       // the decision line and metrics follow the response's `finish`; a 101 has no other end
       pending.res.statusCode = 101
       pending.res.emit('finish')
-      link(client, upstream, target.writeTimeoutMs, token === undefined ? undefined : target.live.add(token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }))
+      link(client, upstream, target.writeTimeoutMs, target.live.add(request.url, token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }))
     })
   })
 }
 
-function link (client: WebSocket, upstream: WebSocket, writeTimeoutMs: number, forget: (() => void) | undefined): void {
+function link (client: WebSocket, upstream: WebSocket, writeTimeoutMs: number, forget: () => void): void {
   relay(client, upstream, undefined)
   relay(upstream, client, writeTimeoutMs)
   let closed = false
   const closeBoth = (code: number, reason: Buffer): void => {
     if (closed) return
     closed = true
-    forget?.()
+    forget()
     const c = sendableCode(code)
     const r = reason.toString().slice(0, 120)
     for (const ws of [client, upstream]) {

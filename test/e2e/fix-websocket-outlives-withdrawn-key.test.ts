@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap'
 import { stringify } from 'yaml'
-import { WebSocket } from 'ws'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import { startIdp, IDP_RESOURCE } from '../fixtures/idp.js'
 import { startWsUpstream } from '../fixtures/ws-upstream.js'
+import { closeOf, echoes, openWs } from '../fixtures/ws-client.js'
 import { getWith, idpIssuer, waitFor } from '../upstream/helpers.js'
 import { loadConfigText } from '../../src/config/load.js'
 
@@ -20,23 +20,6 @@ import { loadConfigText } from '../../src/config/load.js'
 const key = makeKey('EdDSA')
 const COOLDOWN_MS = 1_000
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
-
-interface OpenSocket { ws: WebSocket, closed: Promise<{ code: number, reason: string }> }
-
-async function openWs (t: Test, url: string, token: string): Promise<OpenSocket> {
-  const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, handshakeTimeout: 5_000 })
-  t.teardown(() => ws.terminate())
-  const closed = new Promise<{ code: number, reason: string }>(resolve => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
-  await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
-  return { ws, closed }
-}
-
-async function echoes (ws: WebSocket, text: string): Promise<boolean> {
-  if (ws.readyState !== WebSocket.OPEN) return false
-  const reply = new Promise<string>(resolve => ws.once('message', data => resolve(String(data))))
-  ws.send(text)
-  return await Promise.race([reply, sleep(2_000).then(() => 'timeout')]) === `echo:${text}`
-}
 
 function configFor (upstreamUrl: string, issuers: unknown[]): Record<string, any> {
   return {
@@ -70,7 +53,7 @@ t.test("a withdrawn key closes the sockets its tokens opened; the new key's stay
   const fresh = await idp.issueToken()
   // the new kid's first use fetches the set, which no longer has the first key
   t.equal((await getWith(gw.url, '/api/x', fresh)).status, 426, 'the new key verifies (the ws upstream answers plain HTTP with 426)')
-  const ended = await Promise.race([old.closed, sleep(3_000).then(() => undefined)])
+  const ended = await closeOf(old)
   t.same(ended, { code: 1008, reason: "the access token's signing key was withdrawn" }, 'the old socket is closed with 1008 as the key is withdrawn')
 
   const next = await openWs(t, `${gw.wsUrl}/ws/b`, fresh)
@@ -88,7 +71,7 @@ t.test('a reload closes the sockets whose tokens the new configuration refuses, 
   // the same provider, now expected to name another audience: its tokens are no longer for us
   const stricter = loadConfigText(stringify(configFor(upstream.url, [idpIssuer(idp, { audiences: [`${IDP_RESOURCE}/other`] })])), { env: {} })
   t.equal((await gw.gateway.reload(stricter)).ok, true, 'reloaded')
-  const ended = await Promise.race([foreign.closed, sleep(3_000).then(() => undefined)])
+  const ended = await closeOf(foreign)
   t.same(ended, { code: 1008, reason: 'the access token is not accepted by the new configuration' }, "the provider's socket is closed")
   t.ok(await echoes(own.ws, 'own'), "the gateway's own token still verifies: its socket stays open")
 
@@ -106,6 +89,6 @@ t.test('a reload closes the sockets whose tokens the new configuration refuses, 
   await sleep(COOLDOWN_MS + 100)
   await idp.rotate()
   t.equal((await getWith(gw.url, '/api/x', await idp.issueToken())).status, 426, 'the new kid is fetched')
-  const withdrawn = await Promise.race([third.closed, sleep(3_000).then(() => undefined)])
+  const withdrawn = await closeOf(third)
   t.same(withdrawn, { code: 1008, reason: "the access token's signing key was withdrawn" }, 'the key withdrawn after the reloads closes it')
 })
