@@ -95,6 +95,10 @@ const rows: Row[] = [
   // revocation and login
   { name: 'maxStaleness below two heartbeats', edit: c => { c.revocation = { maxStaleness: '1s', heartbeatInterval: '5s' } }, paths: ['/revocation/maxStaleness'] },
   { name: 'maxLockout below lockout', edit: c => { c.login = { throttle: { lockout: '10m', maxLockout: '1m' } } }, paths: ['/login/throttle/maxLockout'] },
+  // the embedded store's directory: a path, or memory:// (fix-data-dir-memory-url)
+  { name: 'dataDir memory://', edit: c => { c.database = { dataDir: 'memory://' } }, paths: [] },
+  { name: 'dataDir with another scheme', edit: c => { c.database = { dataDir: 'idb://sessions' } }, paths: ['/database/dataDir'], match: /memory:\/\// },
+  { name: 'dataDir file URL', edit: c => { c.database = { dataDir: 'file:///var/lib/portcullis' } }, paths: ['/database/dataDir'] },
 ]
 
 t.test('configuration checks', async (t) => {
@@ -112,4 +116,15 @@ t.test('workers: auto resolves to the cores on PostgreSQL', async (t) => {
   c.server = { workers: 'auto' }
   c.database = { url: 'postgres://db/x' }
   t.equal(loadConfigText(stringify(c), { env: {}, baseDir: '/srv/gw', cores: 4 }).server.workers, 4)
+})
+
+// fix-data-dir-memory-url: `dataDir: memory://` in gateway.yaml was resolved as a path
+// (/srv/gw/memory:), so the embedded store made a directory named `memory:` and kept the
+// sessions on disk — the opposite of what the value asks for
+t.test('dataDir memory:// reaches the embedded store as the in-memory database', async (t) => {
+  const c = minimal()
+  c.database = { dataDir: 'memory://' }
+  t.equal(loadConfigText(stringify(c), { env: {}, baseDir: '/srv/gw', cores: 4 }).database.dataDir, 'memory://')
+  c.database = { dataDir: 'sessions' }
+  t.equal(loadConfigText(stringify(c), { env: {}, baseDir: '/srv/gw', cores: 4 }).database.dataDir, '/srv/gw/sessions', 'a path is still resolved against the file')
 })

@@ -87,13 +87,21 @@ export function checkAdmin (a: Raw, ctx: CheckContext): GatewayConfig['admin'] {
   return { host: a.host, port: a.port, token: a.token, allowedHosts }
 }
 
+/** the embedded store's in-memory database: sessions and users go with the process */
+export const MEMORY_DATA_DIR = 'memory://'
+
 export function checkDatabase (d: Raw, ctx: CheckContext): GatewayConfig['database'] {
   const statementTimeoutMs = durationMs(d.statementTimeout)
   const lockTimeoutMs = durationMs(d.lockTimeout)
   if (statementTimeoutMs < 100) problem(ctx, '/database/statementTimeout', 'must be at least 100ms')
   if (lockTimeoutMs < 100) problem(ctx, '/database/lockTimeout', 'must be at least 100ms')
   if (d.listenUrl !== '' && d.url === '') problem(ctx, '/database/listenUrl', 'needs database.url (the embedded store has no LISTEN connection)')
-  return { url: d.url, listenUrl: d.listenUrl, dataDir: resolve(ctx.baseDir, d.dataDir), poolSize: d.poolSize, statementTimeoutMs, lockTimeoutMs }
+  // memory:// is PGlite's in-memory database, not a path to resolve (fix-data-dir-memory-url)
+  const dataDir: string = d.dataDir === MEMORY_DATA_DIR ? d.dataDir : resolve(ctx.baseDir, d.dataDir)
+  if (d.dataDir !== MEMORY_DATA_DIR && /^[a-z][a-z0-9+.-]*:\/\//i.test(d.dataDir)) {
+    problem(ctx, '/database/dataDir', `must be a directory, or ${MEMORY_DATA_DIR} for sessions that last as long as the process`)
+  }
+  return { url: d.url, listenUrl: d.listenUrl, dataDir, poolSize: d.poolSize, statementTimeoutMs, lockTimeoutMs }
 }
 
 export function checkCors (c: Raw | undefined, ctx: CheckContext): CorsConfig | undefined {
