@@ -363,12 +363,15 @@ export class SqlStore extends SqlQueries implements Store {
 
   async pruneThrottle (now: Date, maxEntries: number): Promise<number> {
     const expired = await this.q.query('DELETE FROM login_attempts WHERE forget_at <= $1 RETURNING 1', [now])
-    // Beyond the bound, the least recently touched rows go, unlocked ones first: a sprayer
-    // filling the table with fresh keys must not evict the lock of the account it attacks.
+    // Beyond the bound, the rows that hold least go first: unlocked before locked, then the
+    // shortest backoff streak, then the fewest attempts, then the least recently touched. A
+    // sprayer filling the table with fresh keys (one attempt each) must not evict the lock of
+    // the account it attacks, nor the count of one part-way to its lock
+    // (fix-throttle-eviction-resets-count: evicted by age alone, it started again from zero).
     const excess = await this.q.query(
       `DELETE FROM login_attempts WHERE (kind, key) IN (
          SELECT kind, key FROM login_attempts
-          ORDER BY (locked_until IS NOT NULL AND locked_until > $1), updated_at
+          ORDER BY (locked_until IS NOT NULL AND locked_until > $1), lockouts, attempts, updated_at
           LIMIT GREATEST((SELECT count(*) FROM login_attempts) - $2, 0))
        RETURNING 1`, [now, maxEntries])
     return expired.length + excess.length

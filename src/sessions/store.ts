@@ -227,8 +227,9 @@ export interface Store extends StoreQueries {
    */
   purgeExpired: (now: Date, opts?: PurgeOptions) => Promise<PurgeResult>
   /**
-   * Drops throttle rows that hold nothing any more, then, beyond `maxEntries`, the least
-   * recently touched ones (unlocked rows first). Returns how many went.
+   * Drops throttle rows that hold nothing any more, then, beyond `maxEntries`, the ones that
+   * hold least (unlocked first, then by backoff streak, attempts, and last touch). Returns
+   * how many went.
    */
   pruneThrottle: (now: Date, maxEntries: number) => Promise<number>
   /** rows in the throttle table (a gauge for metrics; tests) */

@@ -160,5 +160,24 @@ for (const backend of ['embedded', 'postgres'] as const) {
       await th.prune()
       t.equal(await store.countThrottleRows(), 0, 'everything is forgotten once windows, locks and streaks are over')
     })
+
+    // fix-throttle-eviction-resets-count: beyond maxEntries the oldest rows went, so a spray
+    // of fresh keys evicted the count of an account part-way to its lock and the guesser
+    // started again from zero
+    t.test('a spray of fresh keys does not evict the count of an account part-way to its lock', async (t) => {
+      const clock = makeClock(Date.UTC(2032, 0, 1))
+      const th = new LoginThrottle({ store, clock, settings: { maxEntries: 20, perAccount: 5 }, pruneIntervalMs: Infinity })
+      await th.prune()
+      for (let i = 0; i < 4; i++) t.equal((await th.admit('target', undefined)).allowed, true, `guess ${i + 1} of 5`)
+      clock.advanceSec(1) // the spray's rows are newer than the target's
+      for (let i = 0; i < 100; i++) await th.admit(`spray${i}`, `10.8.${i >> 8}.${i & 255}`)
+      await th.prune() // (one may be in flight from the attempts' own count)
+      await th.prune()
+      t.equal(await store.countThrottleRows(), 20, 'at most maxEntries after a prune')
+      t.equal((await th.admit('target', undefined)).allowed, true, 'guess 5 of 5')
+      t.match(await th.admit('target', undefined), { allowed: false, limit: 'account' }, 'the sixth guess is refused: the count survived the spray')
+      clock.advanceSec(3600 + 900 + 60)
+      await th.prune()
+    })
   })
 }
