@@ -1,8 +1,7 @@
 import t from 'tap'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { startIdp } from '../fixtures/idp.js'
-import { idpIssuer, signAsIdp, waitFor } from '../upstream/helpers.js'
+import { signAsIdp, startIdpGateway } from '../upstream/helpers.js'
 import { openStore } from '../../src/sessions/store.js'
 import { usersAdd } from '../../src/sessions/admin-commands.js'
 import { validateClaims } from '../../src/sessions/users.js'
@@ -40,16 +39,7 @@ t.test('a sub or mapped claim with edge whitespace is refused; inner spaces pass
 })
 
 t.test("an identity provider's token with a padded sub is refused too", async (t) => {
-  const idp = await startIdp()
-  t.teardown(() => idp.close())
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
-  const gw = await startGateway(t, {
-    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
-    issuers: [idpIssuer(idp)],
-  })
-  const set = gw.gateway.runtime.issuers[0]!.keys
-  t.ok(await waitFor(() => set.status.state === 'ready'), 'keys fetched')
+  const { idp, upstream, gw } = await startIdpGateway(t, key)
   const padded = await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${signAsIdp(idp, { sub: 'alice ' })}` } })
   t.equal(padded.status, 401)
   t.equal(padded.json().code, 'token_invalid_claim')

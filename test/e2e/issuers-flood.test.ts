@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { startUpstream } from '../fixtures/upstream.js'
-import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
-import { startIdp } from '../fixtures/idp.js'
-import { flood, idpClaims, idpIssuer, waitFor } from '../upstream/helpers.js'
+import { makeKey } from '../fixtures/gateway.js'
+import { flood, idpClaims, startIdpGateway, waitFor } from '../upstream/helpers.js'
 
 // The unknown-kid flood (Envoy took three years to refetch on an unknown kid at all,
 // envoyproxy/envoy#14557; KrakenD fetched per endpoint, krakend-jose#78): 2 × 1,000 requests,
@@ -19,16 +17,8 @@ function b64 (v: unknown): string {
 }
 
 t.test('unknown-kid flood: 2,000 requests with random kids, at most 2 JWKS fetches in all', async (t) => {
-  const idp = await startIdp()
-  t.teardown(() => idp.close())
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
-  const gw = await startGateway(t, {
-    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
-    issuers: [idpIssuer(idp, { jwks: { cooldown: `${COOLDOWN_MS}ms` } })],
-  })
+  const { idp, upstream, gw } = await startIdpGateway(t, key, { issuer: { jwks: { cooldown: `${COOLDOWN_MS}ms` } } })
   const set = gw.gateway.runtime.issuers[0]!.keys
-  t.ok(await waitFor(() => set.status.state === 'ready'))
   const good = await idp.issueToken()
   const floodOf = (n: number): string[] => Array.from({ length: n }, (_, i) => {
     // the kid is looked up before any signature check, so random bytes stand in for one;

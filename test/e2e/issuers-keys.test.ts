@@ -1,8 +1,8 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startIdp } from '../fixtures/idp.js'
-import { decodeJwt, getWith, idpIssuer, signAsIdp, waitFor } from '../upstream/helpers.js'
+import { decodeJwt, getWith, idpIssuer, signAsIdp, waitFor, startIdpGateway } from '../upstream/helpers.js'
 
 // Identity in, the key cache seen through the gateway: rotation is picked up within one
 // request, a withdrawn key stops verifying (cached tokens included), and a discovery document
@@ -13,22 +13,9 @@ const key = makeKey('EdDSA')
 const COOLDOWN_MS = 1_000
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
-async function gatewayFor (t: Test, idp: Awaited<ReturnType<typeof startIdp>>, jwks: Record<string, unknown> = {}) {
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
-  const gw = await startGateway(t, {
-    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
-    issuers: [idpIssuer(idp, { jwks })],
-  })
-  const set = gw.gateway.runtime.issuers[0]!.keys
-  t.ok(await waitFor(() => set.status.state === 'ready'), 'keys fetched at start')
-  return { gw, set, upstream }
-}
-
 t.test('rotation: a new kid is accepted on its first request; a withdrawn key stops verifying, cached tokens too', async (t) => {
-  const idp = await startIdp()
-  t.teardown(() => idp.close())
-  const { gw, set } = await gatewayFor(t, idp)
+  const { idp, gw } = await startIdpGateway(t, key)
+  const set = gw.gateway.runtime.issuers[0]!.keys
   t.equal(idp.hits.get('/jwks'), 1)
 
   const first = await idp.issueToken()
@@ -61,9 +48,7 @@ t.test('rotation: a new kid is accepted on its first request; a withdrawn key st
 })
 
 t.test('rotation by the scheduled refresh alone: the withdrawn key is refused after the next refresh', async (t) => {
-  const idp = await startIdp()
-  t.teardown(() => idp.close())
-  const { gw } = await gatewayFor(t, idp, { refreshInterval: '1s', maxRefreshInterval: '1s' })
+  const { idp, gw } = await startIdpGateway(t, key, { issuer: { jwks: { refreshInterval: '1s', maxRefreshInterval: '1s' } } })
   const old = await idp.issueToken()
   for (let i = 0; i < 3; i++) t.equal((await getWith(gw.url, '/api/x', old)).status, 200)
   await idp.rotate()

@@ -1,10 +1,8 @@
 import t from 'tap'
-import { startUpstream } from '../fixtures/upstream.js'
 import { baseConfig, ISSUER, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
-import { startIdp } from '../fixtures/idp.js'
 import { ConfigError } from '../../src/errors.js'
-import { getWith, idpClaims, idpIssuer, idpKey, signAsIdp, startTripwire, waitFor } from '../upstream/helpers.js'
+import { getWith, idpClaims, idpKey, signAsIdp, startIdpGateway, startTripwire } from '../upstream/helpers.js'
 
 // Identity in, the refusing side: every way an IdP-looking token can be wrong gets 401 with a
 // stable code and never reaches the upstream. Key choice never comes from the token: a
@@ -13,18 +11,9 @@ import { getWith, idpClaims, idpIssuer, idpKey, signAsIdp, startTripwire, waitFo
 const key = makeKey('EdDSA')
 
 t.test('refused: wrong iss, aud, alg, HS256 keyed with the public key, unknown kid, jku/x5u/jwk/x5c, typ', async (t) => {
-  const idp = await startIdp({ alg: 'RS256' })
-  t.teardown(() => idp.close())
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
+  const { idp, upstream, gw } = await startIdpGateway(t, key, { idp: { alg: 'RS256' }, issuer: { algorithms: ['RS256'] } })
   const tripwire = await startTripwire()
   t.teardown(() => tripwire.close())
-  const gw = await startGateway(t, {
-    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
-    issuers: [idpIssuer(idp, { algorithms: ['RS256'] })],
-  })
-  const set = gw.gateway.runtime.issuers[0]!.keys
-  t.ok(await waitFor(() => set.status.state === 'ready'))
   // past the unknown-kid cooldown (1s), so the unknown-kid row below does cause its refetch
   await new Promise(resolve => setTimeout(resolve, 1_100))
 
@@ -96,15 +85,7 @@ t.test('refused: wrong iss, aud, alg, HS256 keyed with the public key, unknown k
 })
 
 t.test('typ JWT is accepted when the issuer opts in; at+jwt stays accepted', async (t) => {
-  const idp = await startIdp()
-  t.teardown(() => idp.close())
-  const upstream = await startUpstream()
-  t.teardown(() => upstream.close())
-  const gw = await startGateway(t, {
-    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
-    issuers: [idpIssuer(idp, { typ: ['at+jwt', 'JWT'] })],
-  })
-  t.ok(await waitFor(() => gw.gateway.runtime.issuers[0]!.keys.status.state === 'ready'))
+  const { idp, gw } = await startIdpGateway(t, key, { issuer: { typ: ['at+jwt', 'JWT'] } })
   for (const typ of ['JWT', 'jwt', 'at+jwt', 'application/at+jwt']) {
     t.equal((await getWith(gw.url, '/api/x', signAsIdp(idp, {}, { typ }))).status, 200, `typ ${typ}`)
   }

@@ -2,9 +2,10 @@ import { createPrivateKey, createPublicKey, randomUUID } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { Pool, request } from 'undici'
-import { raw, signWith, type RawResponse } from '../fixtures/gateway.js'
+import { baseConfig, raw, signWith, startGateway, type RawResponse, type StartedGateway } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
-import { IDP_CLIENT_ID, IDP_RESOURCE, type TestIdp } from '../fixtures/idp.js'
+import { IDP_CLIENT_ID, IDP_RESOURCE, startIdp, type StartIdpOptions, type TestIdp } from '../fixtures/idp.js'
+import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 
 /**
  * Helpers shared by the identity-in / identity-out end-to-end tests (test/e2e/issuers-*,
@@ -27,6 +28,30 @@ export function idpIssuer (idp: TestIdp, overrides: Record<string, unknown> = {}
     ...rest,
     jwks: { minRefreshInterval: '1s', cooldown: '1s', refreshInterval: '1h', maxRefreshInterval: '1h', fetchTimeout: '2s', ...jwks },
   }
+}
+
+export interface IdpGateway {
+  idp: TestIdp
+  upstream: RecordingUpstream
+  gw: StartedGateway
+}
+
+/**
+ * A real identity provider, a recording upstream, and a gateway signing with `key` whose one
+ * route (`api`, /api, auth required) trusts the provider — `issuer` overrides its `issuers:`
+ * entry (idpIssuer) — with the provider's keys fetched. All closed in teardown.
+ */
+export async function startIdpGateway (t: { teardown: (fn: () => unknown) => void, ok: (v: unknown, m: string) => unknown }, key: TestKey, opts: { idp?: StartIdpOptions, issuer?: Record<string, unknown> } = {}): Promise<IdpGateway> {
+  const idp = await startIdp(opts.idp)
+  t.teardown(() => idp.close())
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, {
+    ...baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' }]),
+    issuers: [idpIssuer(idp, opts.issuer)],
+  })
+  t.ok(await waitFor(() => gw.gateway.runtime.issuers[0]!.keys.status.state === 'ready'), "the provider's keys are fetched at start")
+  return { idp, upstream, gw }
 }
 
 /** the IdP's current signing key as a TestKey, so tests can sign token shapes oidc-provider cannot produce */
