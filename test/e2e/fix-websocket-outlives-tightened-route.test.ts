@@ -94,10 +94,11 @@ t.test("a socket that survives a reload expires by the new configuration's clock
   const gw = await startGateway(t, config('1m'))
   t.ok(await waitFor(() => gw.gateway.runtime.issuers[0]!.keys.status.state === 'ready'), 'keys fetched at start')
 
-  // expires in 3 s; with a minute of skew the socket would live a minute longer
-  const socket = await openWs(t, `${gw.wsUrl}/ws/a`, signAsIdp(idp, { exp: Math.floor(Date.now() / 1000) + 3 }))
+  // expires in 4–5 s (room for a loaded machine to re-verify it before then); with a minute
+  // of skew the socket would live a minute longer
+  const socket = await openWs(t, `${gw.wsUrl}/ws/a`, signAsIdp(idp, { exp: Math.floor(Date.now() / 1000) + 5 }))
   t.ok(await echoes(socket.ws, 'before'), 'the socket relays')
   t.equal((await gw.gateway.reload(parsed(config('0s')))).ok, true, 'reloaded without skew')
   t.ok(await echoes(socket.ws, 'after'), 'the token still verifies: the socket stays open')
-  t.same(await closeOf(socket, 6_000), { code: 1008, reason: 'the access token expired' }, 'closed at exp, not at exp + the old skew')
+  t.same(await closeOf(socket, 8_000), { code: 1008, reason: 'the access token expired' }, 'closed at exp, not at exp + the old skew')
 })
