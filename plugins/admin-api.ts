@@ -8,6 +8,7 @@ import { UserNotFoundError } from '../src/sessions/errors.js'
 import type { SessionService } from '../src/sessions/service.js'
 import type { Store } from '../src/sessions/store.js'
 import { CONTROL_CHARACTER } from '../src/text.js'
+import { decodeSegment, splitToken } from '../src/tokens/jwt-parts.js'
 import { revocationJtiKey } from '../src/tokens/verified-token.js'
 
 export interface AdminApiOptions {
@@ -26,6 +27,7 @@ const AdminAction = {
   revokeUser: 'revoke_user',
   revokeSession: 'revoke_session',
   revokeJti: 'revoke_jti',
+  revokeToken: 'revoke_token',
 } as const
 type AdminActionName = typeof AdminAction[keyof typeof AdminAction]
 
@@ -38,8 +40,13 @@ declare module 'fastify' {
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest()
 
-/** the object of an action, for the event: a user name, a session id or a jti (never the admin token) */
+/** what a token revocation revoked: its revocation key (the event names it, never the token) */
+const revokedKeys = new WeakMap<FastifyRequest, string>()
+
+/** the object of an action, for the event: a user name, a session id, a jti or a token's revocation key (never a token) */
 function targetOf (request: FastifyRequest): string | undefined {
+  const key = revokedKeys.get(request)
+  if (key !== undefined) return key
   const params = request.params as { name?: unknown, sid?: unknown } | undefined
   if (typeof params?.name === 'string') return params.name
   if (typeof params?.sid === 'string') return params.sid
@@ -49,7 +56,7 @@ function targetOf (request: FastifyRequest): string | undefined {
 
 /**
  * The admin API on the admin listener, behind `admin.token`: list a user's sessions,
- * revoke one session, revoke a user (all sessions and access tokens), revoke one jti.
+ * revoke one session, revoke a user (all sessions and access tokens), revoke one jti, revoke one token (by its jti or, without one, its signed text).
  * The token is compared in constant time (digests of equal length, timingSafeEqual).
  * Every request, allowed or refused, is an `admin_action` security event.
  */
@@ -137,5 +144,50 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       await service.revokeJti(revocationJtiKey(own, iss, jti) as string, exp)
       reply.code(204).send()
     })
+
+    // One leaked token, whatever it carries: its jti (under its issuer, as above) or, for an
+    // identity provider's token without one (Auth0's default profile, Entra ID), its signed
+    // text (revocationJtiKey). Decoded, not verified: revoking a forged token harms no one,
+    // and a leaked token's issuer may be one the gateway no longer trusts. The token is
+    // never logged: the event names its revocation key.
+    api.post('/admin/revocations/token', {
+      config: { adminAction: AdminAction.revokeToken },
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['token'],
+          properties: { token: { type: 'string', minLength: 1, maxLength: 65_536 } },
+        },
+      },
+    }, async (request, reply) => {
+      const { token } = request.body as { token: string }
+      const claims = claimsOf(token)
+      const { iss, jti, exp } = claims
+      if (typeof exp !== 'number' || !Number.isFinite(exp) || exp < 0 || exp > 4_102_444_800) {
+        throw badToken('the token has no usable exp (a number of seconds before 2100)')
+      }
+      if (jti !== undefined && (typeof jti !== 'string' || jti === '' || jti.length > 200 || CONTROL_CHARACTER.test(jti))) {
+        throw badToken('the token\'s jti is not a revocable identifier')
+      }
+      if (typeof iss !== 'string' || iss === '') throw badToken('the token has no iss')
+      const own = iss === opts.selfIssuer()
+      const key = revocationJtiKey(own, iss, jti as string | undefined, token)
+      if (key === undefined) throw badToken('the gateway\'s own tokens are revoked by their jti, and this one has none')
+      revokedKeys.set(request, key)
+      await service.revokeJti(key, Math.ceil(exp))
+      reply.code(204).send()
+    })
   })
 }, { name: 'portcullis-admin-api', fastify: '5.x', dependencies: ['portcullis-errors'] })
+
+const badToken = (message: string): GatewayError => new GatewayError(ErrorCode.badRequest, 400, message)
+
+/** the payload of a compact JWT (not verified); a 400 when it is not one */
+function claimsOf (token: string): Record<string, unknown> {
+  try {
+    return decodeSegment(splitToken(token)[1])
+  } catch {
+    throw badToken('the token is not a compact JWT (three base64url segments, a JSON payload)')
+  }
+}

@@ -74,7 +74,7 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, tex
     skewMs,
     key: undefined,
     identity: identityHeaders(claims, config.identity, scopes),
-    revocationJti: revocationJtiKey(external === undefined, iss, typeof jti === 'string' ? jti : undefined),
+    revocationJti: revocationJtiKey(external === undefined, iss, typeof jti === 'string' ? jti : undefined, text),
     text,
   }
   Object.assign(cred, credentialsOf(cred, token))

@@ -12,7 +12,7 @@ export interface IssuerVerdict {
   readonly issuer: string
   readonly claims: Readonly<Record<string, unknown>>
   readonly sub: string
-  /** absent on some identity providers' tokens (then only the session or user can be revoked) */
+  /** absent on some identity providers' tokens (their revocation key is then their signed text's: revocationJtiKey) */
   readonly jti: string | undefined
   readonly scopes: ReadonlySet<string>
   readonly expMs: number
@@ -34,7 +34,8 @@ export interface VerifiedToken extends IssuerVerdict {
   /**
    * The key under which this token's `jti` is revoked (revocationJtiKey): the jti itself for
    * the gateway's own tokens, the issuer and jti together for an identity provider's, whose
-   * jtis are its own (fix-logout-trusts-foreign-token). Undefined when the token has no jti.
+   * jtis are its own (fix-logout-trusts-foreign-token); for a provider's token without a jti, its
+   * signed text's hash. Undefined only for the gateway's own tokens without a jti (refused).
    */
   readonly revocationJti: string | undefined
   /**
@@ -50,6 +51,8 @@ export interface VerifiedToken extends IssuerVerdict {
 
 /** marks a foreign jti's key: never a prefix of the gateway's own (UUIDs) */
 const FOREIGN_JTI_PREFIX = 'iss-jti:'
+/** marks the key of a foreign token without a jti (fix-logout-revokes-token-without-jti) */
+const FOREIGN_TOKEN_PREFIX = 'iss-tok:'
 
 /**
  * The denylist key of a token's jti. An identity provider chooses its tokens' jtis: one that
@@ -58,9 +61,21 @@ const FOREIGN_JTI_PREFIX = 'iss-jti:'
  * the token size limit would overflow PostgreSQL's 8,000-byte NOTIFY payload and fail the
  * logout). The gateway's own keep the bare jti (a UUID), as stored before this key existed.
  * `iss` is the token's `iss` claim. Computed once per verified token, never per request.
+ *
+ * A provider's token without a jti (Auth0's default profile, Entra ID) is keyed by its signing
+ * input (`header.payload`, the text the signature covers) when `token` is given: logging it out
+ * then revokes that one token, where it revoked nothing before. The signing input, not the whole
+ * text: a signature has other spellings that verify too (unused low bits of the last base64url
+ * character, ECDSA's s and n − s), the signed text has one; and no other token shares it, since
+ * its claims (iss, exp, iat, sub) are inside it.
  */
-export function revocationJtiKey (own: boolean, iss: unknown, jti: string | undefined): string | undefined {
-  if (jti === undefined) return undefined
+export function revocationJtiKey (own: boolean, iss: unknown, jti: string | undefined, token?: string): string | undefined {
+  if (jti === undefined) {
+    if (own || token === undefined) return undefined
+    const end = token.lastIndexOf('.')
+    if (end <= 0) return undefined
+    return FOREIGN_TOKEN_PREFIX + createHash('sha256').update(token.slice(0, end), 'utf8').digest('base64url')
+  }
   if (own) return jti
   return FOREIGN_JTI_PREFIX + createHash('sha256').update(JSON.stringify([typeof iss === 'string' ? iss : '', jti]), 'utf8').digest('base64url')
 }

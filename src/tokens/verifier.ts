@@ -98,7 +98,7 @@ export class TokenVerifier {
       skewMs: verdict.skewMs,
       key: verdict.key,
       identity: identityHeaders(verdict.claims, this.#identity, verdict.scopes),
-      revocationJti: revocationJtiKey(verdict.issuer === SELF_ISSUER, verdict.claims.iss, verdict.jti),
+      revocationJti: revocationJtiKey(verdict.issuer === SELF_ISSUER, verdict.claims.iss, verdict.jti, token),
       text: token,
     }
     checkTime(verified, nowMs)
