@@ -65,9 +65,9 @@ const FOREIGN_TOKEN_PREFIX = 'iss-tok:'
  * A provider's token without a jti (Auth0's default profile, Entra ID) is keyed by its signing
  * input (`header.payload`, the text the signature covers) when `token` is given: logging it out
  * then revokes that one token, where it revoked nothing before. The signing input, not the whole
- * text: a signature has other spellings that verify too (unused low bits of the last base64url
- * character, ECDSA's s and n − s), the signed text has one; and no other token shares it, since
- * its claims (iss, exp, iat, sub) are inside it.
+ * text: an ECDSA signature has a second value that verifies (s and n − s; splitToken already
+ * refuses other spellings of the same bytes), the signed text has one; and no other token
+ * shares it, since its claims (iss, exp, iat, sub) are inside it.
  */
 export function revocationJtiKey (own: boolean, iss: unknown, jti: string | undefined, token?: string): string | undefined {
   if (jti === undefined) {
