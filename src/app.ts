@@ -340,7 +340,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     // checked once the new key sets have their keys — not awaited: an identity provider
     // slow to answer must not hold the reload up
     Promise.all(runtime.issuers.map(i => i.keys.whenSettled()))
-      .then(async () => { if (holder.current === runtime) await live.reload({ verify: (token, nowMs) => runtime.verifier.verify(token, nowMs), refusal: (url, token) => socketRefusal(runtime, url, token) }) }) // unless a later reload replaced it
+      .then(async () => { if (holder.current === runtime) await live.reload({ verify: (token, nowMs) => runtime.verifier.verify(token, nowMs), refusal: (url, token) => socketRefusal(runtime, url, token) }, runtime.generation) }) // unless a later reload replaced it
       .catch((err: unknown) => { logger.warn({ err: String(err) }, 'checking open WebSockets against the new configuration failed') })
     // pools no route uses any more close once their in-flight requests are done (not awaited:
     // a long request must not hold the reload up)

@@ -44,6 +44,8 @@ export interface Runtime {
   readonly jwksBody: string
   /** the upstream pools the routes use (the registry closes the others) */
   readonly pools: ReadonlySet<UpstreamPool>
+  /** this configuration's place in the order of configurations (LiveSockets.configured) */
+  readonly generation: number
 }
 
 /** the Runtime in force: read once per request, replaced whole by a reload */
@@ -83,6 +85,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
   const refreshCookie = config.identity.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName.toLowerCase()
   const routes = new RouteTable<CompiledRoute>()
   const pools = new Set<UpstreamPool>()
+  const generation = shared.live.configured()
   for (const route of config.routes) {
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)
@@ -102,7 +105,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       timing: shared.timing,
     }
     const upstream: UpstreamTarget | WebSocketTarget = route.websocket
-      ? { ...target, wsOrigin: route.upstreamOrigin.replace(/^http/, 'ws'), server: webSocketServer(route.maxBodyBytes), live: shared.live }
+      ? { ...target, wsOrigin: route.upstreamOrigin.replace(/^http/, 'ws'), server: webSocketServer(route.maxBodyBytes), live: shared.live, generation }
       : target
     routes.add(route.prefix, { name: route.name, config: route, policy: compilePolicy(route), upstream, cors: config.cors !== undefined && route.cors })
   }
@@ -125,6 +128,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
     issuers,
     jwksBody: JSON.stringify(keys.jwks),
     pools,
+    generation,
   }
 }
 

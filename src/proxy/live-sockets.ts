@@ -20,7 +20,12 @@ interface Live {
   close: (code: number, reason: string) => void
   /** the token's expiry (exp + clock skew); undefined: anonymous */
   timer: NodeJS.Timeout | undefined
+  /** the configuration (`configured`) that admitted it or last checked it */
+  generation: number
 }
+
+/** a configuration's checks, with its place in the order of configurations */
+interface Check { generation: number, policy: SocketPolicy }
 
 /**
  * The WebSockets open through the gateway, closed by it (1008) when what admitted them stops
@@ -35,12 +40,17 @@ interface Live {
  * - a reload no longer admits it (`reload`): its token's issuer, key, audience or algorithm
  *   is no longer trusted, or the route its path now matches is gone, refuses WebSockets,
  *   wants a token it has not got or scopes its token lacks (fix-websocket-outlives-tightened-route).
+ *   A handshake admitted under the old configuration that completes after the reload's check
+ *   is checked by the new configuration as it opens (fix-websocket-handshake-straddles-reload).
  */
 export class LiveSockets {
   readonly #live = new Set<Live>()
   readonly #denylist: Denylist
   readonly #clock: () => number
   readonly #unsubscribe: () => void
+  #generations = 0
+  /** the newest configuration's checks (`reload`) */
+  #checked: Check | undefined
 
   constructor (denylist: Denylist, clock: () => number) {
     this.#denylist = denylist
@@ -48,11 +58,26 @@ export class LiveSockets {
     this.#unsubscribe = denylist.onChange(() => { this.recheck() })
   }
 
-  /** tracks a socket; returns the function that forgets it (call it when the socket closes) */
-  add (url: string, token: VerifiedToken | undefined, close: (code: number, reason: string) => void): () => void {
-    const live: Live = { url, token, close, timer: undefined }
+  /**
+   * A number for a new configuration, newer than every one before: what its WebSocket routes
+   * pass to `add`, and its reload to `reload`.
+   */
+  configured (): number {
+    return ++this.#generations
+  }
+
+  /**
+   * Tracks a socket admitted by configuration `generation`; returns the function that forgets
+   * it (call it when the socket closes). A socket admitted by a configuration a reload has
+   * since replaced and checked (its upstream handshake was still under way) is checked by the
+   * newer one now, as the reload checked the sockets open then.
+   */
+  add (url: string, token: VerifiedToken | undefined, close: (code: number, reason: string) => void, generation: number): () => void {
+    const live: Live = { url, token, close, timer: undefined, generation }
     this.#expireAt(live)
     this.#live.add(live)
+    const checked = this.#checked
+    if (checked !== undefined && checked.generation > generation) this.#check(live, checked).catch(() => {}) // never rejects
     return () => {
       clearTimeout(live.timer)
       this.#live.delete(live)
@@ -72,32 +97,45 @@ export class LiveSockets {
   }
 
   /**
-   * After a reload: every socket checked as its handshake would be under the new
-   * configuration — its token verified again, then the route its path matches now, with
-   * that token. The ones refused are closed; the others keep the new verification (a later
-   * key withdrawal in the new key sets reaches them, and the new clock skew times their
-   * expiry). Never throws.
+   * After a reload to configuration `generation`: every socket checked as its handshake would
+   * be under it — its token verified again, then the route its path matches now, with that
+   * token. The ones refused are closed; the others keep the new verification (a later key
+   * withdrawal in the new key sets reaches them, and the new clock skew times their expiry).
+   * A reload older than one already checked changes nothing. Never throws.
    */
-  async reload (policy: SocketPolicy): Promise<void> {
-    await Promise.all([...this.#live].map(async (live) => {
-      let token = live.token
-      if (token !== undefined) {
-        try {
-          token = await policy.verify(token.text, this.#clock())
-        } catch {
-          if (this.#live.has(live)) this.#end(live, 'the access token is not accepted by the new configuration')
-          return
-        }
-      }
-      if (!this.#live.has(live)) return
-      const refusal = policy.refusal(live.url, token)
-      if (refusal !== undefined) {
-        this.#end(live, refusal)
+  async reload (policy: SocketPolicy, generation: number): Promise<void> {
+    if (this.#checked !== undefined && this.#checked.generation >= generation) return
+    const check: Check = { generation, policy }
+    this.#checked = check
+    await Promise.all([...this.#live].map(async (live) => { await this.#check(live, check) }))
+  }
+
+  /** one socket against one configuration's checks; never throws (a check that fails closes it) */
+  async #check (live: Live, { generation, policy }: Check): Promise<void> {
+    let token = live.token
+    if (token !== undefined) {
+      try {
+        token = await policy.verify(token.text, this.#clock())
+      } catch {
+        if (this.#live.has(live)) this.#end(live, 'the access token is not accepted by the new configuration')
         return
       }
-      live.token = token
-      this.#expireAt(live)
-    }))
+    }
+    // closed meanwhile, or already checked by a newer configuration
+    if (!this.#live.has(live) || live.generation > generation) return
+    let refusal: string | undefined
+    try {
+      refusal = policy.refusal(live.url, token)
+    } catch {
+      refusal = 'the new configuration could not be checked'
+    }
+    if (refusal !== undefined) {
+      this.#end(live, refusal)
+      return
+    }
+    live.token = token
+    live.generation = generation
+    this.#expireAt(live)
   }
 
   /** (re)starts the socket's expiry timer from its token */
