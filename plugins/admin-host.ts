@@ -18,27 +18,29 @@ export interface AdminHostOptions {
  * victim's browser send `Host: evil.example:9090` to the admin port, same-origin to the page —
  * before, /metrics, /readyz and /admin/workers answered it (fix-admin-dns-rebinding). A
  * browser always sends the name it resolved; probes and scrapers address a pod by IP or a
- * configured service name. A request without Host (HTTP/1.0, which no browser sends) and one
- * with two Host lines are refused too: nothing legitimate on this port needs either.
+ * configured service name. One with two Host lines is refused too. An HTTP/1.0 request
+ * without Host is answered: no browser sends one (so no rebinding page can), and old health
+ * checkers do (HAProxy's `option httpchk` without a Host line, fix-admin-http10-probe-refused);
+ * HTTP/1.1 without Host is Node's 400 before this hook (RFC 9112 §3.2).
  */
 export default fp(async function adminHost (app, opts: AdminHostOptions) {
   const allowed = new Set(['localhost', opts.admin.host.toLowerCase(), ...opts.admin.allowedHosts])
   app.addHook('onRequest', (request, reply, done) => {
-    if (hostAllowed(request.raw.rawHeaders, allowed)) { done(); return }
+    if (hostAllowed(request.raw.rawHeaders, allowed, request.raw.httpVersion === '1.0')) { done(); return }
     sendError(reply, new GatewayError(ErrorCode.adminHostNotAllowed, 421,
       'the admin listener does not answer this host name; add it to admin.allowedHosts'), opts.realm)
   })
 }, { name: 'portcullis-admin-host', fastify: '5.x' })
 
-/** exactly one Host line naming an IP literal or an allowed name, with an optional port */
-export function hostAllowed (rawHeaders: readonly string[], allowed: ReadonlySet<string>): boolean {
+/** exactly one Host line naming an IP literal or an allowed name, with an optional port; or none at all in HTTP/1.0 */
+export function hostAllowed (rawHeaders: readonly string[], allowed: ReadonlySet<string>, http10: boolean): boolean {
   let host: string | undefined
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if ((rawHeaders[i] as string).toLowerCase() !== 'host') continue
     if (host !== undefined) return false
     host = rawHeaders[i + 1] as string
   }
-  if (host === undefined) return false
+  if (host === undefined) return http10
   // the public edge's reading of `name[:port]` / `[v6][:port]`: one grammar for both listeners
   const name = hostNameOf(host)
   return name !== undefined && (isIP(name) !== 0 || allowed.has(name.toLowerCase()))
