@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { GatewayError } from '../src/errors.js'
 import { checkRequest } from '../src/pipeline/edge.js'
+import { corsBeforeRoute } from '../src/pipeline/pipeline.js'
 import { newAuthState, type AuthState } from '../src/pipeline/auth-state.js'
 import type { Runtime, RuntimeHolder } from '../src/runtime.js'
 import { kExpectsContinue } from '../src/proxy/exchange.js'
@@ -24,7 +25,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
   app.decorateRequest('passed', undefined)
   app.decorateRequest('acceptedAt', 0)
 
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', (request, reply, done) => {
     request.acceptedAt = performance.now()
     request.runtime = holder.current
     request.auth = newAuthState()
@@ -32,6 +33,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
       checkRequest(request.raw, (request.raw as { [kUpgrade]?: PendingUpgrade })[kUpgrade] !== undefined)
     } catch (err) {
       request.auth.reason = (err as GatewayError).code
+      corsBeforeRoute(request.runtime, request, reply)
       done(err as GatewayError)
       return
     }

@@ -6,6 +6,7 @@ import { SELF_ISSUER, type GatewayConfig } from '../src/config/types.js'
 import { ErrorCode, GatewayError, invalidRequest } from '../src/errors.js'
 import { authenticate, missingToken } from '../src/pipeline/authenticate.js'
 import { Reason } from '../src/pipeline/auth-state.js'
+import { setHeaders } from '../src/pipeline/pipeline.js'
 import { createCookieRequestCheck, isJsonContentType } from '../src/sessions/csrf.js'
 import type { AccessClaims, SessionService, TokenPair } from '../src/sessions/service.js'
 import type { VerifiedToken } from '../src/tokens/verified-token.js'
@@ -225,8 +226,4 @@ function granted (request: FastifyRequest, sub: string | undefined): void {
   request.auth.granted = true
   request.auth.reason = Reason.granted
   request.auth.sub = sub
-}
-
-function setHeaders (reply: FastifyReply, list: readonly string[]): void {
-  for (let i = 0; i < list.length; i += 2) reply.header(list[i] as string, list[i + 1] as string)
 }

@@ -31,7 +31,10 @@ export interface PassedRequest {
  */
 export function runPipeline (request: FastifyRequest, reply: FastifyReply, runtime: Runtime, state: AuthState, nowMs: number): 'answered' | undefined | Promise<undefined> {
   const route = runtime.routes.match(request.url)
-  if (route === undefined) throw routeNotFound()
+  if (route === undefined) {
+    corsBeforeRoute(runtime, request, reply)
+    throw routeNotFound()
+  }
   state.route = route.name
   const passed: PassedRequest = { runtime, route, cors: undefined }
   request.passed = passed
@@ -104,7 +107,17 @@ export function socketRefusal (runtime: Runtime, url: string, token: VerifiedTok
   }
 }
 
-function setHeaders (reply: FastifyReply, list: readonly string[]): void {
+/**
+ * The CORS headers of an answer refused before any route is known (the edge stage's 400s and
+ * 501s, a 404): the gateway's `cors:` policy, so a listed origin's script reads the error code
+ * where it saw an opaque network error (no route can have opted out: there is none yet). An
+ * origin not listed gets `Vary: Origin` only, as on a route.
+ */
+export function corsBeforeRoute (runtime: Runtime, request: FastifyRequest, reply: FastifyReply): void {
+  if (runtime.cors !== undefined) setHeaders(reply, runtime.cors.headers(request.headers.origin))
+}
+
+export function setHeaders (reply: FastifyReply, list: readonly string[]): void {
   for (let i = 0; i < list.length; i += 2) reply.header(list[i] as string, list[i + 1] as string)
 }
 
