@@ -56,7 +56,8 @@ function targetOf (request: FastifyRequest): string | undefined {
 
 /**
  * The admin API on the admin listener, behind `admin.token`: list a user's sessions,
- * revoke one session, revoke a user (all sessions and access tokens), revoke one jti, revoke one token (by its jti or, without one, its signed text).
+ * revoke one session, revoke a user (all sessions and access tokens), revoke one jti, revoke
+ * one token (by its jti or, without one, its signed text).
  * The token is compared in constant time (digests of equal length, timingSafeEqual).
  * Every request, allowed or refused, is an `admin_action` security event.
  */

@@ -117,7 +117,8 @@ export class LiveSockets {
       try {
         token = await policy.verify(token.text, this.#clock())
       } catch {
-        if (this.#live.has(live)) this.#end(live, 'the access token is not accepted by the new configuration')
+        // unless closed meanwhile, or admitted since by a newer configuration's check
+        if (this.#live.has(live) && live.generation <= generation) this.#end(live, 'the access token is not accepted by the new configuration')
         return
       }
     }
