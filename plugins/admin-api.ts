@@ -40,6 +40,16 @@ declare module 'fastify' {
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest()
 
+/** identifiers as the store can hold them: at most this long, no control character (PostgreSQL refuses NUL in text: a 500, fix-admin-api-input-500) */
+const IDENTIFIER_MAX = 200
+/** exp before 2100: no token the gateway accepts lives longer than 7 days, and a far date overflowed the store's timestamp (a 500) */
+const EXP_MAX_SEC = 4_102_444_800
+
+/** the rule of the `identifier` schema below, for values read from a token rather than a body */
+function isIdentifier (v: unknown): v is string {
+  return typeof v === 'string' && v !== '' && v.length <= IDENTIFIER_MAX && !CONTROL_CHARACTER.test(v)
+}
+
 /** what a token revocation revoked: its revocation key (the event names it, never the token) */
 const revokedKeys = new WeakMap<FastifyRequest, string>()
 
@@ -100,9 +110,7 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       done()
     })
 
-    // identifiers as the store can hold them: no control character (PostgreSQL refuses NUL
-    // in text: a store error, a 500, fix-admin-api-input-500), a bounded length
-    const identifier = { type: 'string', minLength: 1, maxLength: 200, pattern: `^[^${CONTROL_CHARACTER.source.slice(1, -1)}]+$` }
+    const identifier = { type: 'string', minLength: 1, maxLength: IDENTIFIER_MAX, pattern: `^[^${CONTROL_CHARACTER.source.slice(1, -1)}]+$` }
     const byName = { params: { type: 'object', required: ['name'], properties: { name: identifier } } }
     const bySid = { params: { type: 'object', required: ['sid'], properties: { sid: identifier } } }
 
@@ -132,11 +140,9 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
           type: 'object',
           additionalProperties: false,
           required: ['jti', 'exp'],
-          // exp before 2100: no token the gateway accepts lives longer than 7 days, and a far
-          // date overflowed the store's timestamp (a 500)
           // iss: the token's `iss` when an identity provider issued it (its jtis are kept under
           // its issuer: src/tokens/verified-token.ts revocationJtiKey); absent: the gateway's own
-          properties: { jti: identifier, exp: { type: 'integer', minimum: 0, maximum: 4_102_444_800 }, iss: identifier },
+          properties: { jti: identifier, exp: { type: 'integer', minimum: 0, maximum: EXP_MAX_SEC }, iss: identifier },
         },
       },
     }, async (request, reply) => {
@@ -165,15 +171,13 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       const { token } = request.body as { token: string }
       const claims = claimsOf(token)
       const { iss, jti, exp } = claims
-      if (typeof exp !== 'number' || !Number.isFinite(exp) || exp < 0 || exp > 4_102_444_800) {
+      if (typeof exp !== 'number' || !Number.isFinite(exp) || exp < 0 || exp > EXP_MAX_SEC) {
         throw badToken('the token has no usable exp (a number of seconds before 2100)')
       }
-      if (jti !== undefined && (typeof jti !== 'string' || jti === '' || jti.length > 200 || CONTROL_CHARACTER.test(jti))) {
-        throw badToken('the token\'s jti is not a revocable identifier')
-      }
+      if (jti !== undefined && !isIdentifier(jti)) throw badToken('the token\'s jti is not a revocable identifier')
       if (typeof iss !== 'string' || iss === '') throw badToken('the token has no iss')
       const own = iss === opts.selfIssuer()
-      const key = revocationJtiKey(own, iss, jti as string | undefined, token)
+      const key = revocationJtiKey(own, iss, jti, token)
       if (key === undefined) throw badToken('the gateway\'s own tokens are revoked by their jti, and this one has none')
       revokedKeys.set(request, key)
       await service.revokeJti(key, Math.ceil(exp))

@@ -85,7 +85,6 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
   const refreshCookie = config.identity.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName.toLowerCase()
   const routes = new RouteTable<CompiledRoute>()
   const pools = new Set<UpstreamPool>()
-  const generation = shared.live.configured()
   for (const route of config.routes) {
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)
@@ -105,7 +104,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       timing: shared.timing,
     }
     const upstream: UpstreamTarget | WebSocketTarget = route.websocket
-      ? { ...target, wsOrigin: route.upstreamOrigin.replace(/^http/, 'ws'), server: webSocketServer(route.maxBodyBytes), live: shared.live, generation }
+      ? { ...target, wsOrigin: route.upstreamOrigin.replace(/^http/, 'ws'), server: webSocketServer(route.maxBodyBytes), live: shared.live }
       : target
     routes.add(route.prefix, { name: route.name, config: route, policy: compilePolicy(route), upstream, cors: config.cors !== undefined && route.cors })
   }
@@ -128,7 +127,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
     issuers,
     jwksBody: JSON.stringify(keys.jwks),
     pools,
-    generation,
+    generation: shared.live.configured(),
   }
 }
 

@@ -86,6 +86,9 @@ export class LiveSockets {
 
   get size (): number { return this.#live.size }
 
+  /** the newest configuration (`configured`) whose reload has checked the open sockets; 0 before any reload */
+  get checkedGeneration (): number { return this.#checked?.generation ?? 0 }
+
   /** closes the sockets whose token was revoked or whose signing key was withdrawn */
   recheck (): void {
     for (const live of this.#live) {

@@ -32,8 +32,6 @@ export interface WebSocketTarget extends UpstreamTarget {
   wsOrigin: string
   server: WebSocketServer
   live: LiveSockets
-  /** the configuration that compiled this route (LiveSockets.configured): what admits its sockets */
-  generation: number
 }
 
 export function webSocketServer (maxPayloadBytes: number): WebSocketServer {
@@ -115,7 +113,7 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
       // the decision line and metrics follow the response's `finish`; a 101 has no other end
       pending.res.statusCode = 101
       pending.res.emit('finish')
-      link(client, upstream, target.writeTimeoutMs, target.live.add(request.url, token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }, target.generation))
+      link(client, upstream, target.writeTimeoutMs, target.live.add(request.url, token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }, request.runtime.generation))
     })
   })
 }

@@ -1,5 +1,4 @@
 import t, { type Test } from 'tap'
-import { setImmediate as turn } from 'node:timers/promises'
 import { WebSocket } from 'ws'
 import { stringify } from 'yaml'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
@@ -46,9 +45,9 @@ async function setUp (t: Test): Promise<{ upstream: WsUpstream, gw: Awaited<Retu
     reload: async (routes) => {
       const result = await gw.gateway.reload(loadConfigText(stringify(baseConfig(key, routes)), { env: {} }))
       t.equal(result.ok, true, 'reloaded')
-      // the reload's check of the open sockets runs once the new key sets settle (promise
-      // callbacks); a few turns of the event loop and it has passed over the (empty) set
-      for (let i = 0; i < 5; i++) await turn()
+      // the reload's check of the open sockets runs once the new key sets settle: the
+      // straddling handshakes must complete after it, or the check itself would see them
+      t.ok(await waitFor(() => gw.gateway.live.checkedGeneration === gw.gateway.runtime.generation), "the reload's check of the open sockets has run")
     },
   }
 }
