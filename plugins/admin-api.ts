@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { Ajv, type ErrorObject } from 'ajv'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, GatewayError } from '../src/errors.js'
@@ -45,6 +46,27 @@ const IDENTIFIER_MAX = 200
 /** exp before 2100: no token the gateway accepts lives longer than 7 days, and a far date overflowed the store's timestamp (a 500) */
 const EXP_MAX_SEC = 4_102_444_800
 
+/**
+ * The admin API's validator: what it does not understand is refused, not dropped. Fastify's
+ * default one removes the properties a schema does not declare (`removeAdditional`) and
+ * coerces types, so `{"jti", "exp", "isss"}` (a typo) revoked under the bare jti without a
+ * word, and `"exp": "17e8"` passed as a number (fix-admin-api-refuses-unknown-input).
+ */
+const adminAjv = new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: true, strict: false })
+
+/** how many problems a refusal names (a body of many unknown properties gets a short answer) */
+const PROBLEMS_NAMED = 5
+
+/** every problem of a refused body or path, named: `body/isss: not allowed; body/exp: must be integer` */
+function describeProblems (errors: ErrorObject[], dataVar: string): string {
+  const named = errors.slice(0, PROBLEMS_NAMED).map((e) => {
+    const at = dataVar + e.instancePath
+    if (e.keyword === 'additionalProperties') return `${at}/${String(e.params.additionalProperty).slice(0, 64)}: not allowed`
+    return `${at}: ${e.message ?? 'invalid'}`
+  }).join('; ')
+  return errors.length > PROBLEMS_NAMED ? `${named}; and ${errors.length - PROBLEMS_NAMED} more` : named
+}
+
 /** the rule of the `identifier` schema below, for values read from a token rather than a body */
 function isIdentifier (v: unknown): v is string {
   return typeof v === 'string' && v !== '' && v.length <= IDENTIFIER_MAX && !CONTROL_CHARACTER.test(v)
@@ -77,6 +99,8 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
   const expected = sha256(opts.token)
 
   app.register(async (api) => {
+    api.setValidatorCompiler(({ schema }) => adminAjv.compile(schema))
+    api.setSchemaErrorFormatter((errors, dataVar) => new GatewayError(ErrorCode.badRequest, 400, describeProblems(errors as ErrorObject[], dataVar)))
     api.addHook('onRequest', (request, _reply, done) => {
       const header = request.headers.authorization ?? ''
       const presented = header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : ''
