@@ -76,6 +76,13 @@ export class LiveSockets {
     const live: Live = { url, token, close, timer: undefined, generation }
     this.#expireAt(live)
     this.#live.add(live)
+    // revoked, or its key withdrawn, while the upstream handshake was under way: `recheck`
+    // ran before the socket was here (fix-websocket-revoked-during-handshake)
+    const ended = token === undefined ? undefined : this.#ended(token)
+    if (ended !== undefined) {
+      this.#end(live, ended)
+      return () => {}
+    }
     const checked = this.#checked
     if (checked !== undefined && checked.generation > generation) this.#check(live, checked).catch(() => {}) // never rejects
     return () => {
@@ -92,11 +99,16 @@ export class LiveSockets {
   /** closes the sockets whose token was revoked or whose signing key was withdrawn */
   recheck (): void {
     for (const live of this.#live) {
-      const token = live.token
-      if (token === undefined) continue
-      if (this.#denylist.check(token.claims, token.revocationJti) !== undefined) this.#end(live, 'the access token was revoked')
-      else if (token.key !== undefined && !token.key.alive) this.#end(live, "the access token's signing key was withdrawn")
+      const ended = live.token === undefined ? undefined : this.#ended(live.token)
+      if (ended !== undefined) this.#end(live, ended)
     }
+  }
+
+  /** why a socket opened with `token` must close now (revoked, key withdrawn); undefined when it may stay */
+  #ended (token: VerifiedToken): string | undefined {
+    if (this.#denylist.check(token.claims, token.revocationJti) !== undefined) return 'the access token was revoked'
+    if (token.key !== undefined && !token.key.alive) return "the access token's signing key was withdrawn"
+    return undefined
   }
 
   /**
