@@ -52,6 +52,9 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     // a stand-in response, so a refused upgrade gets the same JSON answer as any request
     const res = new ServerResponse(req)
     res.assignSocket(socket as import('node:net').Socket)
+    // the socket ends with a refusal (below): say so, rather than Node's default keep-alive
+    // that left a client's next request on it unanswered (fix-refused-upgrade-says-close)
+    res.shouldKeepAlive = false
     const pending: PendingUpgrade = { socket, head, res, upgraded: false }
     req[kUpgrade] = pending
     res.on('finish', () => { if (!pending.upgraded) socket.destroy() })

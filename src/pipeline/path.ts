@@ -24,6 +24,12 @@ const ENCODED_UNRESERVED = /%(?:3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2d|5f
 // raw UTF-8 (`ſ` as C5 BF, a fullwidth `／`) reached the upstream past FOLDS_TO_ASCII, which
 // sees only the encoded forms (fix-raw-non-ascii-path-over-h2)
 const BAD_CHARS = /[\\;#\u0000-\u001f\u007f-\uffff\s]/ // eslint-disable-line no-control-regex
+// in the query: a `#` (a fragment is never part of a request target, RFC 9112 §3.2; `ws`
+// refuses such a URL, which made a WebSocket upgrade a 500, and a plain route forwarded it
+// raw), and any byte outside visible ASCII — HTTP/2 hands `:path` over as latin1, so raw
+// UTF-8 in a query was forwarded re-encoded, neither the client's bytes nor what was checked,
+// where HTTP/1.1's parser refuses it (fix-query-fragment-and-raw-bytes)
+const BAD_QUERY_CHARS = /[#\u0000-\u0020\u007f-\uffff]/ // eslint-disable-line no-control-regex
 const BAD_PERCENT = /%(?![0-9a-fA-F]{2})/
 const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/
 // a segment ending in `.` or an encoded space (plain or no-break): Windows, IIS and ASP.NET
@@ -41,7 +47,7 @@ export function pathRejected (why: string): GatewayError {
   return new GatewayError(ErrorCode.pathRejected, 400, `the request path is ambiguous (${why}) and was refused`)
 }
 
-/** Returns the path part of a request target, or throws 400 when it could be read two ways. */
+/** Returns the path part of a request target, or throws 400 when it could be read two ways (or its query holds what no request target may). */
 export function checkPath (url: string): string {
   const q = url.indexOf('?')
   const path = q === -1 ? url : url.slice(0, q)
@@ -57,5 +63,6 @@ export function checkPath (url: string): string {
   }
   if (DOT_SEGMENT.test(path)) throw pathRejected('dot segment')
   if (TRIMMED_END.test(path)) throw pathRejected('segment ending in a dot or a space')
+  if (q !== -1 && BAD_QUERY_CHARS.test(url.slice(q + 1))) throw pathRejected('forbidden character in the query')
   return path
 }

@@ -8,6 +8,7 @@ import type { ForwardContext, UpstreamTarget } from './exchange.js'
 import { CLIENT_CLOSED_STATUS, upstreamError, UpstreamTimeoutError } from './errors.js'
 import type { LiveSockets } from './live-sockets.js'
 import { Reason } from '../pipeline/auth-state.js'
+import { pathRejected } from '../pipeline/path.js'
 import { MARKER_PROTOCOL, BEARER_PROTOCOL_PREFIX } from '../pipeline/extract.js'
 
 /** the socket and first bytes of an upgrade request, stashed by the server's upgrade listener */
@@ -61,13 +62,21 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
   const headers = target.rewriter.request(request.headers, { ...ctx.facts, upgrade: true })
   for (const h of HANDSHAKE) delete headers[h]
   const remainingMs = Math.max(1, target.timeoutMs - (performance.now() - request.acceptedAt))
-  const upstream = new WebSocket(target.wsOrigin + target.path.map(request.url), appProtocols, {
-    headers: headers as Record<string, string>,
-    perMessageDeflate: false,
-    handshakeTimeout: remainingMs,
-    maxPayload: target.maxBodyBytes,
-    followRedirects: false,
-  })
+  let upstream: WebSocket
+  try {
+    upstream = new WebSocket(target.wsOrigin + target.path.map(request.url), appProtocols, {
+      headers: headers as Record<string, string>,
+      perMessageDeflate: false,
+      handshakeTimeout: remainingMs,
+      maxPayload: target.maxBodyBytes,
+      followRedirects: false,
+    })
+  } catch {
+    // `ws` refuses a URL the edge let through (checkPath refuses what is known: a fragment):
+    // the client's target, so a 400, never a 500; its message names the upstream, so not
+    // repeated (fix-query-fragment-and-raw-bytes)
+    throw pathRejected('not a valid WebSocket URL')
+  }
   reply.hijack()
   let settled = false
   // the client's socket was destroyed before its handshake completed (an error, or `ws`
