@@ -18,6 +18,8 @@ export interface AdminApiOptions {
   store: Store
   /** the gateway's own `iss` in force (a reload may change it): a jti of another is revoked under its issuer */
   selfIssuer: () => string
+  /** the identity providers' `iss` in force (gateway.yaml issuers[].issuer) */
+  trustedIssuers: () => readonly string[]
   /** one admin_action event per request (the revocations themselves are events of the service) */
   events?: SecurityEvents | undefined
 }
@@ -172,7 +174,12 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
     }, async (request, reply) => {
       const { jti, exp, iss } = request.body as { jti: string, exp: number, iss?: string }
       const own = iss === undefined || iss === opts.selfIssuer()
-      await service.revokeJti(revocationJtiKey(own, iss, jti) as string, exp)
+      // an `iss` no token the gateway accepts carries (a typo, a trailing slash): the
+      // revocation would be kept under a key no token matches (fix-admin-revocation-that-revokes-nothing)
+      if (!own && !opts.trustedIssuers().includes(iss)) {
+        throw new GatewayError(ErrorCode.badRequest, 400, 'iss names no issuer this gateway trusts (tokens.issuer or an issuers[].issuer, exactly as tokens carry it): nothing was revoked')
+      }
+      if (!await service.revokeJti(revocationJtiKey(own, iss, jti) as string, exp)) throw expiredAlready()
       reply.code(204).send()
     })
 
@@ -204,13 +211,21 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
       const key = revocationJtiKey(own, iss, jti, token)
       if (key === undefined) throw badToken('the gateway\'s own tokens are revoked by their jti, and this one has none')
       revokedKeys.set(request, key)
-      await service.revokeJti(key, Math.ceil(exp))
+      if (!await service.revokeJti(key, Math.ceil(exp))) throw expiredAlready()
       reply.code(204).send()
     })
   })
 }, { name: 'portcullis-admin-api', fastify: '5.x', dependencies: ['portcullis-errors'] })
 
 const badToken = (message: string): GatewayError => new GatewayError(ErrorCode.badRequest, 400, message)
+
+/**
+ * An `exp` already past (with the clock skew): the store keeps nothing for it, as no token it
+ * names can pass — but an operator who gave a wrong `exp` (0, a typo) must not be told the
+ * token is cut off when it is not (a 204 that revoked nothing; fix-admin-revocation-that-revokes-nothing).
+ */
+const expiredAlready = (): GatewayError =>
+  new GatewayError(ErrorCode.badRequest, 400, 'exp is past: a token that has expired needs no revocation, so nothing was revoked (give the token\'s own exp)')
 
 /** the payload of a compact JWT (not verified); a 400 when it is not one */
 function claimsOf (token: string): Record<string, unknown> {

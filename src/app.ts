@@ -274,7 +274,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     reloads: () => reloads,
   })
   if (sessions !== undefined && initial.admin.token !== '') {
-    await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store, selfIssuer: () => holder.current.config.tokens.issuer, events })
+    await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store, selfIssuer: () => holder.current.config.tokens.issuer, trustedIssuers: () => holder.current.config.issuers.map(i => i.issuer), events })
   }
   if (initial.admin.token !== '') await admin.register(adminReloadPlugin, { token: initial.admin.token, reload: async () => await reload() })
 

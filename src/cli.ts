@@ -255,7 +255,7 @@ async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayCon
     config,
     loadConfig,
     logger,
-    registerAdmin: async (admin) => {
+    registerAdmin: async (admin, current) => {
       if (store === undefined) return
       const t = config.tokens
       const service = new SessionService({
@@ -263,7 +263,7 @@ async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayCon
         signAccessToken: () => { throw new Error('the primary issues no tokens') },
         options: { refreshTokenTtlSec: t.refreshTokenTtlSec, sessionMaxAgeSec: t.sessionMaxAgeSec, reuseGraceSec: t.refresh.reuseGraceSec, accessTokenTtlSec: t.accessTokenTtlSec, clockSkewSec: t.clockSkewSec },
       })
-      await admin.register(adminApiPlugin, { token: config.admin.token, service, store, selfIssuer: () => config.tokens.issuer })
+      await admin.register(adminApiPlugin, { token: config.admin.token, service, store, selfIssuer: () => current().tokens.issuer, trustedIssuers: () => current().issuers.map(i => i.issuer) })
     },
     close: async () => { await store?.close() },
   })

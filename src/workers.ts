@@ -106,8 +106,8 @@ export interface PrimaryOptions {
   /** reads and validates gateway.yaml again (only the primary reads it) */
   loadConfig: () => GatewayConfig
   logger: Logger
-  /** extra admin routes that need the store (the admin API), registered by the caller */
-  registerAdmin?: (admin: FastifyInstance) => Promise<void>
+  /** extra admin routes that need the store (the admin API), registered by the caller; `current`: the configuration the fleet runs (reloads change it) */
+  registerAdmin?: (admin: FastifyInstance, current: () => GatewayConfig) => Promise<void>
   /** closes what registerAdmin opened */
   close?: () => Promise<void>
 }
@@ -282,7 +282,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   })
   admin.get('/admin/workers', (_request, reply) => { reply.send({ workers: [...slots.values()].map(s => ({ pid: s.worker.process.pid, listening: s.listening, startedAt: new Date(s.startedAt).toISOString() })) }) })
   if (config.admin.token !== '') await admin.register(adminReloadPlugin, { token: config.admin.token, reload })
-  await opts.registerAdmin?.(admin)
+  await opts.registerAdmin?.(admin, () => config)
 
   // the admin port first: a port already taken fails the start before any worker exists
   // (its /readyz says "not ready" until the workers answer)

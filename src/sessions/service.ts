@@ -198,11 +198,12 @@ export class SessionService {
     if (revoked !== undefined) this.#ctx.events.emit('session_revoked', { sid, sub: revoked, reason: 'admin' })
   }
 
-  /** denylists one access token until `expSec` (+ the largest clock skew) */
-  async revokeJti (jti: string, expSec: number): Promise<void> {
+  /** denylists one access token until `expSec` (+ the largest clock skew); false when `expSec` is past (nothing written: no token it names can pass) */
+  async revokeJti (jti: string, expSec: number): Promise<boolean> {
     const nowMs = this.#now()
     const written = await this.#store.transaction(async (tx) => await revokeJtiTx(tx, jti, expSec, nowMs, this.#ctx.timing))
     if (written) this.#ctx.events.emit('jti_revoked', { jti, reason: 'admin' })
+    return written
   }
 
   /** the sessions of a user, newest first; throws UserNotFoundError */

@@ -77,7 +77,7 @@ t.test(`security events (${backend})`, async (t) => {
   // the admin API: one admin_action per request, refused ones included
   const app = Fastify()
   await app.register(errorsPlugin, { realm: 'test' })
-  await app.register(adminApi, { token: ADMIN_TOKEN, service: svc, store, selfIssuer: () => 'https://gw.test', events })
+  await app.register(adminApi, { token: ADMIN_TOKEN, service: svc, store, selfIssuer: () => 'https://gw.test', trustedIssuers: () => [], events })
   t.teardown(() => app.close())
   const auth = { authorization: `Bearer ${ADMIN_TOKEN}` }
   t.equal((await app.inject({ method: 'GET', url: '/admin/users/alice/sessions', headers: auth })).statusCode, 200)
