@@ -33,6 +33,25 @@ const ENDPOINTS = ['login', 'refresh', 'logout', 'logout-all'] as const
  * scope only: proxied routes never pay for cookie parsing (their refresh-cookie stripping is
  * a hand-tuned string scan in pipeline/headers.ts).
  */
+/**
+ * The refresh token in a refresh or logout body, whose one property is `refresh_token`: a
+ * body of another shape is refused, not read around — a `refresh_token` that is not a string
+ * (`["…"]`, `{…}`, `null`) or a misspelt property (`refreshToken`) made a logout answer 204
+ * and end nothing (fix-logout-that-ends-nothing). No body, or `{}`, presents none.
+ */
+function bodyRefreshToken (body: unknown): string | undefined {
+  if (body === undefined) return undefined
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw invalidRequest(ErrorCode.badRequest, 'the body must be a JSON object: {"refresh_token": "…"} or {}')
+  }
+  for (const name of Object.keys(body)) {
+    if (name !== 'refresh_token') throw invalidRequest(ErrorCode.badRequest, `the body's only property is refresh_token: ${JSON.stringify(name.slice(0, 64))} is not allowed`)
+  }
+  const token = (body as { refresh_token?: unknown }).refresh_token
+  if (token !== undefined && (typeof token !== 'string' || token === '')) throw invalidRequest(ErrorCode.badRequest, 'refresh_token must be a non-empty string')
+  return token
+}
+
 export default fp(async function sessions (app, opts: SessionsPluginOptions) {
   const { config, service, clock } = opts
   const { transport, cookieName } = config.tokens.refresh
@@ -161,8 +180,7 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
      */
     function presentedRefreshToken (request: FastifyRequest): { token: string | undefined, fromCookie: boolean } {
       const fromCookie = refreshCookie(request)
-      const body = request.body as { refresh_token?: unknown } | null | undefined
-      const fromBody = typeof body?.refresh_token === 'string' ? body.refresh_token : undefined
+      const fromBody = bodyRefreshToken(request.body)
       if (fromBody !== undefined && !bodies) throw invalidRequest(ErrorCode.badRequest, 'refresh tokens are accepted in the cookie only')
       if (fromCookie !== undefined && fromBody !== undefined && fromCookie !== fromBody) {
         throw invalidRequest(ErrorCode.badRequest, 'two different refresh tokens were presented')
@@ -184,6 +202,13 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
 
     scope.post('/auth/logout', { onRequest: [enter('logout'), guard(hasRefreshCookie)] }, async (request, reply) => {
       const { token: presented } = presentedRefreshToken(request)
+      // nothing to log out by: where refresh tokens travel in bodies only, the client always
+      // has its token, so an empty logout is a client's mistake (a typo) that must not pass as
+      // a 204; with the cookie, a browser cannot know its HttpOnly cookie expired, so an empty
+      // logout stays a 204 that clears it (fix-logout-that-ends-nothing)
+      if (!cookies && presented === undefined && request.headers.authorization === undefined) {
+        throw invalidRequest(ErrorCode.badRequest, 'no refresh token or access token was presented: nothing was logged out')
+      }
       // The refresh token proves its session and ends it. An access token sent beside it names
       // what else to revoke only when it passes authenticate (verified and not revoked: issue 9
       // item 3). One refused there (revoked, expired, forged) is a 401 when it came alone, and

@@ -285,7 +285,7 @@ for (const name of ['postgres', 'embedded'] as const) {
     })
 
     t.test('unknown or garbage refresh tokens: 400 invalid_grant, never 5xx', async (t) => {
-      const bad = ['garbage', 'A'.repeat(43), '', 'x'.repeat(10_000), '../../etc/passwd', '\u0000\u00ff', `${'A'.repeat(42)}=`]
+      const bad = ['garbage', 'A'.repeat(43), 'x'.repeat(10_000), '../../etc/passwd', '\u0000\u00ff', `${'A'.repeat(42)}=`]
       for (const token of bad) {
         const res = await json(bodyGw, '/auth/refresh', { refresh_token: token })
         t.equal(res.status, 400, `body ${JSON.stringify(token.slice(0, 12))}`)
@@ -296,6 +296,10 @@ for (const name of ['postgres', 'embedded'] as const) {
         t.equal(res.status, 400, `cookie ${token}`)
         t.equal(res.json().error, 'invalid_grant')
       }
+      // an empty one is no token at all: the request is malformed (fix-logout-that-ends-nothing)
+      const empty = await json(bodyGw, '/auth/refresh', { refresh_token: '' })
+      t.equal(empty.status, 400, 'body ""')
+      t.equal(empty.json().error, 'invalid_request')
       const numeric = await json(bodyGw, '/auth/refresh', { refresh_token: 42 })
       t.ok(numeric.status >= 400 && numeric.status < 500, `non-string token → ${numeric.status}`)
       const notJson = await raw(bodyGw.url, '/auth/refresh', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"refresh_token":' })
