@@ -1,7 +1,8 @@
 import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import { ErrorCode, GatewayError } from '../src/errors.js'
-import { sendError } from './errors.js'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { sendError, toGatewayError } from './errors.js'
 import { hostNameOf } from '../src/pipeline/edge.js'
 import type { GatewayConfig } from '../src/config/types.js'
 
@@ -24,13 +25,31 @@ export interface AdminHostOptions {
  * HTTP/1.1 without Host is Node's 400 before this hook (RFC 9112 §3.2).
  */
 export default fp(async function adminHost (app, opts: AdminHostOptions) {
-  const allowed = new Set(['localhost', opts.admin.host.toLowerCase(), ...opts.admin.allowedHosts])
+  const allowed = allowedHosts(opts.admin)
   app.addHook('onRequest', (request, reply, done) => {
     if (hostAllowed(request.raw.rawHeaders, allowed, request.raw.httpVersion === '1.0')) { done(); return }
-    sendError(reply, new GatewayError(ErrorCode.adminHostNotAllowed, 421,
-      'the admin listener does not answer this host name; add it to admin.allowedHosts'), opts.realm)
+    sendError(reply, misdirected(), opts.realm)
   })
 }, { name: 'portcullis-admin-host', fastify: '5.x' })
+
+/**
+ * The admin listener's `frameworkErrors` (Fastify's option for errors raised before routing:
+ * an undecodable URL, a parameter past maxParamLength): the Host check first, as for every
+ * request, then the gateway's own JSON error. Without it Fastify answered in its own shape,
+ * echoing the URL, whatever the Host (fix-admin-framework-errors).
+ */
+export function adminFrameworkErrors (admin: GatewayConfig['admin'], realm: string): (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
+  const allowed = allowedHosts(admin)
+  return (err, request, reply) => {
+    if (!hostAllowed(request.raw.rawHeaders, allowed, request.raw.httpVersion === '1.0')) sendError(reply, misdirected(), realm)
+    else sendError(reply, toGatewayError(err), realm)
+  }
+}
+
+const allowedHosts = (admin: GatewayConfig['admin']): ReadonlySet<string> => new Set(['localhost', admin.host.toLowerCase(), ...admin.allowedHosts])
+
+const misdirected = (): GatewayError => new GatewayError(ErrorCode.adminHostNotAllowed, 421,
+  'the admin listener does not answer this host name; add it to admin.allowedHosts')
 
 /** exactly one Host line naming an IP literal or an allowed name, with an optional port; or none at all in HTTP/1.0 */
 export function hostAllowed (rawHeaders: readonly string[], allowed: ReadonlySet<string>, http10: boolean): boolean {

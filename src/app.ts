@@ -14,7 +14,7 @@ import { compileRuntime, KeySetRegistry, type Runtime, type RuntimeHolder, type 
 import { PoolRegistry } from './proxy/pools.js'
 import { LiveSockets } from './proxy/live-sockets.js'
 import errorsPlugin, { sendError, toGatewayError } from '../plugins/errors.js'
-import adminHostPlugin from '../plugins/admin-host.js'
+import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import edgePlugin from '../plugins/edge.js'
 import proxyPlugin from '../plugins/proxy.js'
 import jwksPlugin from '../plugins/jwks.js'
@@ -253,7 +253,11 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const sessions = deps.store === undefined ? undefined : await wireSessions(deps.store)
   await app.register(proxyPlugin, { clock })
 
-  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+  const admin = Fastify({
+    loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    frameworkErrors: adminFrameworkErrors(initial.admin, initial.server.realm),
+  })
   await admin.register(errorsPlugin, { realm: initial.server.realm })
   await admin.register(adminHostPlugin, { admin: initial.admin, realm: initial.server.realm })
   await admin.register(healthPlugin, {

@@ -9,7 +9,7 @@ import { ConfigError, type ConfigProblem } from './errors.js'
 import { reloadProblems } from './reload.js'
 import { deepFreeze } from './config/load.js'
 import errorsPlugin from '../plugins/errors.js'
-import adminHostPlugin from '../plugins/admin-host.js'
+import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import healthPlugin from '../plugins/health.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
 
@@ -242,7 +242,11 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   }
   const reload = (): Promise<ReloadResult> => serialized(reloadNow)
 
-  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+  const admin = Fastify({
+    loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    frameworkErrors: adminFrameworkErrors(config.admin, config.server.realm),
+  })
   await admin.register(errorsPlugin, { realm: config.server.realm })
   await admin.register(adminHostPlugin, { admin: config.admin, realm: config.server.realm })
   await admin.register(healthPlugin, {
