@@ -11,6 +11,7 @@ import { createCookieRequestCheck, isJsonContentType } from '../src/sessions/csr
 import type { AccessClaims, SessionService, TokenPair } from '../src/sessions/service.js'
 import type { VerifiedToken } from '../src/tokens/verified-token.js'
 import { kExpectsContinue } from '../src/proxy/exchange.js'
+import { CLIENT_CLOSED_STATUS, ClientGoneError, reportUnfinished } from '../src/proxy/errors.js'
 
 export interface SessionsPluginOptions {
   config: GatewayConfig
@@ -33,6 +34,19 @@ const ENDPOINTS = ['login', 'refresh', 'logout', 'logout-all'] as const
  * scope only: proxied routes never pay for cookie parsing (their refresh-cookie stripping is
  * a hand-tuned string scan in pipeline/headers.ts).
  */
+/**
+ * A client that leaves once its request was read, while the endpoint still works (a login's
+ * password hash takes ~15 ms, a refresh waits on the store): the work goes on — a login is
+ * counted by the throttle, a session may be created — but the answer never completes, so
+ * Fastify's onResponse never ran and the request left no decision line and no metric. It is
+ * reported as 499 `client_closed` as it happens (fix-auth-client-gone-unreported).
+ */
+function reportClientGone (request: FastifyRequest, res: FastifyReply['raw']): void {
+  let finished = false
+  res.once('finish', () => { finished = true })
+  res.once('close', () => { if (!finished) reportUnfinished(request, res, CLIENT_CLOSED_STATUS, Reason.clientClosed, new ClientGoneError()) })
+}
+
 /**
  * The refresh token in a refresh or logout body, whose one property is `refresh_token`: a
  * body of another shape is refused, not read around — a `refresh_token` that is not a string
@@ -66,6 +80,7 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
     /** names the decision, answers CORS (preflights included) before anything else */
     const enter = (name: string): onRequestHookHandler => function (request, reply, done) {
       request.auth.route = `auth.${name}`
+      reportClientGone(request, reply.raw)
       const cors = request.runtime.cors
       if (cors !== undefined) {
         const origin = request.headers.origin

@@ -21,6 +21,21 @@ export class ClientGoneError extends Error {
 /** nginx's status for a client that closed the connection before its response was complete */
 export const CLIENT_CLOSED_STATUS = 499
 
+/**
+ * Reports a response that will not complete (the client left, or the upstream broke off
+ * mid-body). Fastify runs the onResponse hooks — the decision line, the metrics — on the
+ * response's `finish` or `error`, and a response cut short has neither; its onRequestAbort
+ * fires only while the request body is unread, so never for a POST whose body was read
+ * (issue 8, item 9). The response is handed its error, with the status and reason of what
+ * happened: Fastify's listener is there until the response finished or failed, then nobody
+ * listens and nothing is reported twice.
+ */
+export function reportUnfinished (request: { auth: { reason: string } }, res: { statusCode: number, listenerCount: (event: string) => number, emit: (event: string, err: Error) => boolean }, status: number, reason: string, cause: Error): void {
+  res.statusCode = status // what the hooks read; a status line already sent stays as it was
+  request.auth.reason = reason
+  if (res.listenerCount('error') > 0) res.emit('error', cause)
+}
+
 // undici's and the gateway's codes are fixed identifiers; anything else would be an unbounded label
 const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
 

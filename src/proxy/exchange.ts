@@ -12,7 +12,7 @@ import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { closeAfterAnswer } from '../pipeline/edge.js'
 import { earlyHintsHeaders, responseHeaderList, trailerHeaders, writableHeaderList, type ResponseRules } from './response-headers.js'
-import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
+import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, reportUnfinished, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
 
 // 103 Early Hints relayed per exchange: hints are optional, and an upstream sending them
 // without end must not fill the gateway's memory with writes a client does not read
@@ -180,19 +180,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#unfinished(CLIENT_CLOSED_STATUS, Reason.clientClosed, gone)
   }
 
-  /**
-   * The response will not complete (the client left, or the upstream broke off mid-body).
-   * Fastify runs the onResponse hooks — the decision line, the metrics — on the response's
-   * `finish` or `error`, and a response cut short has neither; its onRequestAbort fires only
-   * while the request body is unread, so never for a POST whose body went upstream (issue 8,
-   * item 9). The response is handed its error, with the status and reason of what happened.
-   */
+  /** the response will not complete (the client left, or the upstream broke off mid-body) */
   #unfinished (status: number, reason: string, cause: Error): void {
-    const res = this.#res
-    res.statusCode = status // what the hooks read; a status line already sent stays as it was
-    this.#request.auth.reason = reason
-    // Fastify's listener is there until the response finished or failed: then nobody listens
-    if (res.listenerCount('error') > 0) res.emit('error', cause)
+    reportUnfinished(this.#request, this.#res, status, reason, cause)
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
