@@ -1,4 +1,4 @@
-import { ServerResponse, type IncomingMessage } from 'node:http'
+import { METHODS, ServerResponse, type IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
@@ -32,6 +32,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     try {
       checkRequest(request.raw, (request.raw as { [kUpgrade]?: PendingUpgrade })[kUpgrade] !== undefined)
     } catch (err) {
+      restoreUnknownMethod(request.raw)
       request.auth.reason = (err as GatewayError).code
       corsBeforeRoute(request.runtime, request, reply)
       done(err as GatewayError)
@@ -39,6 +40,31 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     }
     done()
   })
+
+  // HTTP/2 carries any token as a method (`FOO`, `delete`), where HTTP/1.1's parser refuses
+  // those Fastify does not know. Fastify's router has no route for them, not even a 404
+  // handler: it wrote two warn lines a request ("likely a fastify bug" and its route tree)
+  // and no decision line (fix-unknown-method-over-h2). Such a request is routed under one
+  // method Fastify knows and the gateway never forwards, and restored at once
+  // (restoreUnknownMethod), so it is refused like any method the gateway does not forward
+  // (plugins/proxy.ts). HTTP/2 listeners only. Every method Node's HTTP/1.1 parser admits
+  // (WebDAV's, PURGE…) is made routable too, for the same refusal: Fastify knows only the
+  // standard ones by default, and sent the others to its 404.
+  for (const method of METHODS) {
+    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true })
+  }
+  if (app.initialConfig.http2 === true) {
+    const known = new Set(app.supportedMethods)
+    const [route] = app.server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>
+    app.server.removeListener('request', route!)
+    app.server.on('request', (req: IncomingMessage & { [kUnknownMethod]?: string }, res: ServerResponse) => {
+      if (!known.has(req.method as string)) {
+        req[kUnknownMethod] = req.method
+        req.method = UNKNOWN_METHOD
+      }
+      route!(req, res)
+    })
+  }
 
   // Node answers 100 Continue by itself unless someone listens: the gateway listens, so an
   // unauthenticated client is never told to send its body (issue 8, item 8)
@@ -61,6 +87,16 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     app.routing(req, res)
   })
 }, { name: 'portcullis-edge', fastify: '5.x' })
+
+/** the method an HTTP/2 request with a method Fastify does not know is routed under: one the gateway never forwards, without a body */
+const UNKNOWN_METHOD = 'TRACE'
+const kUnknownMethod = Symbol('portcullis.unknownMethod')
+
+/** the request's own method back, once it is routed (the decision line names what was sent) */
+export function restoreUnknownMethod (req: IncomingMessage): void {
+  const sent = (req as IncomingMessage & { [kUnknownMethod]?: string })[kUnknownMethod]
+  if (sent !== undefined) req.method = sent
+}
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -2,8 +2,9 @@ import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { HTTP_METHODS } from '../config/schema.js'
-import { badRequest, ErrorCode, type GatewayError } from '../src/errors.js'
-import { runPipeline } from '../src/pipeline/pipeline.js'
+import { badRequest, ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
+import { corsBeforeRoute, runPipeline } from '../src/pipeline/pipeline.js'
+import { restoreUnknownMethod } from './edge.js'
 import type { RequestFacts } from '../src/pipeline/headers.js'
 import { forward } from '../src/proxy/exchange.js'
 import { forwardWebSocket, kUpgrade, type WebSocketTarget } from '../src/proxy/websocket.js'
@@ -42,6 +43,32 @@ export default fp(async function proxy (app, opts: { clock: () => number }) {
         done()
       },
       handler: forwardUpstream,
+    })
+    // Methods Fastify routes that the gateway never forwards — WebDAV's PROPFIND and MKCOL,
+    // TRACE, PURGE, QUERY… and, over HTTP/2, any other (plugins/edge.ts): a route's rules
+    // name only HTTP_METHODS, so none of them could be authorized. 405 with the route's
+    // `Allow`, 404 where no route matches; before, they were a 404 on every path, and an
+    // unknown one over HTTP/2 wrote warn lines and no decision (fix-unknown-method-over-h2)
+    scope.route({
+      method: app.supportedMethods.filter(m => !(HTTP_METHODS as readonly string[]).includes(m) && m !== 'CONNECT'),
+      url: '/*',
+      onRequest (request, reply, done) {
+        restoreUnknownMethod(request.raw)
+        const runtime = request.runtime
+        corsBeforeRoute(runtime, request, reply)
+        const route = runtime.routes.match(request.url)
+        let err: GatewayError
+        if (route === undefined) {
+          err = routeNotFound()
+        } else {
+          request.auth.route = route.name
+          reply.header('allow', route.policy.allow) // RFC 9110 §15.5.6
+          err = new GatewayError(ErrorCode.methodNotAllowed, 405, `${request.method.slice(0, 32)} is not a method this gateway forwards`)
+        }
+        refused(request, err)
+        done(err)
+      },
+      handler: () => { throw new Error('unreachable: every request is refused in onRequest') },
     })
   })
 }, { name: 'portcullis-proxy', fastify: '5.x', dependencies: ['portcullis-edge'] })
