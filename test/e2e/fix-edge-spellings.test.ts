@@ -4,6 +4,7 @@ import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixt
 import { startUpstream } from '../fixtures/upstream.js'
 import { startWsUpstream } from '../fixtures/ws-upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
+import { h2Request, type H2Response } from '../fixtures/h2-client.js'
 import { RawClient, rawRequest, requestBytes } from '../fixtures/raw-client.js'
 
 // Findings of an adversarial review of the HTTP edge (stop 28), each reproduced against a
@@ -34,15 +35,7 @@ t.test('fix-raw-non-ascii-path-over-h2: raw non-ASCII in an HTTP/2 path is refus
   ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true } }))
   const session = connect(`https://127.0.0.1:${gw.port}`, { ca: cert.certPem, servername: 'localhost' })
   t.teardown(() => session.close())
-  const get = async (path: string): Promise<{ status: number, body: string }> => await new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': 'GET', ':path': path, authorization: token('orders:read') })
-    let status = 0
-    let body = ''
-    stream.on('response', (h) => { status = Number(h[':status']) })
-    stream.on('data', (c: Buffer) => { body += c.toString() })
-    stream.on('end', () => resolve({ status, body }))
-    stream.on('error', reject)
-  })
+  const get = async (path: string): Promise<H2Response> => await h2Request(session, { ':method': 'GET', ':path': path, authorization: token('orders:read') })
   t.equal((await get('/api/secrets')).status, 403, 'control: the protected route needs admin')
   t.equal((await get('/api/other')).status, 200, 'control: the open route passes')
   const before = upstream.requests.length

@@ -6,6 +6,7 @@ import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixt
 import { startUpstream } from '../fixtures/upstream.js'
 import { startWsUpstream } from '../fixtures/ws-upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
+import { h2Request, type H2Response } from '../fixtures/h2-client.js'
 import { RawClient, rawRequest, requestBytes } from '../fixtures/raw-client.js'
 
 // Found by a hostile review of the HTTP/2, TLS and WebSocket edge (stop 33), each reproduced
@@ -76,15 +77,7 @@ t.test('fix-query-fragment-and-raw-bytes over HTTP/2: raw bytes and a # in the q
   ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true } }))
   const session = connect(`https://127.0.0.1:${gw.port}`, { ca: cert.certPem, servername: 'localhost' })
   t.teardown(() => session.close())
-  const get = async (path: string): Promise<{ status: number, body: string }> => await new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': 'GET', ':path': path })
-    let status = 0
-    let body = ''
-    stream.on('response', (h) => { status = Number(h[':status']) })
-    stream.on('data', (c: Buffer) => { body += c.toString() })
-    stream.on('end', () => resolve({ status, body }))
-    stream.on('error', reject)
-  })
+  const get = async (path: string): Promise<H2Response> => await h2Request(session, { ':method': 'GET', ':path': path })
   t.equal((await get('/pub/x?y=%C5%BF')).status, 200, 'control: the same bytes percent-encoded pass')
   const seen = upstream.requests.length
   // each string's characters are the bytes on the wire (latin1)

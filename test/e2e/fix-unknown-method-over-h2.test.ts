@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
+import { h2Request } from '../fixtures/h2-client.js'
 import { rawRequest, requestBytes } from '../fixtures/raw-client.js'
 import { until } from '../fixtures/until.js'
 
@@ -35,17 +36,10 @@ t.test('over HTTP/2, a method the gateway does not forward is a 405 with one dec
   const lines = (): Line[] => out.trim().split('\n').filter(Boolean).map(l => JSON.parse(l))
   const session = connect(`https://127.0.0.1:${gw.port}`, { ca: cert.certPem, servername: 'localhost' })
   t.teardown(() => session.close())
-  const send = async (method: string, path: string): Promise<{ status: number, allow: unknown, code: unknown }> => await new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': method, ':path': path })
-    let status = 0
-    let allow: unknown
-    let body = ''
-    stream.on('response', (h) => { status = Number(h[':status']); allow = h.allow })
-    stream.on('data', (c: Buffer) => { body += c.toString() })
-    stream.on('end', () => resolve({ status, allow, code: body.startsWith('{') ? JSON.parse(body).code : undefined }))
-    stream.on('error', reject)
-    stream.end()
-  })
+  const send = async (method: string, path: string): Promise<{ status: number, allow: unknown, code: unknown }> => {
+    const { status, headers, body } = await h2Request(session, { ':method': method, ':path': path })
+    return { status, allow: headers.allow, code: body.startsWith('{') ? JSON.parse(body).code : undefined }
+  }
 
   t.same(await send('GET', '/pub/x'), { status: 200, allow: undefined, code: undefined }, 'control: GET is forwarded')
   const seen = upstream.requests.length

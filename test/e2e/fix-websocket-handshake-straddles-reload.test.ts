@@ -1,9 +1,8 @@
 import t, { type Test } from 'tap'
-import { WebSocket } from 'ws'
 import { stringify } from 'yaml'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import { startWsUpstream, type WsUpstream } from '../fixtures/ws-upstream.js'
-import { echoes, handshake } from '../fixtures/ws-client.js'
+import { beginWs, echoes, handshake } from '../fixtures/ws-client.js'
 import { waitFor } from '../upstream/helpers.js'
 import { loadConfigText } from '../../src/config/load.js'
 
@@ -18,21 +17,6 @@ import { loadConfigText } from '../../src/config/load.js'
 // a real gateway reloaded between the admission and the upstream's 101.
 
 const key = makeKey('EdDSA')
-
-interface Pending { ws: WebSocket, outcome: Promise<{ opened: boolean, code?: number, reason?: string }> }
-
-/** a handshake through the gateway, not awaited: resolves once the socket opened and, if it is closed within 3 s, how */
-function begin (t: Test, url: string, token: string): Pending {
-  const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, handshakeTimeout: 5_000 })
-  t.teardown(() => ws.terminate())
-  const outcome = new Promise<{ opened: boolean, code?: number, reason?: string }>((resolve) => {
-    let opened = false
-    ws.once('open', () => { opened = true; setTimeout(() => resolve({ opened }), 3_000).unref() })
-    ws.once('close', (code, reason) => resolve({ opened, code, reason: reason.toString() }))
-    ws.once('unexpected-response', (_req, res) => { res.resume(); resolve({ opened, code: res.statusCode }) })
-  })
-  return { ws, outcome }
-}
 
 async function setUp (t: Test): Promise<{ upstream: WsUpstream, gw: Awaited<ReturnType<typeof startGateway>>, reload: (routes: unknown[]) => Promise<void> }> {
   const upstream = await startWsUpstream({ holdHandshakes: true })
@@ -54,8 +38,8 @@ async function setUp (t: Test): Promise<{ upstream: WsUpstream, gw: Awaited<Retu
 
 t.test('a handshake admitted before a reload that tightens its route is closed as it opens', async (t) => {
   const { upstream, gw, reload } = await setUp(t)
-  const lacking = begin(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims({ scope: 'orders:read' })))
-  const allowed = begin(t, `${gw.wsUrl}/ws/b`, signWith(key, goodClaims({ scope: 'chat' })))
+  const lacking = beginWs(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims({ scope: 'orders:read' })))
+  const allowed = beginWs(t, `${gw.wsUrl}/ws/b`, signWith(key, goodClaims({ scope: 'chat' })))
   t.ok(await waitFor(() => upstream.held() === 2), 'both handshakes were admitted and reached the upstream')
   t.equal(gw.gateway.live.size, 0, 'neither is open yet: the reload has nothing to check')
 
@@ -70,7 +54,7 @@ t.test('a handshake admitted before a reload that tightens its route is closed a
 
 t.test('a handshake admitted before a reload that removes its route is closed as it opens', async (t) => {
   const { upstream, gw, reload } = await setUp(t)
-  const pending = begin(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims()))
+  const pending = beginWs(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims()))
   t.ok(await waitFor(() => upstream.held() === 1), 'the handshake reached the upstream')
   await reload([{ name: 'other', prefix: '/other', upstream: upstream.url, websocket: true, auth: 'required' }])
   upstream.release()
@@ -81,7 +65,7 @@ t.test('a handshake admitted before a reload that removes its route is closed as
 
 t.test('a handshake admitted before a reload that leaves its route alone stays open', async (t) => {
   const { upstream, gw, reload } = await setUp(t)
-  const pending = begin(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims()))
+  const pending = beginWs(t, `${gw.wsUrl}/ws/a`, signWith(key, goodClaims()))
   t.ok(await waitFor(() => upstream.held() === 1), 'the handshake reached the upstream')
   await reload([
     { name: 'chat', prefix: '/ws', upstream: upstream.url, websocket: true, auth: 'required' },

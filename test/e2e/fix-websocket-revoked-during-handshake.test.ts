@@ -1,9 +1,8 @@
-import t, { type Test } from 'tap'
-import { WebSocket } from 'ws'
+import t from 'tap'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
 import { startIdp } from '../fixtures/idp.js'
 import { startWsUpstream } from '../fixtures/ws-upstream.js'
-import { echoes } from '../fixtures/ws-client.js'
+import { beginWs, echoes } from '../fixtures/ws-client.js'
 import { getWith, idpIssuer, waitFor } from '../upstream/helpers.js'
 import { openStore } from '../../src/sessions/store.js'
 
@@ -21,19 +20,6 @@ const key = makeKey('EdDSA')
 const ADMIN_TOKEN = 'd'.repeat(40)
 const COOLDOWN_MS = 1_000
 
-/** a handshake through the gateway, not awaited: resolves once the socket opened and, if it is closed within 3 s, how */
-function begin (t: Test, url: string, token: string): { ws: WebSocket, outcome: Promise<{ opened: boolean, code?: number, reason?: string }> } {
-  const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, handshakeTimeout: 5_000 })
-  t.teardown(() => ws.terminate())
-  const outcome = new Promise<{ opened: boolean, code?: number, reason?: string }>((resolve) => {
-    let opened = false
-    ws.once('open', () => { opened = true; setTimeout(() => resolve({ opened }), 3_000).unref() })
-    ws.once('close', (code, reason) => resolve({ opened, code, reason: reason.toString() }))
-    ws.once('unexpected-response', (_req, res) => { res.resume(); resolve({ opened, code: res.statusCode }) })
-  })
-  return { ws, outcome }
-}
-
 t.test('a token revoked while its upstream handshake is under way: the socket is closed as it opens', async (t) => {
   const upstream = await startWsUpstream({ holdHandshakes: true })
   t.teardown(() => upstream.close())
@@ -43,8 +29,8 @@ t.test('a token revoked while its upstream handshake is under way: the socket is
   const exp = Math.floor(Date.now() / 1000) + 600
   const stolen = signWith(key, goodClaims({ sub: 'alice', jti: 'jti-stolen', exp }))
   const other = signWith(key, goodClaims({ sub: 'alice', jti: 'jti-other', exp }))
-  const revoked = begin(t, `${gw.wsUrl}/ws/a`, stolen)
-  const kept = begin(t, `${gw.wsUrl}/ws/b`, other)
+  const revoked = beginWs(t, `${gw.wsUrl}/ws/a`, stolen)
+  const kept = beginWs(t, `${gw.wsUrl}/ws/b`, other)
   t.ok(await waitFor(() => upstream.held() === 2), 'both handshakes were admitted and reached the upstream')
 
   const res = await raw(gw.adminUrl, '/admin/revocations/jti', {
@@ -81,7 +67,7 @@ t.test('a key withdrawn while its token\'s upstream handshake is under way: the 
   const set = gw.gateway.runtime.issuers[0]!.keys
   t.ok(await waitFor(() => set.status.state === 'ready'), 'keys fetched at start')
 
-  const pending = begin(t, `${gw.wsUrl}/ws/a`, await idp.issueToken())
+  const pending = beginWs(t, `${gw.wsUrl}/ws/a`, await idp.issueToken())
   t.ok(await waitFor(() => upstream.held() === 1), 'the handshake was admitted and reached the upstream')
   await new Promise(resolve => setTimeout(resolve, COOLDOWN_MS + 100)) // the unknown-kid cooldown counts from the start fetch
   await idp.rotate() // no overlap: the first key disappears
