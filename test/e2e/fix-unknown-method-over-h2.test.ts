@@ -21,6 +21,7 @@ import { until } from '../fixtures/until.js'
 // the method the client sent, nothing upstream.
 
 const key = makeKey('EdDSA')
+const APP = 'https://app.example.test'
 
 interface Line { msg: string, level: number, method?: string, status?: number, reason?: string, route?: string | null }
 
@@ -62,11 +63,20 @@ t.test('over HTTP/2, a method the gateway does not forward is a 405 with one dec
 t.test('over HTTP/1.1, a method Fastify knows and the gateway does not forward is a 405 on a route', async (t) => {
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' }]))
+  const config = baseConfig(key, [
+    { name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' },
+    { name: 'closed', prefix: '/closed', upstream: upstream.url, auth: 'public', cors: false },
+  ])
+  config.cors = { origins: [APP] }
+  const gw = await startGateway(t, config)
   for (const method of ['PROPFIND', 'PURGE', 'MKCOL', 'TRACE']) {
-    const res = await rawRequest(gw.url, requestBytes(method, '/pub/x', [['Host', 'gw.test'], ['Content-Length', '0']]))
+    const res = await rawRequest(gw.url, requestBytes(method, '/pub/x', [['Host', 'gw.test'], ['Origin', APP], ['Content-Length', '0']]))
     t.equal(res.status, 405, `${method}: 405 (it was a 404 route_not_found)`)
     t.equal(res.headers.allow, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', `${method}: the route's Allow`)
+    t.equal(res.headers['access-control-allow-origin'], APP, `${method}: a CORS route's refusal carries its CORS headers`)
+    const closed = await rawRequest(gw.url, requestBytes(method, '/closed/x', [['Host', 'gw.test'], ['Origin', APP], ['Content-Length', '0']]))
+    t.equal(closed.status, 405, `${method} on a cors: false route: 405`)
+    t.equal(closed.headers['access-control-allow-origin'], undefined, `${method} on a cors: false route: no CORS header, as for its other answers`)
   }
   t.equal(upstream.requests.length, 0, 'the upstream saw none of them')
 })
