@@ -2,8 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { HTTP_METHODS } from '../config/schema.js'
-import { badRequest, ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
-import { corsBeforeRoute, runPipeline, setHeaders } from '../src/pipeline/pipeline.js'
+import { badRequest, ErrorCode, type GatewayError } from '../src/errors.js'
+import { runPipeline, unforwardedMethod } from '../src/pipeline/pipeline.js'
 import { restoreUnknownMethod } from './edge.js'
 import type { RequestFacts } from '../src/pipeline/headers.js'
 import { forward } from '../src/proxy/exchange.js'
@@ -54,20 +54,7 @@ export default fp(async function proxy (app, opts: { clock: () => number }) {
       url: '/*',
       onRequest (request, reply, done) {
         restoreUnknownMethod(request.raw)
-        const runtime = request.runtime
-        const route = runtime.routes.match(request.url)
-        let err: GatewayError
-        if (route === undefined) {
-          corsBeforeRoute(runtime, request, reply)
-          err = routeNotFound()
-        } else {
-          // the route's own CORS setting, as the pipeline's CORS stage applies it (a
-          // `cors: false` route answers without CORS headers whatever the method)
-          if (route.cors && runtime.cors !== undefined) setHeaders(reply, runtime.cors.headers(request.headers.origin))
-          request.auth.route = route.name
-          reply.header('allow', route.policy.allow) // RFC 9110 §15.5.6
-          err = new GatewayError(ErrorCode.methodNotAllowed, 405, `${request.method.slice(0, 32)} is not a method this gateway forwards`)
-        }
+        const err = unforwardedMethod(request, reply, request.runtime, request.auth)
         refused(request, err)
         done(err)
       },

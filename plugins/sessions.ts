@@ -7,6 +7,7 @@ import { ErrorCode, GatewayError, invalidRequest } from '../src/errors.js'
 import { authenticate, missingToken } from '../src/pipeline/authenticate.js'
 import { Reason } from '../src/pipeline/auth-state.js'
 import { setHeaders } from '../src/pipeline/pipeline.js'
+import { restoreUnknownMethod } from './edge.js'
 import { createCookieRequestCheck, isJsonContentType } from '../src/sessions/csrf.js'
 import type { AccessClaims, SessionService, TokenPair } from '../src/sessions/service.js'
 import type { VerifiedToken } from '../src/tokens/verified-token.js'
@@ -129,17 +130,26 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       done(null, payload)
     })
 
-    // every method but POST is refused on the auth endpoints (a GET must never log anyone out)
+    // every method but POST is refused on the auth endpoints (a GET must never log anyone out),
+    // those the gateway never forwards too (PROPFIND, TRACE, an unknown HTTP/2 method: they
+    // were the proxy's 404 here), in onRequest, before any body is read (CONNECT: app.ts)
+    const refusedMethods = app.supportedMethods.filter(m => m !== 'POST' && m !== 'CONNECT')
     for (const name of ENDPOINTS) {
+      const entered = enter(name)
       scope.route({
-        method: ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+        method: refusedMethods,
         url: `/auth/${name}`,
-        onRequest: enter(name),
-        handler: (request, reply) => {
-          reply.header('allow', 'POST')
-          request.auth.reason = ErrorCode.methodNotAllowed
-          throw new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed')
+        onRequest (request, reply, done) {
+          restoreUnknownMethod(request.raw)
+          // enter answers a CORS preflight itself, and calls back only when it did not
+          entered.call(this, request, reply, (err?: Error) => {
+            if (err !== undefined) { done(err); return }
+            reply.header('allow', 'POST')
+            request.auth.reason = ErrorCode.methodNotAllowed
+            done(new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed'))
+          })
         },
+        handler: () => { throw new Error('unreachable: every request is refused in onRequest') },
       })
     }
 

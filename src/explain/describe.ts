@@ -1,5 +1,5 @@
 import { type OutgoingHttpHeaders } from 'node:http'
-import { type GatewayConfig } from '../config/types.js'
+import { HTTP_METHODS, type GatewayConfig } from '../config/types.js'
 import { ErrorCode, GatewayError } from '../errors.js'
 import { ruleFor, describeRule } from '../check.js'
 import { Reason } from '../pipeline/auth-state.js'
@@ -15,7 +15,8 @@ export function describeRoute (ex: Explanation, runtime: Runtime, route: Compile
   ex.route = { name: r.name, prefix: r.prefix, upstream: r.upstreamOrigin, rewritePrefix: r.rewritePrefix }
   const compiled = route.policy.scopes.get(method)
   let needs: string
-  if (r.auth === 'public') needs = 'nothing (public: no token is looked at)'
+  if (!(HTTP_METHODS as readonly string[]).includes(method)) needs = 'no token satisfies it (the gateway never forwards this method)'
+  else if (r.auth === 'public') needs = 'nothing (public: no token is looked at)'
   else if (compiled === undefined) needs = r.auth === 'optional' ? 'nothing (optional: a token, if sent, must be valid)' : 'any valid token'
   else if (compiled.deny === true) needs = 'no token satisfies it (the method has no rule)'
   else needs = describeRule(compiled)

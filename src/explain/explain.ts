@@ -1,14 +1,14 @@
-import { IncomingMessage } from 'node:http'
+import { IncomingMessage, METHODS } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { pino } from 'pino'
-import { type GatewayConfig } from '../config/types.js'
+import { HTTP_METHODS, type GatewayConfig } from '../config/types.js'
 import { ErrorCode, GatewayError } from '../errors.js'
 import { newAuthState } from '../pipeline/auth-state.js'
 import type { Authenticator } from '../pipeline/authenticate.js'
 import { checkRequest } from '../pipeline/edge.js'
 import { Denylist } from '../pipeline/denylist.js'
 import { HeaderRewriter, type RequestFacts } from '../pipeline/headers.js'
-import { runPipeline } from '../pipeline/pipeline.js'
+import { runPipeline, unforwardedMethod } from '../pipeline/pipeline.js'
 import { trustFunction } from '../pipeline/trust.js'
 import { payloadTooLarge } from '../proxy/errors.js'
 import { LiveSockets } from '../proxy/live-sockets.js'
@@ -130,9 +130,18 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
     return ex
   }
 
+  // app.ts refuseConnect: a CONNECT never reaches the edge stage or a route
+  if (method === 'CONNECT') {
+    return refuse(Object.assign(new GatewayError(ErrorCode.methodNotAllowed, 405, 'CONNECT is not supported: this gateway forwards requests, it does not tunnel'), { allow: '' }))
+  }
+
   // the edge stage, on a request whose headers Node's own code assembled from the raw lines
   let msg: IncomingMessage
   try {
+    if (!METHODS.includes(method)) {
+      ex.notes.push('over HTTP/2, which carries any token as a method, it would be refused as a method the gateway never forwards: 405 on a route, 404 elsewhere')
+      throw new GatewayError(ErrorCode.badRequest, 400, `the request is malformed: Node's HTTP/1.1 parser refuses the method ${JSON.stringify(method.slice(0, 32))}`)
+    }
     msg = incomingMessage(method, target, raw)
     checkRequest(msg)
   } catch (err) {
@@ -162,6 +171,8 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   const reply = new RecordingReply()
   let outcome: 'answered' | undefined
   try {
+    // plugins/proxy.ts: the seven forwarded methods take the pipeline; the refusal route the rest
+    if (!(HTTP_METHODS as readonly string[]).includes(method)) throw unforwardedMethod(request as unknown as FastifyRequest, reply as unknown as FastifyReply, runtime, state)
     outcome = await runPipeline(request as unknown as FastifyRequest, reply as unknown as FastifyReply, { ...runtime, authenticator }, state, nowMs)
   } catch (err) {
     describeRoute(ex, runtime, request.passed?.route, method)

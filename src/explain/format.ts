@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { HTTP_METHODS, type HttpMethod } from '../config/types.js'
+import { HTTP_METHODS } from '../config/types.js'
 import { readConfigOrReport } from '../check.js'
 import { type Explanation, explainRequest, offlineRuntime } from './explain.js'
 import { AUTH_ENDPOINTS } from './request.js'
@@ -91,7 +91,8 @@ export async function explainCommand (args: string[], nowMs = Date.now()): Promi
   const { values, positionals } = parsed
   if (positionals.length !== 2) return usage('explain: METHOD and URL are required')
   const method = (positionals[0] as string).toUpperCase()
-  if (!(HTTP_METHODS as readonly string[]).includes(method)) return usage(`explain: METHOD must be one of ${HTTP_METHODS.join(', ')}`)
+  // any method a client can send (an RFC 9110 token); those the gateway never forwards are explained as refused
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/.test(method)) return usage(`explain: METHOD must be an HTTP method such as ${HTTP_METHODS.join(', ')}`)
   if (values.token !== undefined && values.claims !== undefined) return usage('explain: give --token or --claims, not both')
   const headers: Array<[string, string]> = []
   for (const line of values.header ?? []) {
@@ -115,7 +116,7 @@ export async function explainCommand (args: string[], nowMs = Date.now()): Promi
   if (config === undefined) return 2
   const { runtime, close } = offlineRuntime(config, () => nowMs)
   try {
-    const ex = await explainRequest(runtime, { method: method as HttpMethod, url: positionals[1] as string, headers, token: values.token, claims, peerAddress: values.peer }, nowMs)
+    const ex = await explainRequest(runtime, { method, url: positionals[1] as string, headers, token: values.token, claims, peerAddress: values.peer }, nowMs)
     // --json: absent parts as null, so every key is always there for a script
     process.stdout.write(values.json ? JSON.stringify(ex, (_key, value: unknown) => value === undefined ? null : value, 2) + '\n' : formatExplanation(ex))
     return ex.decision.outcome === 'proxied' || ex.decision.outcome === 'answered' ? 0 : 1

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { type GatewayError, routeNotFound } from '../errors.js'
+import { ErrorCode, GatewayError, routeNotFound } from '../errors.js'
 import type { CompiledRoute, Runtime } from '../runtime.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 import { Reason, type AuthState } from './auth-state.js'
@@ -105,6 +105,27 @@ export function socketRefusal (runtime: Runtime, url: string, token: VerifiedTok
   } catch (err) {
     return (err as GatewayError).message
   }
+}
+
+/**
+ * A method Fastify routes that the gateway never forwards — WebDAV's PROPFIND and MKCOL,
+ * TRACE, PURGE, QUERY… and, over HTTP/2, any other (plugins/edge.ts). A route's rules name
+ * only the seven forwarded methods, so none of these could be authorized: 405 with the
+ * matched route's `Allow` and its own CORS setting (as the pipeline's CORS stage applies it:
+ * a `cors: false` route answers without CORS headers), 404 where no route matches. The
+ * refusal route of plugins/proxy.ts and `portcullis explain` both ask here.
+ */
+export function unforwardedMethod (request: FastifyRequest, reply: FastifyReply, runtime: Runtime, state: AuthState): GatewayError {
+  const route = runtime.routes.match(request.url)
+  if (route === undefined) {
+    corsBeforeRoute(runtime, request, reply)
+    return routeNotFound()
+  }
+  state.route = route.name
+  request.passed = { runtime, route, cors: undefined }
+  if (route.cors && runtime.cors !== undefined) setHeaders(reply, runtime.cors.headers(request.headers.origin))
+  reply.header('allow', route.policy.allow) // RFC 9110 §15.5.6
+  return new GatewayError(ErrorCode.methodNotAllowed, 405, `${request.method.slice(0, 32)} is not a method this gateway forwards`)
 }
 
 /**

@@ -145,6 +145,13 @@ t.test('refusals: the same status and code as a real gateway, for every reason',
     { name: 'claims: HEAD takes GET\'s rule', method: 'HEAD', path: '/api/orders/1', claims: { scope: 'orders:write' }, status: 403, reason: 'insufficient_scope', scope: 'orders:read', wire: false },
     { name: 'claims: identity provider, scope missing', path: '/api/partner/1', claims: { iss: IDP_ISSUER, sub: 'bob', scope: 'other' }, status: 403, reason: 'insufficient_scope', scope: 'partner', wire: false },
     { name: 'an auth endpoint with GET', path: '/auth/login', status: 405, reason: 'method_not_allowed', allow: 'POST', wire: false },
+    // methods the gateway never forwards (fix-unknown-method-over-h2): explain refused them as a usage error
+    { name: 'PROPFIND on a route', method: 'PROPFIND', path: '/api/catalog/1', status: 405, reason: 'method_not_allowed', allow: 'GET, HEAD' },
+    { name: 'TRACE on a route with every method', method: 'TRACE', path: '/api/orders/1', token: tokens.admin, status: 405, reason: 'method_not_allowed', allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' },
+    { name: 'PURGE where no route matches', method: 'PURGE', path: '/api/ordrs/1', status: 404, reason: 'route_not_found' },
+    { name: 'a method Node\'s HTTP/1.1 parser refuses', method: 'FETCH', path: '/api/orders/1', status: 400, reason: 'bad_request' },
+    { name: 'PROPFIND on an auth endpoint', method: 'PROPFIND', path: '/auth/logout', status: 405, reason: 'method_not_allowed', allow: 'POST', wire: false },
+    { name: 'CONNECT', method: 'CONNECT', path: '/api/orders/1', status: 405, reason: 'method_not_allowed', allow: '', wire: false },
   ]
 
   for (const row of rows) {
@@ -370,10 +377,19 @@ t.test('the command: text, --json, exit codes 0, 1, 2', async (t) => {
     [['GET', '/x', '--claims', '[1]'], /--claims must be a JSON object/],
     [['GET', '/x', '--claims', '{'], /--claims must be a JSON object/],
     [['GET', '/x', '-H', 'no-colon'], /expected "name: value"/],
-    [['FETCH', '/x'], /METHOD must be one of GET, HEAD/],
+    [['GE T', '/x'], /METHOD must be an HTTP method such as GET, HEAD/],
     [['GET', '/x', '--token', 'a', '-H', 'authorization: Basic x'], /do not give it with -H too/],
     [['GET', '/x', '--frobnicate'], /Unknown option/],
   ]
+  // any method a client can send is explained (it was a usage error outside the seven)
+  const propfind = await captured(async () => await explainCommand(['-c', file, 'PROPFIND', '/api/catalog/1']))
+  t.equal(propfind.result, 1, 'PROPFIND: refused, exit 1')
+  t.match(propfind.stdout, /decision\s+refused 405 method_not_allowed: PROPFIND is not a method this gateway forwards\n\s+Allow: GET, HEAD\n/)
+  t.match(propfind.stdout, /PROPFIND needs no token satisfies it \(the gateway never forwards this method\)/)
+  const fetch = await captured(async () => await explainCommand(['-c', file, 'fetch', '/api/orders/1']))
+  t.equal(fetch.result, 1, 'FETCH: refused, exit 1')
+  t.match(fetch.stdout, /decision\s+refused 400 bad_request/)
+  t.match(fetch.stdout, /over HTTP\/2, which carries any token as a method, it would be refused/)
   for (const [args, stderr] of rows) {
     const out = await captured(async () => await explainCommand(['-c', file, ...args]))
     t.equal(out.result, 2, `${args.join(' ')}: exit 2`)

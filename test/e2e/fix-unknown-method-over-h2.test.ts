@@ -8,6 +8,7 @@ import { testCertificate } from '../fixtures/tls.js'
 import { h2Request } from '../fixtures/h2-client.js'
 import { rawRequest, requestBytes } from '../fixtures/raw-client.js'
 import { until } from '../fixtures/until.js'
+import { openStore } from '../../src/sessions/store.js'
 
 // fix-unknown-method-over-h2 (found by a hostile review, stop 33): HTTP/2 carries any token
 // as a method, where HTTP/1.1's parser refuses the ones it does not know. A method Fastify
@@ -79,4 +80,34 @@ t.test('over HTTP/1.1, a method Fastify knows and the gateway does not forward i
     t.equal(closed.headers['access-control-allow-origin'], undefined, `${method} on a cors: false route: no CORS header, as for its other answers`)
   }
   t.equal(upstream.requests.length, 0, 'the upstream saw none of them')
+})
+
+t.test('on the auth endpoints, every method but POST is a 405 with Allow: POST, whatever the protocol', async (t) => {
+  // they were the proxy's 404 route_not_found (the endpoints took only the seven forwarded methods)
+  const cert = testCertificate(t)
+  const store = await openStore({ dataDir: 'memory://' })
+  let out = ''
+  const logger = pino({ level: 'info' }, new Writable({ write (c, _e, cb) { out += String(c); cb() } }))
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'api', prefix: '/api', upstream: upstream.url, auth: 'public' }], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true } }), { logger, store })
+  const session = connect(`https://127.0.0.1:${gw.port}`, { ca: cert.certPem, servername: 'localhost' })
+  t.teardown(() => session.close())
+  const methods = ['PROPFIND', 'TRACE', 'PURGE', 'FOO', 'delete', 'GET']
+  for (const path of ['/auth/login', '/auth/logout']) {
+    for (const method of methods) {
+      const { status, headers, body } = await h2Request(session, { ':method': method, ':path': path })
+      t.same({ status, allow: headers.allow, code: JSON.parse(body).code }, { status: 405, allow: 'POST', code: 'method_not_allowed' }, `${method} ${path}: 405, Allow: POST`)
+    }
+  }
+  const bad = await h2Request(session, { ':method': 'POST', ':path': '/auth/login', 'content-type': 'application/json' }, '{"username":"nobody","password":"x"}')
+  t.equal(bad.status, 401, 'control: POST reaches the endpoint')
+  const lines = (): Line[] => out.trim().split('\n').filter(Boolean).map(l => JSON.parse(l))
+  await until('every decision line written', () => lines().filter(l => l.msg === 'decision').length >= 2 * methods.length + 1)
+  const decisions = lines().filter(l => l.msg === 'decision')
+  for (const method of methods) {
+    t.same(decisions.filter(l => l.method === method).map(l => [l.status, l.reason, l.route]), [[405, 'method_not_allowed', 'auth.login'], [405, 'method_not_allowed', 'auth.logout']], `${method}: its decision lines name the method sent and the endpoint`)
+  }
+  t.equal(upstream.requests.length, 0, 'the upstream saw none of them')
+  t.same(lines().filter(l => l.level >= 40).map(l => l.msg), [], 'no warning or error line')
 })
