@@ -77,6 +77,13 @@ function nodeArgs (flags: Flags): string[] {
   return flags.perf ? ['--perf-basic-prof', ...flags.nodeArgs] : flags.nodeArgs
 }
 
+/** --node-args reach the scale checks' gateways too (base and variant), as the matrix's */
+function withNodeArgs (sc: ScaleCheck, extra: string[]): ScaleCheck {
+  if (extra.length === 0) return sc
+  const add = (c: Config): Config => c.kind === 'portcullis' ? { ...c, nodeArgs: [...extra, ...(c.nodeArgs ?? [])] } : c
+  return { ...sc, base: add(sc.base), variant: add(sc.variant) }
+}
+
 function mainConfigs (flags: Flags, hasNginx: boolean, hasGateway: boolean, database: string | undefined, baseline: boolean): Config[] {
   const extra = nodeArgs(flags)
   const list = matrixConfigs(flags, hasNginx, hasGateway, database)
@@ -233,7 +240,7 @@ async function main (): Promise<void> {
         if ('skipped' in sc) { scale.push(sc.skipped); continue }
         if (!selected(flags, sc.variant.id)) continue
         log(`scale check: ${sc.name}`)
-        scale.push(await runScaleCheck(sc, ctx, flags.scaleReps, nextSeq, log))
+        scale.push(await runScaleCheck(withNodeArgs(sc, nodeArgs(flags)), ctx, flags.scaleReps, nextSeq, log))
       }
     }
 
