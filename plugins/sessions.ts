@@ -134,21 +134,18 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
     // those the gateway never forwards too (PROPFIND, TRACE, an unknown HTTP/2 method: they
     // were the proxy's 404 here), in onRequest, before any body is read (CONNECT: app.ts)
     const refusedMethods = app.supportedMethods.filter(m => m !== 'POST' && m !== 'CONNECT')
+    const refuseMethod: onRequestHookHandler = function (request, reply, done) {
+      restoreUnknownMethod(request.raw)
+      reply.header('allow', 'POST')
+      request.auth.reason = ErrorCode.methodNotAllowed
+      done(new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed'))
+    }
     for (const name of ENDPOINTS) {
-      const entered = enter(name)
       scope.route({
         method: refusedMethods,
         url: `/auth/${name}`,
-        onRequest (request, reply, done) {
-          restoreUnknownMethod(request.raw)
-          // enter answers a CORS preflight itself, and calls back only when it did not
-          entered.call(this, request, reply, (err?: Error) => {
-            if (err !== undefined) { done(err); return }
-            reply.header('allow', 'POST')
-            request.auth.reason = ErrorCode.methodNotAllowed
-            done(new GatewayError(ErrorCode.methodNotAllowed, 405, 'only POST is allowed'))
-          })
-        },
+        // enter answers a CORS preflight itself (the hooks after it do not run)
+        onRequest: [enter(name), refuseMethod],
         handler: () => { throw new Error('unreachable: every request is refused in onRequest') },
       })
     }

@@ -32,7 +32,7 @@ import { LoginThrottle } from './sessions/throttle.js'
 import { SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
-import { ConfigError, ErrorCode, type ConfigProblem } from './errors.js'
+import { ConfigError, CONNECT_REFUSED_MESSAGE, ErrorCode, type ConfigProblem } from './errors.js'
 import type { HealthCheck } from './health.js'
 
 export interface GatewayDeps {
@@ -166,7 +166,7 @@ function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
   socket.end(`HTTP/1.1 ${status} ${phrase}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
-const CONNECT_REFUSED = JSON.stringify({ statusCode: 405, code: ErrorCode.methodNotAllowed, message: 'CONNECT is not supported: this gateway forwards requests, it does not tunnel' })
+const CONNECT_REFUSED = JSON.stringify({ statusCode: 405, code: ErrorCode.methodNotAllowed, message: CONNECT_REFUSED_MESSAGE })
 
 /**
  * CONNECT asks for a tunnel, which a gateway in front of HTTP services never opens: a JSON

@@ -133,6 +133,9 @@ export class GatewayError extends Error {
   get expose (): boolean { return this.statusCode < 500 }
 }
 
+/** a CONNECT asks for a tunnel, which the gateway never opens (app.ts answers it; explain predicts it) */
+export const CONNECT_REFUSED_MESSAGE = 'CONNECT is not supported: this gateway forwards requests, it does not tunnel'
+
 /** no route's prefix matches the request path */
 export function routeNotFound (): GatewayError {
   return new GatewayError(ErrorCode.notFound, 404, 'no route matches this path')

@@ -2,7 +2,7 @@ import { IncomingMessage, METHODS } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { pino } from 'pino'
 import { HTTP_METHODS, type GatewayConfig } from '../config/types.js'
-import { ErrorCode, GatewayError } from '../errors.js'
+import { CONNECT_REFUSED_MESSAGE, ErrorCode, GatewayError } from '../errors.js'
 import { newAuthState } from '../pipeline/auth-state.js'
 import type { Authenticator } from '../pipeline/authenticate.js'
 import { checkRequest } from '../pipeline/edge.js'
@@ -132,7 +132,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
 
   // app.ts refuseConnect: a CONNECT never reaches the edge stage or a route
   if (method === 'CONNECT') {
-    return refuse(Object.assign(new GatewayError(ErrorCode.methodNotAllowed, 405, 'CONNECT is not supported: this gateway forwards requests, it does not tunnel'), { allow: '' }))
+    return refuse(Object.assign(new GatewayError(ErrorCode.methodNotAllowed, 405, CONNECT_REFUSED_MESSAGE), { allow: '' }))
   }
 
   // the edge stage, on a request whose headers Node's own code assembled from the raw lines
