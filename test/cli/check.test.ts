@@ -7,12 +7,13 @@ import { issuerTable, routeWarnings } from '../../src/check.js'
 import { loadConfigText } from '../../src/config/load.js'
 import { makeKey } from '../fixtures/keys.js'
 import { keyPair, publicJwk, startJwksServer } from '../tokens/issuers/helpers.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 // `portcullis check` beyond validation: warnings about routes that overlap, and the key
 // state of every issuer after one fetch.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = 30_000
+const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 const key = makeKey('EdDSA')
 const UP = 'http://127.0.0.1:4001'
 

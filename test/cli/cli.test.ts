@@ -4,11 +4,12 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { stringify } from 'yaml'
 import { makeKey } from '../fixtures/keys.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 // The CLI as an operator runs it: a child process, its exit code, stdout and stderr.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = 30_000
+const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 
 interface Run { code: number | null, signal: string | null, stdout: string, stderr: string }
 

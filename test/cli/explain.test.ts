@@ -10,13 +10,14 @@ import { explainCommand, formatExplanation } from '../../src/explain/format.js'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { publicJwk, startJwksServer } from '../tokens/issuers/helpers.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 // `portcullis explain` walks the gateway's own stages offline. Every case here that can be
 // sent for real is also sent to a real gateway with the same configuration, and explain must
 // give the same status and code — or, when granted, the same upstream URL and headers.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = 60_000
+const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 // each run starts node + tsx (~3 s of CPU); more at once only queue on a 2-core machine
 const CLI_CONCURRENCY = 3
 const IDP_ISSUER = 'https://idp.test'

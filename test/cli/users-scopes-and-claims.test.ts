@@ -14,6 +14,7 @@ import { stringify } from 'yaml'
 import { openStore } from '../../src/sessions/store.js'
 import { makeKey } from '../fixtures/keys.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
 
@@ -21,7 +22,7 @@ interface Run { code: number | null, stdout: string, stderr: string }
 
 function cli (args: string[], stdin?: string): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: 30_000, env: { ...process.env, NODE_OPTIONS: '' } },
+    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: PROCESS_WAIT_MS, env: { ...process.env, NODE_OPTIONS: '' } },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
         resolve({ code, stdout, stderr })

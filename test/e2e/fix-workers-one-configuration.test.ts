@@ -7,6 +7,7 @@ import { baseConfig, makeKey } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { startGatewayProcess } from '../fixtures/process.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 // With `server.workers`, the primary validated gateway.yaml and then told each worker to read
 // the file again, and a worker replaced after a crash read it at start: a worker could serve
@@ -54,7 +55,7 @@ t.test('workers run the configuration the primary holds', { skip: avail.availabl
 
   const listening = async (): Promise<number[]> => (JSON.parse((await send(`${gw.adminUrl}/admin/workers`)).body).workers as Array<{ pid: number, listening: boolean }>).filter(w => w.listening).map(w => w.pid)
   const twoListening = async (without?: number): Promise<number[]> => {
-    for (let i = 0; i < 150; i++) {
+    for (let i = 0; i < PROCESS_WAIT_MS / 100; i++) {
       const pids = await listening()
       if (pids.length === 2 && (without === undefined || !pids.includes(without))) return pids
       await sleep(100)

@@ -7,6 +7,7 @@ import type { RecordingUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, raw, signWith } from '../fixtures/gateway.js'
 import { key, newTraceparent, parseTraceparent, setup, start, traced } from '../fixtures/tracing.js'
 import { ROOT } from '../fixtures/process.js'
+import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 
 const SERVER = 2
 const CLIENT = 3
@@ -218,7 +219,7 @@ t.test('off (no telemetry.otlp): nothing registered, no traceparent added, a cli
 
 t.test('off: no OpenTelemetry module is even loaded (its ~4 MiB would sit in the heap every GC walks); on: the SDK and the exporter are', async (t) => {
   const loaded = (args: string[]): string[] => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/loaded-packages.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/loaded-packages.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: PROCESS_WAIT_MS })
     t.equal(r.status, 0, r.stderr.slice(0, 500))
     return JSON.parse(r.stdout.trim().split('\n').pop() ?? '[]') as string[]
   }

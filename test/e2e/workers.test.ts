@@ -5,7 +5,7 @@ import { baseConfig, makeKey } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { startGatewayProcess } from '../fixtures/process.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
-import { until } from '../fixtures/until.js'
+import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 import { openStore } from '../../src/sessions/store.js'
 import { usersAdd } from '../../src/sessions/admin-commands.js'
 
@@ -62,7 +62,7 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
   const gw = await startGatewayProcess(t, { config, key, name: 'workers' })
 
   const workers = async (): Promise<Array<{ pid: number, listening: boolean }>> => JSON.parse((await send(`${gw.adminUrl}/admin/workers`)).body).workers
-  for (let i = 0; i < 100 && (await workers()).filter(w => w.listening).length < 2; i++) await new Promise(resolve => setTimeout(resolve, 100))
+  for (let i = 0; i < PROCESS_WAIT_MS / 100 && (await workers()).filter(w => w.listening).length < 2; i++) await new Promise(resolve => setTimeout(resolve, 100))
   const pids = (await workers()).map(w => w.pid)
   t.equal(pids.length, 2, 'two workers run')
   const ready = JSON.parse((await send(`${gw.adminUrl}/readyz`)).body)
@@ -138,7 +138,7 @@ t.test('two workers on one PostgreSQL', { skip: avail.available ? false : avail.
     await new Promise(resolve => setTimeout(resolve, 300))
     process.kill(victim, 'SIGKILL')
     let replaced: number[] = []
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < PROCESS_WAIT_MS / 100; i++) {
       const now = (await workers()).filter(w => w.listening).map(w => w.pid)
       if (now.length === 2 && !now.includes(victim)) { replaced = now; break }
       await new Promise(resolve => setTimeout(resolve, 100))

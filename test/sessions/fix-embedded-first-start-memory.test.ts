@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { openStore } from '../../src/sessions/store.js'
 import { addUser } from '../../src/sessions/users.js'
 import { memKiB } from '../../bench/lib/proc.js'
-import { until } from '../fixtures/until.js'
+import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 import { LOCK_FILE } from '../../src/sessions/data-dir-lock.js'
 
 // creating a directory in this process peaked at 790–850 MiB; opening an existing one
@@ -68,9 +68,9 @@ t.test('a creation killed part way (the OOM killer) leaves nothing behind, and t
   opening.catch(() => {}) // awaited below
   // the real child, killed for real once it has written part of the cluster
   let pid: number | undefined
-  await until('the child creating the directory', () => (pid = processNaming(dataDir)) !== undefined, 10_000)
+  await until('the child creating the directory', () => (pid = processNaming(dataDir)) !== undefined, PROCESS_WAIT_MS)
   // the lock file (data-dir-lock.ts) is there from the start: wait for the cluster's own entries
-  await until('the child writing part of the cluster', async () => (await readdir(dataDir)).some(e => e !== LOCK_FILE), 10_000)
+  await until('the child writing part of the cluster', async () => (await readdir(dataDir)).some(e => e !== LOCK_FILE), PROCESS_WAIT_MS)
   process.kill(pid as number, 'SIGKILL')
   await t.rejects(opening, { message: /: the process creating it was killed by SIGKILL$/ })
   t.same(await readdir(dataDir), [], 'the half-made cluster is gone')

@@ -22,7 +22,7 @@ import { LOCK_FILE } from '../../src/sessions/data-dir-lock.js'
 import { createEmbeddedDriver } from '../../src/sessions/embedded-store.js'
 import { makeKey } from '../fixtures/keys.js'
 import { ROOT, startGatewayProcess } from '../fixtures/process.js'
-import { until } from '../fixtures/until.js'
+import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 
 const base = mkdtempSync(join(tmpdir(), 'portcullis-one-process-'))
 t.teardown(() => rmSync(base, { recursive: true, force: true }))
@@ -31,7 +31,7 @@ interface Run { code: number | null, stdout: string, stderr: string }
 
 function cli (args: string[], stdin = ''): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '' } },
+    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: PROCESS_WAIT_MS, env: { ...process.env, NODE_OPTIONS: '' } },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
         resolve({ code, stdout, stderr })
