@@ -13,7 +13,6 @@ import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 // state of every issuer after one fetch.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 const key = makeKey('EdDSA')
 const UP = 'http://127.0.0.1:4001'
 
@@ -25,7 +24,7 @@ const load = (routes: unknown[], extra: Record<string, unknown> = {}): ReturnTyp
 interface Run { code: number | null, stdout: string, stderr: string }
 function cli (...args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: CLI_TIMEOUT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: PROCESS_WAIT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null
       resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, stdout, stderr })
     })

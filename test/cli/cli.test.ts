@@ -9,13 +9,12 @@ import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 // The CLI as an operator runs it: a child process, its exit code, stdout and stderr.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 
 interface Run { code: number | null, signal: string | null, stdout: string, stderr: string }
 
 function cli (...args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: CLI_TIMEOUT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: PROCESS_WAIT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string, signal?: string }) | null
       resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, signal: e?.signal ?? null, stdout, stderr })
     })

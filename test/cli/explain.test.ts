@@ -17,7 +17,6 @@ import { PROCESS_WAIT_MS } from '../fixtures/until.js'
 // give the same status and code — or, when granted, the same upstream URL and headers.
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const CLI_TIMEOUT_MS = PROCESS_WAIT_MS
 // each run starts node + tsx (~3 s of CPU); more at once only queue on a 2-core machine
 const CLI_CONCURRENCY = 3
 const IDP_ISSUER = 'https://idp.test'
@@ -55,7 +54,7 @@ interface Run { code: number | null, stdout: string, stderr: string }
 
 function cli (...args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: CLI_TIMEOUT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, timeout: PROCESS_WAIT_MS, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null
       resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, stdout, stderr })
     })
