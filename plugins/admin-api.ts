@@ -3,6 +3,7 @@ import { Ajv, type ErrorObject } from 'ajv'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, GatewayError } from '../src/errors.js'
+import { readJsonBodiesStrictly } from '../src/json-body.js'
 import { NO_SECURITY_EVENTS } from '../src/security-events.js'
 import type { SecurityEvents } from '../src/security-events.js'
 import { UserNotFoundError } from '../src/sessions/errors.js'
@@ -101,6 +102,7 @@ export default fp(async function adminApi (app, opts: AdminApiOptions) {
   const expected = sha256(opts.token)
 
   app.register(async (api) => {
+    readJsonBodiesStrictly(api)
     api.setValidatorCompiler(({ schema }) => adminAjv.compile(schema))
     api.setSchemaErrorFormatter((errors, dataVar) => new GatewayError(ErrorCode.badRequest, 400, describeProblems(errors as ErrorObject[], dataVar)))
     api.addHook('onRequest', (request, _reply, done) => {

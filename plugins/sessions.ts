@@ -4,6 +4,7 @@ import fastifyCookie from '@fastify/cookie'
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { SELF_ISSUER, type GatewayConfig } from '../src/config/types.js'
 import { ErrorCode, GatewayError, invalidRequest } from '../src/errors.js'
+import { readJsonBodiesStrictly } from '../src/json-body.js'
 import { authenticate, missingToken } from '../src/pipeline/authenticate.js'
 import { Reason } from '../src/pipeline/auth-state.js'
 import { setHeaders } from '../src/pipeline/pipeline.js'
@@ -77,6 +78,7 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
 
   await app.register(async function authEndpoints (scope) {
     await scope.register(fastifyCookie, { hook: 'onRequest' })
+    readJsonBodiesStrictly(scope)
 
     /** names the decision, answers CORS (preflights included) before anything else */
     const enter = (name: string): onRequestHookHandler => function (request, reply, done) {

@@ -17,6 +17,7 @@ export const ErrorCode = {
   pathRejected: 'path_rejected',
   badHost: 'bad_host',
   duplicateHeader: 'duplicate_header',
+  duplicateJsonMember: 'duplicate_json_member',
   unsupportedTransferEncoding: 'unsupported_transfer_encoding',
   tokenInQuery: 'token_in_query',
   methodOverride: 'method_override',

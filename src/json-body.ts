@@ -1,0 +1,52 @@
+/**
+ * The JSON request bodies the gateway reads itself (the auth endpoints, the admin API): read as
+ * Fastify reads them (secure-json-parse; `__proto__` and `constructor.prototype` refused), and
+ * an object that names a member twice is refused with 400 `duplicate_json_member`.
+ *
+ * JSON.parse keeps the last of two members of one name. A filter in front of the gateway that
+ * keeps the first — a WAF, an audit log, another parser — would judge another request than the
+ * one the gateway runs: `{"username": "alice", "username": "admin"}` (RFC 8259 §4 leaves the
+ * meaning of duplicate names to each parser, RFC 7493 §2.3 forbids them). Momoa's syntax tree
+ * names every member as written, escapes decoded (`"\u0061"` is `a`); it runs only on a body the
+ * JSON parser has accepted. Proxied bodies are never read (plugins/proxy.ts).
+ */
+import type { AnyNode } from '@humanwhocodes/momoa'
+import { parse } from '@humanwhocodes/momoa'
+import type { FastifyInstance } from 'fastify'
+import { ErrorCode, badRequest } from './errors.js'
+
+/** replaces the scope's application/json parser with one that also refuses duplicate member names */
+export function readJsonBodiesStrictly (scope: FastifyInstance): void {
+  const parseJson = scope.getDefaultJsonParser('error', 'error')
+  scope.removeContentTypeParser('application/json')
+  scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body: string, done) => {
+    parseJson(request, body, (err, value) => {
+      if (err !== null) {
+        done(err, undefined)
+        return
+      }
+      const name = duplicateMemberName(body)
+      if (name === undefined) done(null, value)
+      else done(badRequest(ErrorCode.duplicateJsonMember, `the body names ${JSON.stringify(name.slice(0, 64))} twice in one object`), undefined)
+    })
+  })
+}
+
+/** the first name an object of `text` (valid JSON) holds twice, at any depth */
+export function duplicateMemberName (text: string): string | undefined {
+  const pending: AnyNode[] = [parse(text, { mode: 'json', ranges: false, tokens: false }).body]
+  for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+    if (node.type === 'Object') {
+      const names = new Set<string>()
+      for (const member of node.members) {
+        const name = member.name.type === 'String' ? member.name.value : member.name.name
+        if (names.has(name)) return name
+        names.add(name)
+        pending.push(member.value)
+      }
+    } else if (node.type === 'Array') {
+      for (const element of node.elements) pending.push(element.value)
+    }
+  }
+  return undefined
+}

@@ -1,0 +1,92 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway, type RawResponse } from '../fixtures/gateway.js'
+import { startUpstream } from '../fixtures/upstream.js'
+import { openStore } from '../../src/sessions/store.js'
+import { usersAdd } from '../../src/sessions/admin-commands.js'
+import { duplicateMemberName } from '../../src/json-body.js'
+
+// fix-json-duplicate-member: the auth endpoints and the admin API read JSON bodies with
+// JSON.parse semantics, where the last of two members of one name wins. A filter in front of
+// the gateway that reads the first (a WAF, an audit log, another language's parser) judged a
+// different request than the one the gateway ran: `{"username":"alice","password":"x",
+// "password":"pw-alice"}` logged alice in while the filter saw the wrong password. Now any
+// object that names a member twice, escaped or nested, is a 400 duplicate_json_member and
+// nothing happens. Real parts: a gateway on 127.0.0.1, the embedded store, a recording upstream.
+
+const ADMIN_TOKEN = 'd'.repeat(40)
+
+t.test('a JSON body that names a member twice is refused, and nothing happens', async (t) => {
+  const key = makeKey('EdDSA')
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  const store = await openStore({ dataDir: 'memory://' })
+  await usersAdd(store, { name: 'alice', password: 'pw-alice', scopes: [] })
+  const gw = await startGateway(t, baseConfig(key, [
+    { name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' },
+  ], { admin: { token: ADMIN_TOKEN }, tokens: { refresh: { transport: 'body' } } }), { store })
+  const post = async (base: string, path: string, body: string, headers: Record<string, string> = {}): Promise<RawResponse> =>
+    await raw(base, path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+  const refused = (t: Test, res: RawResponse, name: string, what: string): void => {
+    t.equal(res.status, 400, `${what}: 400`)
+    t.equal(res.json().code, 'duplicate_json_member', `${what}: the stable code`)
+    t.match(res.json().message, `"${name}" twice`, `${what}: the answer names the member`)
+  }
+
+  t.test('login', async (t) => {
+    const cases: Array<[string, string, string]> = [
+      ['the right password last', '{"username":"alice","password":"wrong","password":"pw-alice"}', 'password'],
+      ['the right password first', '{"username":"alice","password":"pw-alice","password":"wrong"}', 'password'],
+      ['the user named twice', '{"username":"mallory","username":"alice","password":"pw-alice"}', 'username'],
+      ['a name spelled with an escape', '{"username":"alice","\\u0070assword":"wrong","password":"pw-alice"}', 'password'],
+      ['twice in a nested object', '{"username":"alice","password":"pw-alice","x":{"a":1,"a":2}}', 'a'],
+      ['twice in an object inside an array', '{"username":"alice","password":"pw-alice","x":[1,{"b":1,"b":1}]}', 'b'],
+    ]
+    for (const [what, body, name] of cases) {
+      const res = await post(gw.url, '/auth/login', body)
+      refused(t, res, name, what)
+      t.notOk(res.body.includes('access_token'), `${what}: no token issued`)
+    }
+    const ok = await post(gw.url, '/auth/login', '{"username":"alice","password":"pw-alice","x":{"password":1},"y":[{"password":2}]}')
+    t.equal(ok.status, 200, 'one name in different objects is not a duplicate: alice logs in')
+    const refresh = ok.json().refresh_token as string
+    refused(t, await post(gw.url, '/auth/refresh', JSON.stringify({ refresh_token: refresh }).replace('}', `,"refresh_token":${JSON.stringify(refresh)}}`)), 'refresh_token', 'refresh with the token twice')
+    refused(t, await post(gw.url, '/auth/logout', `{"refresh_token":"x","refresh_token":${JSON.stringify(refresh)}}`), 'refresh_token', 'logout with a second token')
+    const again = await post(gw.url, '/auth/refresh', JSON.stringify({ refresh_token: refresh }))
+    t.equal(again.status, 200, 'the refused refresh and logout ended nothing: the refresh token still works')
+  })
+
+  t.test('the admin API', async (t) => {
+    const token = signWith(key, goodClaims({ jti: 'jti-dup', sub: 'alice' }))
+    const exp = Math.floor(Date.now() / 1000) + 600
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` }
+    refused(t, await post(gw.adminUrl, '/admin/revocations/jti', `{"jti":"other","jti":"jti-dup","exp":${exp}}`, admin), 'jti', 'a jti revocation naming two jtis')
+    refused(t, await post(gw.adminUrl, '/admin/revocations/token', `{"token":"x","token":${JSON.stringify(token)}}`, admin), 'token', 'a token revocation naming two tokens')
+    const res = await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${token}` } })
+    t.equal(res.status, 200, 'nothing was revoked: the token still opens its route')
+  })
+
+  t.test('what the JSON parser refused before is refused as before', async (t) => {
+    for (const [what, body, code] of [
+      ['__proto__', '{"username":"alice","password":"pw-alice","__proto__":{"admin":true}}', 'bad_request'],
+      ['constructor.prototype', '{"username":"alice","password":"pw-alice","constructor":{"prototype":{"admin":true}}}', 'bad_request'],
+      ['not JSON', '{"username":"alice",', 'bad_request'],
+      ['an empty body', '', 'bad_request'],
+    ]) {
+      const res = await post(gw.url, '/auth/login', body as string)
+      t.equal(res.status, 400, `${what as string}: 400`)
+      t.equal(res.json().code, code, `${what as string}: ${code as string}`)
+    }
+  })
+})
+
+t.test('duplicateMemberName', async (t) => {
+  t.equal(duplicateMemberName('{"a":1,"b":2}'), undefined, 'distinct names')
+  t.equal(duplicateMemberName('{"a":{"a":{"a":1}}}'), undefined, 'one name at each depth')
+  t.equal(duplicateMemberName('[{"a":1},{"a":1}]'), undefined, 'one name in sibling objects')
+  t.equal(duplicateMemberName('"a"'), undefined, 'not an object')
+  t.equal(duplicateMemberName('{"a":1,"a":1}'), 'a', 'the same name and value')
+  t.equal(duplicateMemberName('{"\\u00e9":1,"é":2}'), 'é', 'an escape and the character itself')
+  t.equal(duplicateMemberName('{"":1,"":2}'), '', 'the empty name twice')
+  t.equal(duplicateMemberName('[[[{"x":[{"k":1,"k":2}]}]]]'), 'k', 'deep in arrays')
+})
