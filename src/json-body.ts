@@ -25,14 +25,22 @@ export function readJsonBodiesStrictly (scope: FastifyInstance): void {
         done(err, undefined)
         return
       }
-      const name = duplicateMemberName(body)
+      let name: string | undefined
+      try {
+        name = duplicateMemberName(body)
+      } catch {
+        // momoa's parser is recursive: a body nested a few thousand deep, which JSON.parse
+        // takes, overflows its stack. No body the gateway reads nests past two levels.
+        done(badRequest(ErrorCode.badRequest, 'the body is nested too deeply'), undefined)
+        return
+      }
       if (name === undefined) done(null, value)
       else done(badRequest(ErrorCode.duplicateJsonMember, `the body names ${JSON.stringify(name.slice(0, 64))} twice in one object`), undefined)
     })
   })
 }
 
-/** the first name an object of `text` (valid JSON) holds twice, at any depth */
+/** the first name an object of `text` (valid JSON) holds twice, at any depth; throws RangeError when nested too deeply */
 export function duplicateMemberName (text: string): string | undefined {
   const pending: AnyNode[] = [parse(text, { mode: 'json', ranges: false, tokens: false }).body]
   for (let node = pending.pop(); node !== undefined; node = pending.pop()) {

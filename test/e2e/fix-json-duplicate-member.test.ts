@@ -66,6 +66,22 @@ t.test('a JSON body that names a member twice is refused, and nothing happens', 
     t.equal(res.status, 200, 'nothing was revoked: the token still opens its route')
   })
 
+  t.test('a body nested deeper than the member walk can go is a 400, never a 500', async (t) => {
+    // JSON.parse takes these; momoa's recursive parser overflows its stack on them
+    for (const [what, body] of [
+      ['arrays 20,000 deep', '['.repeat(20_000) + ']'.repeat(20_000)],
+      ['objects 10,000 deep', '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000)],
+    ]) {
+      for (const [base, path, headers] of [[gw.url, '/auth/login', {}], [gw.adminUrl, '/admin/revocations/jti', { authorization: `Bearer ${ADMIN_TOKEN}` }]] as const) {
+        const res = await post(base, path, body as string, headers)
+        t.equal(res.status, 400, `${what} to ${path}: 400`)
+        t.equal(res.json().code, 'bad_request', `${what} to ${path}: bad_request`)
+        t.equal(res.json().message, 'the body is nested too deeply', `${what} to ${path}: says why`)
+      }
+    }
+    t.equal((await post(gw.url, '/auth/login', '{"username":"alice","password":"pw-alice"}')).status, 200, 'the gateway still serves: alice logs in')
+  })
+
   t.test('what the JSON parser refused before is refused as before', async (t) => {
     for (const [what, body, code] of [
       ['__proto__', '{"username":"alice","password":"pw-alice","__proto__":{"admin":true}}', 'bad_request'],
@@ -89,4 +105,5 @@ t.test('duplicateMemberName', async (t) => {
   t.equal(duplicateMemberName('{"\\u00e9":1,"é":2}'), 'é', 'an escape and the character itself')
   t.equal(duplicateMemberName('{"":1,"":2}'), '', 'the empty name twice')
   t.equal(duplicateMemberName('[[[{"x":[{"k":1,"k":2}]}]]]'), 'k', 'deep in arrays')
+  t.throws(() => duplicateMemberName('['.repeat(20_000) + ']'.repeat(20_000)), RangeError, 'too deep for the walk: throws (the parser answers 400)')
 })
