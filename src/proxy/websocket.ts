@@ -64,7 +64,7 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
   const remainingMs = Math.max(1, target.timeoutMs - (performance.now() - request.acceptedAt))
   let upstream: WebSocket
   try {
-    upstream = new WebSocket(target.wsOrigin + target.path.map(request.url), appProtocols, {
+    upstream = new WebSocket(targetAsSent(target.wsOrigin, target.path.map(request.url)), appProtocols, {
       headers: headers as Record<string, string>,
       perMessageDeflate: false,
       handshakeTimeout: remainingMs,
@@ -125,6 +125,22 @@ export function forwardWebSocket (target: WebSocketTarget, request: FastifyReque
       link(client, upstream, target.writeTimeoutMs, target.live.add(request.url, token, (code, reason) => { client.close(code, reason); upstream.close(1000, 'client session ended') }, request.runtime.generation))
     })
   })
+}
+
+/**
+ * The upstream URL of a WebSocket whose handshake carries `target` (the rewritten request
+ * target) as the client spelled it. `ws` takes the handshake's target from a URL's
+ * `pathname + search`, and a WHATWG URL re-encodes `"`, `<`, `>`, `` ` ``, `{`, `}` in a path
+ * and `'`, `"`, `<`, `>` in a ws: query: the upstream got `/ws/%7Bid%7D` for `/live/{id}`,
+ * another spelling than the one authorized, where a plain route forwards the bytes as sent
+ * (fix-websocket-target-as-sent). The URL keeps its host and port for the connection; its
+ * own `pathname` and `search` answer the target as given. checkPath has refused everything a
+ * request line cannot carry (raw bytes outside visible ASCII, a `#`), so it is sent as is.
+ * Throws as `new URL` does for what `ws` could not connect to.
+ */
+function targetAsSent (origin: string, target: string): URL {
+  const url = new URL(origin + target)
+  return Object.defineProperties(url, { pathname: { value: target }, search: { value: '' } })
 }
 
 function link (client: WebSocket, upstream: WebSocket, writeTimeoutMs: number, forget: () => void): void {
