@@ -43,7 +43,8 @@ t.test('websocket route', async (t) => {
 
   t.test('a valid token: the upgrade passes, messages round-trip, identity is the token\'s', async (t) => {
     const token = signWith(key, goodClaims({ sub: 'alice', scope: 'chat' }))
-    const opened = await open(wsUrl, { authorization: `Bearer ${token}`, 'x-user-id': 'mallory', 'X-User-Scopes': 'admin' })
+    // a page on another origin: the gateway does not judge Origin (README "Browser WebSockets"), it forwards it
+    const opened = await open(wsUrl, { authorization: `Bearer ${token}`, 'x-user-id': 'mallory', 'X-User-Scopes': 'admin', origin: 'https://elsewhere.example' })
     t.ok(opened.ok, 'the upgrade succeeded')
     if (!opened.ok) return
     const ws = opened.ws
@@ -65,6 +66,7 @@ t.test('websocket route', async (t) => {
     t.equal(req.headers['x-user-scopes'], 'chat', 'x-user-scopes from the token, not the client\'s "admin"')
     t.equal(req.headers.authorization, undefined, 'the token is not forwarded')
     t.equal(req.headers['x-forwarded-for'], '127.0.0.1', 'x-forwarded-for set by the gateway')
+    t.equal(req.headers.origin, 'https://elsewhere.example', 'the client\'s Origin reaches the upstream, which can check it')
 
     const closed = new Promise<number>(resolve => ws.once('close', (code) => resolve(code)))
     ws.close(1000)
