@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
-import { LineCounter, parseDocument, isNode, visit, type Document } from 'yaml'
+import { LineCounter, parseDocument, isNode, visit, type Document, type YAMLError } from 'yaml'
 import { configSchema } from '../../config/schema.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
@@ -20,6 +20,37 @@ export interface LoadOptions {
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: false, verbose: true })
 const validate = ajv.compile(configSchema)
+
+/**
+ * yaml's own messages quote the text around the fault ("Unexpected double-quoted-scalar token in
+ * YAML stream: \"…\"", "Could not resolve tag: !<…>"): a stray bracket on one line put the next
+ * line's admin token or signing secret into the reload answer, the error log and `check`. A
+ * syntax problem is told by its kind, line and column, never by the text.
+ */
+const YAML_SYNTAX: Partial<Record<YAMLError['code'], string>> = {
+  ALIAS_PROPS: 'an alias cannot carry an anchor or a tag',
+  BAD_ALIAS: 'a malformed alias (a value starting with `*`; quote it)',
+  BAD_DIRECTIVE: 'a malformed YAML directive',
+  BAD_DQ_ESCAPE: 'an invalid escape in a double-quoted string',
+  BAD_INDENT: 'wrong indentation',
+  BAD_PROP_ORDER: 'an anchor or a tag in the wrong place',
+  BAD_SCALAR_START: 'a plain value cannot start with this character; quote it',
+  BLOCK_AS_IMPLICIT_KEY: 'a block collection used as a key',
+  BLOCK_IN_FLOW: 'block syntax inside a flow collection ({ } or [ ])',
+  DUPLICATE_KEY: 'a key given twice in one mapping',
+  KEY_OVER_1024_CHARS: 'an implicit key longer than 1024 characters',
+  MISSING_CHAR: 'a closing quote or bracket is missing',
+  MULTILINE_IMPLICIT_KEY: 'a key spread over several lines',
+  MULTIPLE_ANCHORS: 'two anchors on one value',
+  MULTIPLE_DOCS: 'more than one YAML document in the file',
+  MULTIPLE_TAGS: 'two tags on one value',
+  NON_STRING_KEY: 'a key that is not a string',
+  RESOURCE_EXHAUSTION: 'aliases expand too far',
+  TAB_AS_INDENT: 'a tab used for indentation',
+  TAG_RESOLVE_FAILED: 'an unknown tag (a value starting with `!`; quote it)',
+  UNEXPECTED_TOKEN: 'unexpected text (check quotes, brackets and indentation)',
+  BAD_COLLECTION_TYPE: 'a collection of the wrong kind for its tag',
+}
 
 /** Reads, resolves, validates and freezes a gateway.yaml. Throws ConfigError listing every problem. */
 export function loadConfigFile (file: string, options: LoadOptions = {}): GatewayConfig {
@@ -39,7 +70,8 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   const problems: ConfigProblem[] = []
   for (const e of doc.errors) {
     // linePos is only filled in with prettyErrors; the offset always is
-    problems.push({ path: '', message: e.message.split('\n')[0] ?? e.message, line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line })
+    const at = lineCounter.linePos(e.pos[0])
+    problems.push({ path: '', message: `${YAML_SYNTAX[e.code] ?? 'a YAML syntax error'} (column ${at.col})`, line: e.linePos?.[0]?.line ?? at.line })
   }
   if (problems.length > 0) throw new ConfigError(problems, source)
 

@@ -22,6 +22,8 @@ import { startUpstream } from '../fixtures/upstream.js'
 // - fix-security-event-drops-hash: config_reloaded / config_reload_failed named the file's
 //   hash `hash`, a field name security events always drop (it is how a password hash would be
 //   named), so the events never carried it;
+// - fix-yaml-error-quotes-secret (a later review): yaml's syntax-error messages quote the
+//   tokens around the fault, so a stray bracket put the next line's secret in all three too;
 // - fix-metrics-status-label: an upstream that answers the status a client asks for
 //   (httpbin's /status/991) made one requests_total series per code the client chose.
 
@@ -74,6 +76,42 @@ t.test('fix-config-error-quotes-secret: an alias error names the line, never the
   t.notMatch(res.text, SECRET, 'the answer does not carry the value')
   t.notMatch(gw.output(), SECRET, 'nor does the log')
   t.match(gw.output(), /"event":"config_reload_failed"[^\n]*"configHash":"[0-9a-f]{64}"/, 'fix-security-event-drops-hash: the failure event carries the hash in force')
+})
+
+t.test('fix-yaml-error-quotes-secret: a syntax error names its kind, line and column, never the text', async (t) => {
+  // yaml's messages quote the tokens around the fault: a stray `]` on one line put the next
+  // line's admin token into the reload answer, the error log and `check`
+  const cases: Array<[string, string, number]> = [
+    ['a stray bracket before a quoted secret', `server: { host: 127.0.0.1, port: 0 } ]\nadmin:\n  token: "${SECRET}"\n`, 1],
+    ['an unknown tag handle', `admin:\n  token: !e!${SECRET} x\n`, 2],
+    ['an unclosed quote', `database:\n  url: "postgres://gw:${SECRET}@127.0.0.1/db\n`, 3],
+    ['an invalid escape', `admin:\n  token: "\\q${SECRET}"\n`, 2],
+    ['a tab as indentation', `admin:\n\ttoken: ${SECRET}\n`, 2],
+    ['a flow mapping left open', `admin: { token: ${SECRET}\nserver: [\n`, 2],
+    ['a key given twice', `${SECRET}: 1\n${SECRET}: 2\n`, 2],
+    ['a multi-line implicit key', `admin:\n  ${SECRET}\n  x: 1\n`, 2],
+  ]
+  for (const [name, text, line] of cases) {
+    try {
+      loadConfigText(text)
+      t.fail(`${name}: the file must be refused`)
+    } catch (err) {
+      t.ok(err instanceof ConfigError, `${name}: a ConfigError`)
+      t.notMatch((err as Error).message, SECRET.slice(0, 12), `${name}: no part of the value in the message`)
+      t.ok((err as ConfigError).problems.some(p => p.line === line), `${name}: a problem at line ${line}`)
+      t.ok((err as ConfigError).problems.every(p => /\(column \d+\)$/.test(p.message)), `${name}: each names its column`)
+    }
+  }
+
+  const key = makeKey('EdDSA')
+  const config = baseConfig(key, [{ name: 'api', prefix: '/api', upstream: 'http://127.0.0.1:9', auth: 'public' }], { admin: { token: ADMIN_TOKEN } })
+  const gw = await start(t, config)
+  writeFileSync(gw.file, `server: { host: 127.0.0.1, port: 0 } ]\n${stringify({ ...config, server: undefined })}extra: "${SECRET}"\n`)
+  const res = await admin(`${gw.adminUrl}/admin/reload`, 'POST')
+  t.equal(res.status, 422, 'the reload is refused')
+  t.notMatch(res.text, SECRET.slice(0, 12), 'the answer does not carry the value')
+  t.notMatch(gw.output(), SECRET.slice(0, 12), 'nor does the log')
+  t.match(res.text, /unexpected text/, 'the answer says what kind of problem it is')
 })
 
 t.test('fix-admin-api-input-500: identifiers the store cannot hold are 400s, never 500s', async (t) => {
