@@ -46,6 +46,13 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest()
 
 /** identifiers as the store can hold them: at most this long, no control character (PostgreSQL refuses NUL in text: a 500, fix-admin-api-input-500) */
 const IDENTIFIER_MAX = 200
+/**
+ * The admin listener's router limit on one path parameter, as sent (percent-encoded: up to 12
+ * characters for each of IDENTIFIER_MAX). Fastify's default, 100, answered 414 for a user name of
+ * 101–128 characters, which `users add` accepts: such an account could not be listed or revoked
+ * while the gateway ran (fix-admin-long-user-name). Longer ones stay 414.
+ */
+export const ADMIN_MAX_PARAM_LENGTH = IDENTIFIER_MAX * 12
 /** exp before 2100: no token the gateway accepts lives longer than 7 days, and a far date overflowed the store's timestamp (a 500) */
 const EXP_MAX_SEC = 4_102_444_800
 

@@ -24,7 +24,7 @@ import metricsPlugin from '../plugins/metrics.js'
 import tracingPlugin from '../plugins/tracing.js'
 import { GatewayMetrics } from './metrics/gateway-metrics.js'
 import sessionsPlugin from '../plugins/sessions.js'
-import adminApiPlugin from '../plugins/admin-api.js'
+import adminApiPlugin, { ADMIN_MAX_PARAM_LENGTH } from '../plugins/admin-api.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
 import { SessionService } from './sessions/service.js'
 import { RevocationFeed } from './sessions/revocation-feed.js'
@@ -257,6 +257,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     frameworkErrors: adminFrameworkErrors(initial.admin, initial.server.realm),
+    routerOptions: { maxParamLength: ADMIN_MAX_PARAM_LENGTH },
   })
   await admin.register(errorsPlugin, { realm: initial.server.realm })
   await admin.register(adminHostPlugin, { admin: initial.admin, realm: initial.server.realm })

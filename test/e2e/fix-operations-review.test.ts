@@ -24,6 +24,8 @@ import { startUpstream } from '../fixtures/upstream.js'
 //   named), so the events never carried it;
 // - fix-yaml-error-quotes-secret (a later review): yaml's syntax-error messages quote the
 //   tokens around the fault, so a stray bracket put the next line's secret in all three too;
+// - fix-admin-long-user-name (a later review): the admin listener kept Fastify's 100-character
+//   path-parameter limit, so a user of 101–128 characters could not be listed or revoked;
 // - fix-metrics-status-label: an upstream that answers the status a client asks for
 //   (httpbin's /status/991) made one requests_total series per code the client chose.
 
@@ -112,6 +114,22 @@ t.test('fix-yaml-error-quotes-secret: a syntax error names its kind, line and co
   t.notMatch(res.text, SECRET.slice(0, 12), 'the answer does not carry the value')
   t.notMatch(gw.output(), SECRET.slice(0, 12), 'nor does the log')
   t.match(res.text, /unexpected text/, 'the answer says what kind of problem it is')
+})
+
+t.test('fix-admin-long-user-name: a user name `users add` accepts can be listed and revoked through the admin API', async (t) => {
+  // the admin router kept Fastify's default maxParamLength (100): names of 101–128 characters got 414
+  const store = await openStore({ dataDir: 'memory://' })
+  const names = ['a'.repeat(100), 'b'.repeat(101), `c${'.'.repeat(60)}@${'d'.repeat(66)}`]
+  for (const name of names) await usersAdd(store, { name, password: 'pw-long-name', scopes: [] })
+  const key = makeKey('EdDSA')
+  const gw = await start(t, baseConfig(key, [{ name: 'api', prefix: '/api', upstream: 'http://127.0.0.1:9', auth: 'required' }], { admin: { token: ADMIN_TOKEN } }), { store })
+  for (const name of names) {
+    t.equal((await admin(`${gw.adminUrl}/admin/users/${encodeURIComponent(name)}/sessions`, 'GET')).status, 200, `${name.length} characters: sessions listed`)
+    t.equal((await admin(`${gw.adminUrl}/admin/users/${encodeURIComponent(name)}/revoke`, 'POST')).status, 200, `${name.length} characters: revoked`)
+  }
+  const tooLong = await admin(`${gw.adminUrl}/admin/users/${'n'.repeat(201)}/sessions`, 'GET')
+  t.equal(tooLong.status, 400, 'a name longer than any the store holds is a 400')
+  t.equal(tooLong.json?.code, 'bad_request', 'with its code')
 })
 
 t.test('fix-admin-api-input-500: identifiers the store cannot hold are 400s, never 500s', async (t) => {
