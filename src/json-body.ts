@@ -27,11 +27,14 @@ export function readJsonBodiesStrictly (scope: FastifyInstance): void {
       }
       let name: string | undefined
       try {
-        name = duplicateMemberName(body)
-      } catch {
+        // secure-json-parse drops a leading byte order mark; momoa refuses one, and a body the
+        // JSON parser took was refused as "nested too deeply" (fix-json-bom-refused)
+        name = duplicateMemberName(body.charCodeAt(0) === 0xFEFF ? body.slice(1) : body)
+      } catch (err) {
         // momoa's parser is recursive: a body nested a few thousand deep, which JSON.parse
-        // takes, overflows its stack. No body the gateway reads nests past two levels.
-        done(badRequest(ErrorCode.badRequest, 'the body is nested too deeply'), undefined)
+        // takes, overflows its stack. No body the gateway reads nests past two levels. Any
+        // other disagreement between the two parsers is refused too, and said as such.
+        done(badRequest(ErrorCode.badRequest, err instanceof RangeError ? 'the body is nested too deeply' : 'the body is not JSON the gateway can read'), undefined)
         return
       }
       if (name === undefined) done(null, value)

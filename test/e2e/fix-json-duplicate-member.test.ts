@@ -87,6 +87,16 @@ t.test('a JSON body that names a member twice is refused, and nothing happens', 
     t.equal((await post(gw.url, '/auth/login', '{"username":"alice","password":"pw-alice"}')).status, 200, 'the gateway still serves: alice logs in')
   })
 
+  t.test('fix-json-bom-refused: a body with a byte order mark is read as the JSON parser reads it', async (t) => {
+    // secure-json-parse drops a leading U+FEFF; momoa refused it, and the login was a 400
+    // "nested too deeply" although the JSON parser had taken the body
+    const ok = await post(gw.url, '/auth/login', '\uFEFF{"username":"alice","password":"pw-alice"}')
+    t.equal(ok.status, 200, 'alice logs in with a BOM before her body')
+    refused(t, await post(gw.url, '/auth/login', '\uFEFF{"username":"alice","password":"x","password":"pw-alice"}'), 'password', 'a BOM does not hide a duplicate')
+    const two = await post(gw.url, '/auth/login', '\uFEFF\uFEFF{"username":"alice","password":"pw-alice"}')
+    t.equal(two.status, 400, 'two BOMs: the JSON parser refuses it, 400')
+  })
+
   t.test('what the JSON parser refused before is refused as before', async (t) => {
     const before: Array<[string, string]> = [
       ['__proto__', '{"username":"alice","password":"pw-alice","__proto__":{"admin":true}}'],
