@@ -36,8 +36,16 @@ export class UpstreamPath {
     // whole segments only: /orders → /api/orders moves /orders/1 and /orders?x, not /ordersx
     if (Number.isNaN(next) || next === 47 || next === 63 /* ? */ || next === 35 /* # */) {
       const moved = this.#prefix + value.slice(this.#base.length)
-      return moved === '' || moved.charCodeAt(0) !== 47 ? '/' + moved : moved
+      if (moved === '' || moved.charCodeAt(0) !== 47) return '/' + moved
+      // under the prefix `/`, the upstream's /v1//evil.example would become //evil.example: a
+      // path on the upstream's origin turned into another host (browsers drop tabs and line
+      // breaks from a URL and read `\` as `/`). Such a value is left as the upstream sent it
+      // (fix-location-rewrite-open-redirect)
+      return OTHER_HOST.test(moved.replace(URL_IGNORED, '')) ? value : moved
     }
     return value
   }
 }
+
+const URL_IGNORED = /[\t\n\r]/g
+const OTHER_HOST = /^[/\\][/\\]/

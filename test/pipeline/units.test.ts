@@ -290,6 +290,14 @@ t.test('UpstreamPath: prefix → rewritePrefix, query byte for byte; Location mo
     ['/api/orders', '/api/orders', '/api/orders/2', '/api/orders/2'],
     ['/', '/v1', '/v1/x', '/x'],
     ['/', '/v1', '/v1', '/'],
+    // fix-location-rewrite-open-redirect: a path on the upstream's origin must not become
+    // a reference to another host once the rewritePrefix is taken off
+    ['/', '/v1', '/v1//evil.example/phish', '/v1//evil.example/phish'],
+    ['/', '/v1', '/v1/\\evil.example/phish', '/v1/\\evil.example/phish'],
+    ['/', '/v1', '/v1/\t/evil.example/phish', '/v1/\t/evil.example/phish'],
+    ['/', '/v1', '/v1/\r\n\\evil.example', '/v1/\r\n\\evil.example'],
+    ['/', '/v1', '/v1/x//y', '/x//y'],
+    ['/api', '/v1', '/v1//evil.example', '/api//evil.example'],
   ]
   for (const [prefix, rewrite, location, want] of locations) {
     t.equal(new UpstreamPath(prefix, rewrite).location(location), want, `${prefix} → ${rewrite}: Location ${location}`)
