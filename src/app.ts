@@ -32,6 +32,7 @@ import { LoginThrottle } from './sessions/throttle.js'
 import { SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
+import { LifetimeHistory } from './tokens/lifetimes.js'
 import { ConfigError, CONNECT_REFUSED_MESSAGE, ErrorCode, type ConfigProblem } from './errors.js'
 import type { HealthCheck } from './health.js'
 
@@ -200,8 +201,10 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const live = new LiveSockets(denylist, clock)
   // a key an identity provider withdraws closes the WebSockets its tokens opened
   const keySets = new KeySetRegistry({ onWithdrawn: () => { live.recheck() } })
-  const shared: Shared = { pools: new PoolRegistry(), keySets, denylist, live, trust, clock, logger, timing: metrics }
+  const shared: Shared = { pools: new PoolRegistry(), keySets, denylist, live, trust, clock, logger, timing: metrics, lifetimes: new LifetimeHistory() }
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
+  const inForce = (config: GatewayConfig): void => { shared.lifetimes?.apply(config.tokens.maxTokenLifetimeSec, Math.floor(clock() / 1000), config.tokens.clockSkewSec) }
+  inForce(initial)
   const readiness: Array<() => HealthCheck> = [() => issuersCheck(holder.current)]
 
   const tls = initial.server.tls
@@ -339,6 +342,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       (app.server as unknown as { setSecureContext: (o: object) => void }).setSecureContext(secureContextOptions(nextTls))
     }
     holder.current = runtime // the one switch: requests from here on see the new configuration
+    inForce(next)
     shared.keySets.retain(new Set(runtime.issuers.map(i => i.keys)))
     // open WebSockets stay only if the new configuration would admit their handshake (an
     // issuer, key or audience it dropped, a route it removed or tightened closes them),

@@ -20,6 +20,7 @@ import { UpstreamPath } from './proxy/upstream-path.js'
 import type { UpstreamTarget, UpstreamTiming } from './proxy/exchange.js'
 import { webSocketServer, type WebSocketTarget } from './proxy/websocket.js'
 import type { LiveSockets } from './proxy/live-sockets.js'
+import type { LifetimeHistory } from './tokens/lifetimes.js'
 
 /**
  * Everything the request path reads that comes from gateway.yaml, compiled once: the route
@@ -74,13 +75,15 @@ export interface Shared {
   logger: Logger
   /** the upstream calls' figures (the metrics); undefined: not measured (explain) */
   timing?: UpstreamTiming | undefined
+  /** the own tokens' lifetime limits of earlier configurations; undefined: this one's alone (explain) */
+  lifetimes?: LifetimeHistory | undefined
 }
 
 export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime {
   const keys = buildKeySet(config.tokens.algorithm, config.tokens.keys)
   const signer = new TokenSigner(keys, { issuer: config.tokens.issuer, audience: config.tokens.audience, accessTokenTtlSec: config.tokens.accessTokenTtlSec, clock: shared.clock })
   const issuers = config.issuers.map(i => new ExternalIssuer(i, shared.keySets.get(i, shared)))
-  const verifier = new TokenVerifier(new SelfIssuer(keys, config.tokens), issuers, config)
+  const verifier = new TokenVerifier(new SelfIssuer(keys, config.tokens, shared.lifetimes), issuers, config)
   const rewriter = new HeaderRewriter(config, shared.trust)
   const refreshCookie = config.identity.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName.toLowerCase()
   const routes = new RouteTable<CompiledRoute>()

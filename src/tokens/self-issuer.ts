@@ -4,6 +4,7 @@ import { createVerifier } from 'fast-jwt'
 import { ErrorCode, invalidToken } from '../errors.js'
 import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
 import type { KeySet } from './keys.js'
+import type { LifetimeHistory } from './lifetimes.js'
 import { badClaim, isNumericDate, malformed, translateJwtError } from './jwt-errors.js'
 import { decodeSegment, refuseCritical } from './jwt-parts.js'
 import type { IssuerVerdict } from './verified-token.js'
@@ -31,7 +32,10 @@ export class SelfIssuer {
   /** header segment → its key's verifier, for headers already checked (bounded: see #pickKey) */
   readonly #byHeader = new Map<string, Verify>()
 
-  constructor (keys: KeySet, tokens: GatewayConfig['tokens']) {
+  readonly #earlier: LifetimeHistory | undefined
+
+  /** `earlier`: the limits of the configurations before this one (a reload that shortened the lifetime) */
+  constructor (keys: KeySet, tokens: GatewayConfig['tokens'], earlier?: LifetimeHistory) {
     this.issuer = tokens.issuer
     this.#algorithm = keys.algorithm
     for (const { kid, key } of keys.verifying.values()) {
@@ -50,6 +54,7 @@ export class SelfIssuer {
     this.#onlyKey = this.#byKid.size === 1 ? [...this.#byKid.values()][0] : undefined
     this.#skewMs = tokens.clockSkewSec * 1000
     this.#maxLifetimeSec = tokens.maxTokenLifetimeSec
+    this.#earlier = earlier
   }
 
   /** throws 401 invalid_token for every way the token can be wrong */
@@ -103,7 +108,7 @@ export class SelfIssuer {
     if (iat * 1000 > nowMs + this.#skewMs) {
       throw invalidToken(ErrorCode.tokenIssuedInFuture, 'the access token was issued in the future')
     }
-    if (exp - iat > this.#maxLifetimeSec) {
+    if (exp - iat > this.#maxLifetimeSec && this.#earlier?.allowedEarlier(iat, exp - iat) !== true) {
       throw invalidToken(ErrorCode.tokenLifetimeTooLong, 'the access token lives longer than this gateway accepts')
     }
     return {

@@ -113,6 +113,42 @@ t.test('key rotation by reload: the new key signs, tokens of the old key verify 
   t.equal(res.json().code, 'token_unknown_key')
 })
 
+t.test('fix-reload-shortened-ttl: a shorter accessTokenTtl by reload refuses no token issued before it', async (t) => {
+  // maxTokenLifetime defaults to accessTokenTtl and was applied to tokens issued under the old
+  // one: every token a client held became 401 token_lifetime_too_long at the reload
+  const key = makeKey('EdDSA')
+  const up = await startUpstream()
+  t.teardown(() => up.close())
+  const routes = [{ name: 'api', prefix: '/api', upstream: up.url, auth: 'required' }]
+  const config = (ttl: string): Record<string, any> => {
+    const c = baseConfig(key, routes, { admin: { token: ADMIN_TOKEN } })
+    return { ...c, tokens: { ...c.tokens, accessTokenTtl: ttl } }
+  }
+  const gw = await start(t, config('10m'))
+  const now = Math.floor(Date.now() / 1000)
+  const status = async (token: string): Promise<[number, string | undefined]> => {
+    const res = await raw(gw.url, '/api/x', { headers: { authorization: `Bearer ${token}` } })
+    return [res.status, res.status === 200 ? undefined : res.json().code]
+  }
+  const before = signWith(key, goodClaims({ iat: now - 30, exp: now + 570 }))
+  const tooLongThen = signWith(key, goodClaims({ iat: now - 30, exp: now + 571 }))
+  t.same(await status(before), [200, undefined], 'a 10-minute token under accessTokenTtl 10m')
+  t.same(await status(tooLongThen), [401, 'token_lifetime_too_long'], 'one second longer: refused, as before')
+
+  gw.write(config('5m'))
+  t.equal((await gw.gateway.reload()).ok, true, 'accessTokenTtl 10m → 5m')
+  t.same(await status(before), [200, undefined], 'the token issued before the reload still opens its route')
+  t.same(await status(signWith(key, goodClaims({ iat: now - 30, exp: now + 570, jti: 'other' }))), [200, undefined], 'and so does another of its time, not yet cached')
+  t.same(await status(tooLongThen), [401, 'token_lifetime_too_long'], 'the old limit is the most an earlier token gets')
+  const later = Math.floor(Date.now() / 1000) + 2
+  t.same(await status(signWith(key, goodClaims({ iat: later, exp: later + 600 }))), [401, 'token_lifetime_too_long'], 'a 10-minute token issued after the reload is refused')
+  t.same(await status(signWith(key, goodClaims({ iat: later, exp: later + 300 }))), [200, undefined], 'a 5-minute one is not')
+
+  gw.write(config('20m'))
+  t.equal((await gw.gateway.reload()).ok, true, 'lengthened again')
+  t.same(await status(tooLongThen), [200, undefined], 'the longer limit covers every token')
+})
+
 t.test('in-flight requests finish on the configuration they started with', async (t) => {
   const key = makeKey('EdDSA')
   let release: () => void = () => {}
