@@ -4,7 +4,6 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, GatewayError } from '../src/errors.js'
 import { readJsonBodiesStrictly } from '../src/json-body.js'
-import { NO_SECURITY_EVENTS } from '../src/security-events.js'
 import type { SecurityEvents } from '../src/security-events.js'
 import { UserNotFoundError } from '../src/sessions/errors.js'
 import type { SessionService } from '../src/sessions/service.js'
@@ -21,8 +20,11 @@ export interface AdminApiOptions {
   selfIssuer: () => string
   /** the identity providers' `iss` in force (gateway.yaml issuers[].issuer) */
   trustedIssuers: () => readonly string[]
-  /** one admin_action event per request (the revocations themselves are events of the service) */
-  events?: SecurityEvents | undefined
+  /**
+   * one admin_action event per request (the revocations themselves are events of the service);
+   * required: a listener that forgot it served the admin API with no audit trail (fix-workers-admin-audit)
+   */
+  events: SecurityEvents
 }
 
 /** what the admin_action event names each endpoint */
@@ -105,7 +107,7 @@ function targetOf (request: FastifyRequest): string | undefined {
  */
 export default fp(async function adminApi (app, opts: AdminApiOptions) {
   const { service, store } = opts
-  const events = opts.events ?? NO_SECURITY_EVENTS
+  const { events } = opts
   const expected = sha256(opts.token)
 
   app.register(async (api) => {

@@ -1,27 +1,16 @@
 #!/usr/bin/env node
+// Only what the entry needs is imported here; each command loads the rest when it runs.
+// Loading all of it takes ~0.8 s, and `start` must hold SIGHUP before that: a reload signal
+// sent while the modules loaded ended the gateway (fix-sighup-during-startup).
 import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { loadConfigFile } from './config/load.js'
 import { ConfigError, formatProblem, GatewayError } from './errors.js'
-import { ALGORITHMS, type Algorithm, type GatewayConfig } from './config/types.js'
-import { generateKey } from './tokens/keys.js'
-import { buildGateway } from './app.js'
-import { listen } from './server.js'
-import { configFromPrimary, isWorker, runPrimary, serveAsWorker } from './workers.js'
-import { createLogger } from './logger.js'
-import adminApiPlugin from '../plugins/admin-api.js'
-import { SessionService } from './sessions/service.js'
-import { pino } from 'pino'
-import { openStore, type Store } from './sessions/store.js'
-import { readPassword } from './sessions/read-password.js'
-import {
-  migrate, sessionsList, sessionsRevoke, usersAdd, usersDisable, usersEnable, usersList, usersPasswd, usersSetScopes, usersUpdateClaims,
-} from './sessions/admin-commands.js'
+import type { Algorithm, GatewayConfig } from './config/types.js'
+import { holdReloadSignal, listen, type ReloadSignal } from './server.js'
+import type { Store } from './sessions/store.js'
 import type { AdminOptions } from './sessions/admin-commands.js'
-import { SecurityEvents } from './security-events.js'
-import { checkCommand } from './check.js'
-import { explainCommand } from './explain/format.js'
+import type { ReloadResult } from './app.js'
 
 const USAGE = `portcullis — an API gateway that terminates authentication
 
@@ -56,20 +45,27 @@ type Command = (args: string[]) => Promise<number>
 
 const commands: Record<string, Command> = {
   start: async (args) => {
+    // first of all: from here on a SIGHUP never ends the process; one that comes while the
+    // gateway starts is remembered and reloads once it listens (a worker's is dropped: the
+    // primary reloads the fleet)
+    const reloadSignal = holdReloadSignal()
+    const { configFromPrimary, isWorker, serveAsWorker } = await import('./workers.js')
     const worker = isWorker()
     // a worker runs the configuration its primary read, never the file (src/workers.ts)
-    const config = worker ? await configFromPrimary() : readConfig(args)
+    const config = worker ? await configFromPrimary() : await readConfig(args)
     if (config === undefined) return 1
+    const { loadConfigFile } = await import('./config/load.js')
+    const reread = (): GatewayConfig => loadConfigFile(config.source, { env: process.env })
     if (config.server.workers > 1 && !worker) {
-      await startPrimary(config, (): GatewayConfig => loadConfigFile(config.source, { env: process.env }))
+      await startPrimary(config, reread, reloadSignal)
       return -1
     }
     // fail closed: without the store there is no denylist, so the gateway does not start
     const store = await openConfiguredStore(config)
+    const { buildGateway } = await import('./app.js')
     // a worker's reloads are handed to it by the primary
-    const loadConfig = worker ? undefined : (): GatewayConfig => loadConfigFile(config.source, { env: process.env })
-    const gateway = await buildGateway(config, { store, loadConfig })
-    const l = await listen(gateway, { admin: !worker })
+    const gateway = await buildGateway(config, { store, loadConfig: worker ? undefined : reread })
+    const l = await listen(gateway, { admin: !worker, reloadSignal })
     if (worker) serveAsWorker(gateway, l.port)
     return -1 // keep running
   },
@@ -81,25 +77,18 @@ const commands: Record<string, Command> = {
       process.stdout.write(`sent SIGHUP to ${values.pid}; the gateway logs the outcome\n`)
       return 0
     }
-    const config = readConfig(['-c', values.config])
+    const config = await readConfig(['-c', values.config])
     if (config === undefined) return 1
     if (config.admin.token === '') {
       process.stderr.write('reload goes through the admin API, which needs admin.token; without one use --pid PID (SIGHUP)\n')
       return 2
     }
-    const host = config.admin.host === '0.0.0.0' || config.admin.host === '::' ? '127.0.0.1' : config.admin.host
-    const res = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${config.admin.port}/admin/reload`, { method: 'POST', headers: { authorization: `Bearer ${config.admin.token}` } })
-    const result = await res.json() as { ok: boolean, hash: string, problems: Array<{ path: string, message: string, line?: number }> }
-    if (result.ok) {
-      process.stdout.write(`reloaded: configuration ${result.hash.slice(0, 12)} in force\n`)
-      return 0
-    }
-    process.stderr.write(`reload refused; configuration ${result.hash.slice(0, 12)} stays in force:\n${result.problems.map(formatProblem).join('\n')}\n`)
-    return 1
+    return await reloadThroughAdminApi(config)
   },
   migrate: async (args) => {
-    const config = readConfig(args)
+    const config = await readConfig(args)
     if (config === undefined) return 1
+    const { migrate } = await import('./sessions/admin-commands.js')
     const applied = await migrate({ url: config.database.url, dataDir: config.database.dataDir })
     process.stdout.write(applied.length === 0 ? 'migrations: up to date\n' : `migrations applied: ${applied.join(', ')}\n`)
     return 0
@@ -131,12 +120,14 @@ const commands: Record<string, Command> = {
     if (action === 'claims' && values.claim === undefined && values.unset === undefined && !values.replace) {
       return usage('users claims: nothing to change (--claim k=v, --unset KEY, or --replace to clear)')
     }
-    const config = readConfig(['-c', values.config])
+    const config = await readConfig(['-c', values.config])
     if (config === undefined) return 1
     const scopes = values.scopes?.split(/\s+/).filter(s => s !== '')
     const claims = parseClaims(values.claim ?? [])
+    const [{ usersAdd, usersDisable, usersEnable, usersList, usersPasswd, usersSetScopes, usersUpdateClaims }, { readPassword }] =
+      await Promise.all([import('./sessions/admin-commands.js'), import('./sessions/read-password.js')])
     const store = await openAdminStore(config)
-    const admin = adminOptions()
+    const admin = await adminOptions()
     try {
       const result = await auditedAction(admin, `users ${action}`, name, async () => {
         if (action === 'add') {
@@ -170,9 +161,10 @@ const commands: Record<string, Command> = {
       process.stderr.write('usage: portcullis sessions list USER | sessions revoke (--user USER | --session SID)\n')
       return 2
     }
-    const config = readConfig(['-c', values.config])
+    const config = await readConfig(['-c', values.config])
     if (config === undefined) return 1
-    const admin = adminOptions()
+    const { sessionsList, sessionsRevoke } = await import('./sessions/admin-commands.js')
+    const admin = await adminOptions()
     const store = await openAdminStore(config)
     try {
       const result = listing
@@ -185,14 +177,15 @@ const commands: Record<string, Command> = {
       await store.close()
     }
   },
-  check: checkCommand,
-  explain: async (args) => await explainCommand(args),
+  check: async (args) => await (await import('./check.js')).checkCommand(args),
+  explain: async (args) => await (await import('./explain/format.js')).explainCommand(args),
   keys: async (args) => {
     const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { alg: { type: 'string', default: 'EdDSA' }, kid: { type: 'string' }, out: { type: 'string' } } })
     if (positionals[0] !== 'generate' || values.kid === undefined || values.out === undefined) {
       process.stderr.write('usage: portcullis keys generate --alg EdDSA|ES256|RS256|PS256|HS256 --kid ID --out DIR\n')
       return 2
     }
+    const [{ ALGORITHMS }, { generateKey }] = await Promise.all([import('./config/types.js'), import('./tokens/keys.js')])
     if (!(ALGORITHMS as readonly string[]).includes(values.alg)) {
       process.stderr.write(`--alg must be one of ${ALGORITHMS.join(', ')}\n`)
       return 2
@@ -214,6 +207,7 @@ const USERS_USAGE = 'usage: portcullis users add NAME [--scopes "a b"] [--claim 
 
 /** the store for the users/sessions commands, with the configured statement and lock timeouts */
 async function openAdminStore (config: GatewayConfig): Promise<Store> {
+  const { openStore } = await import('./sessions/store.js')
   return await openStore({
     url: config.database.url,
     dataDir: config.database.dataDir,
@@ -224,7 +218,8 @@ async function openAdminStore (config: GatewayConfig): Promise<Store> {
 }
 
 /** security events as JSON lines on stderr (stdout is the command's result) */
-function adminOptions (): AdminOptions {
+async function adminOptions (): Promise<AdminOptions> {
+  const [{ pino }, { SecurityEvents }] = await Promise.all([import('pino'), import('./security-events.js')])
   const logger = pino({ base: { pid: process.pid }, level: 'info' }, pino.destination({ dest: 2, sync: true }))
   return {
     events: new SecurityEvents({ logger }),
@@ -246,30 +241,78 @@ async function auditedAction<T> (admin: AdminOptions, action: string, target: st
 /**
  * `server.workers > 1`: this process becomes the primary (src/workers.ts). It proxies
  * nothing; its admin listener serves health, reload and — with a store and admin.token —
- * the admin API, whose revocations reach every worker through the revocation feed.
+ * the admin API, whose revocations reach every worker through the revocation feed. Its
+ * security events (admin_action, user_revoked, jti_revoked…) are the primary's, logged and
+ * counted in its /metrics as a single process's are (fix-workers-admin-audit).
  */
-async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayConfig): Promise<void> {
+async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayConfig, reloadSignal: ReloadSignal): Promise<void> {
+  const [{ runPrimary }, { createLogger }, { default: adminApiPlugin }, { SessionService }] = await Promise.all([
+    import('./workers.js'), import('./logger.js'), import('../plugins/admin-api.js'), import('./sessions/service.js'),
+  ])
   const logger = createLogger(config.logging.level)
   const store = config.admin.token === '' ? undefined : await openConfiguredStore(config)
   await runPrimary({
     config,
     loadConfig,
     logger,
-    registerAdmin: async (admin, current) => {
+    reloadSignal,
+    registerAdmin: async (admin, { current, events }) => {
       if (store === undefined) return
       const t = config.tokens
       const service = new SessionService({
         store,
         signAccessToken: () => { throw new Error('the primary issues no tokens') },
+        events,
         options: { refreshTokenTtlSec: t.refreshTokenTtlSec, sessionMaxAgeSec: t.sessionMaxAgeSec, reuseGraceSec: t.refresh.reuseGraceSec, accessTokenTtlSec: t.accessTokenTtlSec, clockSkewSec: t.clockSkewSec },
       })
-      await admin.register(adminApiPlugin, { token: config.admin.token, service, store, selfIssuer: () => current().tokens.issuer, trustedIssuers: () => current().issuers.map(i => i.issuer) })
+      await admin.register(adminApiPlugin, { token: config.admin.token, service, store, selfIssuer: () => current().tokens.issuer, trustedIssuers: () => current().issuers.map(i => i.issuer), events })
     },
     close: async () => { await store?.close() },
   })
 }
 
+/** how long `portcullis reload` waits for the answer (a fleet waits up to 10 s for its workers) */
+const RELOAD_REQUEST_TIMEOUT_MS = 30_000
+
+/**
+ * `portcullis reload` through POST /admin/reload of the running gateway. Anything but a reload
+ * result (200, or 422 with the problems) is one line and exit 1: the running gateway's token
+ * or admin port is not the file's (both change only with a restart), or something else answers
+ * there. Reading a 401's body as a result once crashed with "Cannot read properties of
+ * undefined" (fix-reload-cli-refused).
+ */
+async function reloadThroughAdminApi (config: GatewayConfig): Promise<number> {
+  const refused = (message: string): number => {
+    process.stderr.write(`reload failed: ${message}\n`)
+    return 1
+  }
+  const host = config.admin.host === '0.0.0.0' || config.admin.host === '::' ? '127.0.0.1' : config.admin.host
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.admin.port}/admin/reload`
+  let res: Response
+  try {
+    res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${config.admin.token}` }, signal: AbortSignal.timeout(RELOAD_REQUEST_TIMEOUT_MS) })
+  } catch (err) {
+    // fetch says "fetch failed"; the reason is in its cause (ECONNREFUSED) or its name (TimeoutError)
+    const cause = (err as { cause?: { code?: unknown } }).cause?.code
+    const reason = typeof cause === 'string' ? cause : (err as Error).name
+    return refused(`no answer from the admin API at ${url} (${reason}): is the gateway running, with the admin.host and admin.port of ${config.source}? (they change only with a restart)`)
+  }
+  const answer = await res.json().catch(() => undefined) as (Partial<ReloadResult> & { code?: unknown }) | undefined
+  if ((res.status === 200 || res.status === 422) && typeof answer?.ok === 'boolean' && typeof answer.hash === 'string' && Array.isArray(answer.problems)) {
+    if (answer.ok) {
+      process.stdout.write(`reloaded: configuration ${answer.hash.slice(0, 12)} in force\n`)
+      return 0
+    }
+    process.stderr.write(`reload refused; configuration ${answer.hash.slice(0, 12)} stays in force:\n${answer.problems.map(formatProblem).join('\n')}\n`)
+    return 1
+  }
+  if (res.status === 401) return refused(`the admin API refused the token (401): the admin.token of ${config.source} is not the running gateway's (admin.token changes only with a restart)`)
+  const code = typeof answer?.code === 'string' ? ` ${answer.code.slice(0, 64)}` : ''
+  return refused(`the admin API at ${url} answered ${res.status}${code}, not a reload result; the gateway's log says whether anything changed`)
+}
+
 async function openConfiguredStore (config: GatewayConfig): Promise<Store> {
+  const { openStore } = await import('./sessions/store.js')
   return await openStore({
     url: config.database.url,
     listenUrl: config.database.listenUrl,
@@ -296,8 +339,9 @@ function parseClaims (pairs: string[]): Record<string, unknown> {
   return claims
 }
 
-function readConfig (args: string[]): GatewayConfig | undefined {
+async function readConfig (args: string[]): Promise<GatewayConfig | undefined> {
   const { values } = parseArgs({ args, allowPositionals: true, options: { config: { type: 'string', short: 'c', default: 'gateway.yaml' } } })
+  const { loadConfigFile } = await import('./config/load.js')
   try {
     return loadConfigFile(values.config, { env: process.env })
   } catch (err) {
@@ -308,8 +352,6 @@ function readConfig (args: string[]): GatewayConfig | undefined {
     throw err
   }
 }
-
-export { routeTable } from './check.js'
 
 export async function main (argv: string[]): Promise<number> {
   const [name, ...rest] = argv
@@ -325,7 +367,7 @@ export async function main (argv: string[]): Promise<number> {
   return command(rest)
 }
 
-// run only as the entry point (tests import routeTable and main)
+// run only as the entry point (main can be imported)
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   main(process.argv.slice(2)).then(
     (code) => { if (code >= 0) process.exitCode = code },

@@ -1,4 +1,5 @@
 import type { Http2Session } from 'node:http2'
+import type { Logger } from 'pino'
 import type { Gateway } from './app.js'
 
 // Node's default accept backlog (511) overflows when a load balancer opens a thousand
@@ -13,10 +14,49 @@ export interface Listening {
   shutdown: (signal?: string) => Promise<void>
 }
 
+/**
+ * SIGHUP — reload — from the first moment of `portcullis start` (fix-sighup-during-startup).
+ * Node's default for SIGHUP ends the process, and a gateway takes 1–5 s to start (loading its
+ * modules alone ~0.8 s, then the store, the revocation feed, the listeners): a reload sent in
+ * that time — by an operator, a deployment tool that edits the file, or to a whole process
+ * group — killed it with status 129 and nothing logged. From `holdReloadSignal()` on, a SIGHUP
+ * never stops the process. Until the gateway listens it is only remembered (the file may have
+ * changed while the gateway was reading it); `route()` then runs one reload for all that came,
+ * and logs why, and every later SIGHUP reloads. A cluster worker never routes it: the primary
+ * reloads the fleet (src/workers.ts).
+ *
+ * This module imports nothing at run time, so the CLI can hold the signal before it loads the rest.
+ */
+export interface ReloadSignal {
+  /** from now on each SIGHUP calls `reload`; one that came before runs it once now */
+  route: (reload: () => Promise<unknown>, logger: Logger) => void
+}
+
+export function holdReloadSignal (): ReloadSignal {
+  let missed = false
+  let reload: (() => Promise<unknown>) | undefined
+  process.on('SIGHUP', () => {
+    if (reload === undefined) missed = true
+    // the outcome is logged by the reload itself
+    else reload().catch(() => {})
+  })
+  return {
+    route: (to, logger) => {
+      reload = to
+      if (!missed) return
+      missed = false
+      logger.info({ signal: 'SIGHUP' }, 'a SIGHUP arrived while the gateway was starting: loading the configuration again now that it listens')
+      to().catch(() => {})
+    },
+  }
+}
+
 /** Starts both listeners; SIGTERM/SIGINT drain and exit 0. `server.ts` listens, `app.ts` builds. */
 export interface ListenOptions {
   /** SIGTERM/SIGINT drain and exit, SIGHUP reloads (default true) */
   handleSignals?: boolean
+  /** the SIGHUP the CLI held while starting (default: held from here on) */
+  reloadSignal?: ReloadSignal
   /** start the admin listener (default true; a worker leaves it to the primary, src/workers.ts) */
   admin?: boolean
 }
@@ -71,9 +111,9 @@ export async function listen (gateway: Gateway, options: ListenOptions = {}): Pr
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
     }
-    // SIGHUP: load gateway.yaml again; the outcome is logged by reload itself (in a worker
-    // the primary asks for reloads, so every worker switches together)
-    if (options.admin !== false) process.on('SIGHUP', () => { gateway.reload().catch(() => {}) })
+    // SIGHUP: load gateway.yaml again (in a worker the primary asks for reloads, so every
+    // worker switches together)
+    if (options.admin !== false) (options.reloadSignal ?? holdReloadSignal()).route(async () => await gateway.reload(), logger)
   }
   return { port, adminPort, shutdown }
 }

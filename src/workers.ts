@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import { AggregatorRegistry, Gauge, Registry } from 'prom-client'
+import { AggregatorRegistry, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
 import type { Gateway, ReloadResult } from './app.js'
@@ -8,6 +8,9 @@ import type { HealthCheck } from './health.js'
 import { ConfigError, type ConfigProblem } from './errors.js'
 import { reloadProblems } from './reload.js'
 import { deepFreeze } from './config/load.js'
+import { GatewayMetrics } from './metrics/gateway-metrics.js'
+import { SecurityEvents } from './security-events.js'
+import { holdReloadSignal, type ReloadSignal } from './server.js'
 import errorsPlugin from '../plugins/errors.js'
 import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import healthPlugin from '../plugins/health.js'
@@ -41,11 +44,14 @@ type ToWorker =
   | { type: 'config', config: GatewayConfig }
   | { type: 'reload', id: number, config: GatewayConfig }
   | { type: 'health', id: number }
+  | { type: 'metrics', id: number }
 type FromWorker =
   | { type: 'config?' }
   | { type: 'listening', port: number }
   | { type: 'reloaded', id: number, result: ReloadResult }
   | { type: 'health', id: number, checks: HealthCheck[] }
+  /** the worker's registry as `getMetricsAsJSON()` gives it, for AggregatorRegistry.aggregate */
+  | { type: 'metrics', id: number, metrics: object[] }
 
 export const WORKER_ENV = 'PORTCULLIS_WORKER'
 const IPC_TIMEOUT_MS = 2000
@@ -78,14 +84,14 @@ export async function configFromPrimary (): Promise<GatewayConfig> {
 }
 
 /**
- * In a worker: answer the primary's reload and health requests. The gateway's admin
- * listener is not started in workers (the primary owns the admin port).
+ * In a worker: answer the primary's reload, health and metrics requests. The gateway's admin
+ * listener is not started in workers (the primary owns the admin port), and a SIGHUP of its
+ * own changes nothing: the CLI holds the signal before anything else (src/server.ts
+ * `holdReloadSignal`) and a worker never routes it — the primary reloads the fleet, so a
+ * signal sent to the whole process group reloads once instead of ending the workers.
  */
 export function serveAsWorker (gateway: Gateway, port: number): void {
   const send = (m: FromWorker): void => { process.send?.(m) }
-  // the primary's /metrics asks every worker for its registry (prom-client's cluster messages)
-  AggregatorRegistry.setRegistries([gateway.metrics.registry])
-  new AggregatorRegistry() // eslint-disable-line no-new -- its constructor is what installs the worker's answering listener
   process.on('message', (m: ToWorker) => {
     if (m?.type === 'reload') {
       gateway.reload(deepFreeze(m.config)).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
@@ -93,11 +99,10 @@ export function serveAsWorker (gateway: Gateway, port: number): void {
       })
     } else if (m?.type === 'health') {
       send({ type: 'health', id: m.id, checks: gateway.readiness.map(check => check()) })
+    } else if (m?.type === 'metrics') {
+      gateway.metrics.registry.getMetricsAsJSON().then(metrics => send({ type: 'metrics', id: m.id, metrics }), () => {})
     }
   })
-  // the primary reloads the fleet; a SIGHUP sent to a worker (a process-group signal) would
-  // otherwise end it, Node's default
-  process.on('SIGHUP', () => {})
   send({ type: 'listening', port })
 }
 
@@ -106,10 +111,16 @@ export interface PrimaryOptions {
   /** reads and validates gateway.yaml again (only the primary reads it) */
   loadConfig: () => GatewayConfig
   logger: Logger
-  /** extra admin routes that need the store (the admin API), registered by the caller; `current`: the configuration the fleet runs (reloads change it) */
-  registerAdmin?: (admin: FastifyInstance, current: () => GatewayConfig) => Promise<void>
+  /**
+   * extra admin routes that need the store (the admin API), registered by the caller;
+   * `current`: the configuration the fleet runs (reloads change it); `events`: the primary's
+   * security events (its log, counted in the /metrics it serves), for every event those routes cause
+   */
+  registerAdmin?: (admin: FastifyInstance, primary: { current: () => GatewayConfig, events: SecurityEvents }) => Promise<void>
   /** closes what registerAdmin opened */
   close?: () => Promise<void>
+  /** the SIGHUP the CLI held while starting (default: held from here on) */
+  reloadSignal?: ReloadSignal
 }
 
 interface Slot {
@@ -160,7 +171,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
         }).catch(handOutFailed)
         return
       }
-      if (m?.type === 'reloaded' || m?.type === 'health') pending.get(m.id)?.resolve(m)
+      if (m?.type === 'reloaded' || m?.type === 'health' || m?.type === 'metrics') pending.get(m.id)?.resolve(m)
     })
     worker.on('exit', (code, signal) => {
       slots.delete(worker.id)
@@ -274,19 +285,24 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       return [...checks, ...byName.values()]
     },
   })
-  // every worker's metrics, combined by each metric's aggregator (counters sum, gauges as set),
-  // plus the primary's own view of the workers
-  const aggregator = new AggregatorRegistry()
-  const own = new Registry()
-  new Gauge({ name: 'portcullis_workers', help: 'Worker processes listening on the public port.', registers: [own], collect () { this.set([...slots.values()].filter(s => s.listening).length) } }) // eslint-disable-line no-new
-  new Gauge({ name: 'portcullis_worker_restarts_total', help: 'Workers replaced after they died.', registers: [own], collect () { this.set(restarts) } }) // eslint-disable-line no-new
+  // every worker's metrics and the primary's own, combined by each metric's aggregator
+  // (counters sum, gauges as set): the primary's are its view of the workers and the security
+  // events of its admin API, counted as a single process counts them (app.ts); they once went
+  // unlogged and uncounted (fix-workers-admin-audit)
+  const own = new GatewayMetrics({ defaultMetrics: false })
+  const events = new SecurityEvents({ logger, onEvent: own.securityEvent })
+  new Gauge({ name: 'portcullis_workers', help: 'Worker processes listening on the public port.', registers: [own.registry], collect () { this.set([...slots.values()].filter(s => s.listening).length) } }) // eslint-disable-line no-new
+  new Gauge({ name: 'portcullis_worker_restarts_total', help: 'Workers replaced after they died.', registers: [own.registry], collect () { this.set(restarts) } }) // eslint-disable-line no-new
   admin.get('/metrics', async (_request, reply) => {
-    const workers = await aggregator.clusterMetrics()
-    reply.type(own.contentType).send(workers + (await own.metrics()))
+    // a worker that does not answer in time is left out of this scrape
+    const answers = await ask(id => ({ type: 'metrics', id }))
+    const workers = answers.flatMap(a => a.answer?.type === 'metrics' ? [a.answer.metrics] : [])
+    const all = AggregatorRegistry.aggregate([...workers, await own.registry.getMetricsAsJSON()])
+    reply.type(own.contentType).send(await all.metrics())
   })
   admin.get('/admin/workers', (_request, reply) => { reply.send({ workers: [...slots.values()].map(s => ({ pid: s.worker.process.pid, listening: s.listening, startedAt: new Date(s.startedAt).toISOString() })) }) })
   if (config.admin.token !== '') await admin.register(adminReloadPlugin, { token: config.admin.token, reload })
-  await opts.registerAdmin?.(admin, () => config)
+  await opts.registerAdmin?.(admin, { current: () => config, events })
 
   // the admin port first: a port already taken fails the start before any worker exists
   // (its /readyz says "not ready" until the workers answer)
@@ -325,6 +341,6 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
   }
-  process.on('SIGHUP', () => { reload().catch(() => {}) })
+  (opts.reloadSignal ?? holdReloadSignal()).route(reload, logger)
   return { adminPort, shutdown, workers: () => [...slots.values()].map(s => s.worker.process.pid ?? 0) }
 }
