@@ -15,6 +15,7 @@ import errorsPlugin from '../plugins/errors.js'
 import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import healthPlugin from '../plugins/health.js'
 import adminReloadPlugin from '../plugins/admin-reload.js'
+import { ADMIN_MAX_PARAM_LENGTH } from '../plugins/admin-api.js'
 
 /**
  * `server.workers: N` — N processes sharing the public port (node:cluster: the primary
@@ -257,6 +258,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     frameworkErrors: adminFrameworkErrors(config.admin, config.server.realm),
+    routerOptions: { maxParamLength: ADMIN_MAX_PARAM_LENGTH },
   })
   await admin.register(errorsPlugin, { realm: config.server.realm })
   await admin.register(adminHostPlugin, { admin: config.admin, realm: config.server.realm })
