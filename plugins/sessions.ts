@@ -256,7 +256,8 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       // "log out everywhere" needs a valid, unrevoked access token of our own: it names the user
       const token = await accessToken(request)
       if (token === undefined) throw missingToken()
-      if (token.issuer !== 'self') throw new GatewayError(ErrorCode.tokenIssuerNotAllowed, 401, 'log out everywhere needs an access token issued by this gateway', { oauthError: 'invalid_token' })
+      // (the gateway's own tokens always carry a sub: SelfIssuer requires it)
+      if (token.issuer !== 'self' || token.sub === undefined) throw new GatewayError(ErrorCode.tokenIssuerNotAllowed, 401, 'log out everywhere needs an access token issued by this gateway', { oauthError: 'invalid_token' })
       const cutOffSec = await service.logoutAll(token.sub)
       // the cut-off covers every token issued up to this second, inclusive (`iat` has whole
       // seconds: src/sessions/revoke.ts): the answer waits for the next second, so a login

@@ -175,7 +175,22 @@ export function routeWarnings (config: GatewayConfig): string[] {
     ...catchAllWarnings(routes),
     ...poolWarnings(routes),
     ...routes.flatMap(r => issuerWarning(r, config)),
+    ...config.issuers.flatMap(subjectWarning),
   ]
+}
+
+/**
+ * An identity provider whose requiredClaims leave out `sub` lets through tokens without one
+ * (client-credentials tokens of some providers): they reach upstreams with no `sub` header
+ * and an assertion without `sub`, which the upstream kit refuses, so an upstream cannot tell
+ * their callers apart by `sub`. Before, every such token was the subject "" (a stop 30 review
+ * finding, fix-subless-token-one-identity).
+ */
+function subjectWarning (issuer: IssuerConfig): string[] {
+  if (issuer.requiredClaims.includes('sub')) return []
+  return [`issuer "${issuer.name}": requiredClaims leaves out sub, so its tokens without one reach upstreams with no subject — ` +
+    'no sub header, no sub in the assertion (the upstream kit refuses such an assertion) — and upstreams cannot tell their callers apart by sub; ' +
+    'add sub to requiredClaims, or map what identifies them (identity.headers: {client_id: x-user-client})']
 }
 
 /**

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
+import { ErrorCode, invalidToken, type GatewayError } from '../errors.js'
 import type { KeySet } from './keys.js'
 import type { VerifiedToken } from './verified-token.js'
 
@@ -23,14 +24,17 @@ export interface AssertionLimits {
    * identity.maxHeaderBytes: the identity headers of a token and its assertion together stay
    * within it (a token with 500 groups must not make a request the upstream refuses). Over it,
    * the largest non-core claims are left out of the assertion and named in `omitted_claims`;
-   * the core claims (iss aud sub scope token_iss iat exp jti) are always kept. Default 8192.
+   * the core claims (iss aud sub scope token_iss iat exp jti) are always kept, so a token
+   * whose core claims do not fit beside its identity headers gets no assertion: the request
+   * is refused (tooLargeToForward). The caller deducts the assertion header's name. Default 8192.
    */
   maxBytes?: number | undefined
   /** distinct tokens whose assertions are kept for reuse; the oldest leave first. Default 10,000. */
   maxTokens?: number | undefined
 }
 
-interface Signed { jwt: string, renewAtMs: number }
+/** a signed assertion, or undefined: the token's core claims do not fit the budget (kept, so a retry signs nothing) */
+interface Signed { jwt: string | undefined, renewAtMs: number }
 
 /**
  * Identity out, verifiable (DESIGN: "Identity out"): a short-lived JWT the gateway signs for
@@ -81,7 +85,10 @@ export class AssertionSigner {
     const nowMs = this.#clock()
     let byAudience = this.#signed.get(token.text)
     const cached = byAudience?.get(audience)
-    if (cached !== undefined && nowMs < cached.renewAtMs) return cached.jwt
+    if (cached !== undefined && nowMs < cached.renewAtMs) {
+      if (cached.jwt === undefined) throw tooLargeToForward()
+      return cached.jwt
+    }
     const iat = Math.floor(nowMs / 1000)
     // never outlives the gateway's acceptance of the token it vouches for — which runs until
     // `exp` plus the issuer's skew (an assertion for a token in that window was born expired,
@@ -93,10 +100,12 @@ export class AssertionSigner {
     for (const [k, v] of Object.entries(token.claims)) {
       if (!TOKEN_CLAIMS.has(k)) Object.defineProperty(payload, k, { value: v, enumerable: true, writable: true, configurable: true })
     }
+    // `sub` came with the claims above; a token without one (an identity provider's whose
+    // requiredClaims leave it out) gives an assertion without one, which the upstream kit
+    // refuses — never `sub: ""`, one subject shared by every such token (fix-subless-token-one-identity)
     Object.assign(payload, {
       iss: this.#issuer,
       aud: audience,
-      sub: token.sub,
       scope: [...token.scopes].join(' '),
       token_iss: token.claims.iss,
       iat,
@@ -111,6 +120,7 @@ export class AssertionSigner {
       this.#remember(token.text, byAudience)
     }
     byAudience.set(audience, { jwt, renewAtMs: (exp - (exp - iat) * RENEW_AT_REMAINING) * 1000 })
+    if (jwt === undefined) throw tooLargeToForward()
     return jwt
   }
 
@@ -128,9 +138,12 @@ export class AssertionSigner {
   /**
    * Signs, and when the result is over `budget` bytes, signs again without the largest
    * optional claims, naming them in `omitted_claims` (signed: the upstream knows the list is
-   * incomplete rather than reading a partial one as whole). The core claims always stay.
+   * incomplete rather than reading a partial one as whole). The core claims always stay;
+   * undefined when they alone are over the budget (a 5,000-character sub, 240 scopes): such
+   * an assertion went out whole, and the identity headers with it past identity.maxHeaderBytes
+   * (fix-identity-over-budget).
    */
-  #signWithin (payload: Record<string, unknown>, budget: number): string {
+  #signWithin (payload: Record<string, unknown>, budget: number): string | undefined {
     let jwt = this.#sign(payload)
     this.signatures++
     if (jwt.length <= budget) return jwt
@@ -157,7 +170,17 @@ export class AssertionSigner {
       jwt = this.#sign(payload)
       this.signatures++
     }
+    if (jwt.length > budget) return undefined
     this.trimmed++
     return jwt
   }
+}
+
+/**
+ * 401 token_invalid_claim, like every claim that cannot reach the upstream as signed: the
+ * token's own claims (sub, scopes) are too large to forward within identity.maxHeaderBytes
+ * beside its identity headers. Not token_too_large, which names tokens.maxTokenBytes.
+ */
+function tooLargeToForward (): GatewayError {
+  return invalidToken(ErrorCode.tokenBadClaim, "the access token's subject and scopes are too large to forward to this route")
 }

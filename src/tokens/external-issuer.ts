@@ -122,7 +122,7 @@ export class ExternalIssuer {
     return {
       issuer: this.name,
       claims,
-      sub: typeof sub === 'string' ? sub : '',
+      sub: typeof sub === 'string' ? sub : undefined,
       jti: typeof jti === 'string' ? jti : undefined,
       scopes: this.#scopes(claims),
       expMs: exp * 1000,

@@ -1,5 +1,11 @@
 import { ErrorCode, invalidToken } from '../errors.js'
 import type { GatewayConfig } from '../config/types.js'
+import { badClaim } from './jwt-errors.js'
+
+declare global {
+  // ES2024 (tsconfig's lib stops at es2023); Node has had it since 20.0
+  interface String { isWellFormed: () => boolean }
+}
 
 export type IdentityHeader = readonly [name: string, value: string]
 
@@ -65,6 +71,69 @@ export function claimAt (claims: Readonly<Record<string, unknown>>, path: readon
     value = (value as Record<string, unknown>)[key]
   }
   return value
+}
+
+/**
+ * A verified token's claims, once per verification (the verify cache keeps the verdict):
+ * throws 401 token_invalid_claim when a claim the upstream receives could not arrive as its
+ * issuer signed it, so that two different signed values would reach the upstream as one.
+ *
+ * - A string that is not well-formed UTF-16 — a lone surrogate, which a token carries as the
+ *   JSON escape `\ud800` in valid UTF-8: its UTF-8 bytes in a header are U+FFFD's, so
+ *   `admin\ud800`, `admin\udbff` and `admin\ufffd` were one `x-user-id`; in the assertion it
+ *   stays escaped, but Go, Rust and most databases turn it into U+FFFD or refuse it
+ *   (RFC 7493 §2.1: I-JSON carries no surrogate code points).
+ * - An integer beyond 2^53 (or a number JSON.parse made Infinity): it was already rounded
+ *   when the token was parsed, so `account_id` 1234567890123456789 and …700 both reached the
+ *   upstream as …800, in headers and assertion (RFC 7493 §2.2).
+ *
+ * What the upstream receives: with an assertion or the claims header configured, every claim
+ * (object keys included); otherwise `sub` and the mapped claims (the `scope` mapping carries
+ * the granted scopes, which are ASCII scope tokens by construction: tokens/scopes.ts).
+ */
+export function forwardedClaimsCheck (identity: GatewayConfig['identity']): (claims: Readonly<Record<string, unknown>>) => void {
+  if (identity.assertion !== undefined || identity.claimsHeader !== '') {
+    return (claims) => {
+      // the claim's name is the token's text: not echoed into error_description
+      if (!faithful(claims)) throw invalidToken(ErrorCode.tokenBadClaim, 'the access token has a claim the upstream could not receive as it was signed')
+    }
+  }
+  const paths: Array<readonly string[]> = [['sub']]
+  for (const m of identity.mappings) {
+    if (m.path.length === 1 && (m.path[0] === 'scope' || m.path[0] === 'sub')) continue
+    paths.push(m.path)
+  }
+  return (claims) => {
+    for (const path of paths) {
+      const value = claimAt(claims, path)
+      if (value !== undefined && !faithful(value)) throw badClaim(path.join('.'))
+    }
+  }
+}
+
+/**
+ * true when every string (and object key) in `value` is well-formed UTF-16 and every number
+ * finite, integers within ±(2^53 − 1). A loop with a stack, not recursion: a token of nested
+ * arrays thousands deep must not overflow the call stack.
+ */
+function faithful (value: unknown): boolean {
+  const pending: unknown[] = [value]
+  while (pending.length > 0) {
+    const v = pending.pop()
+    if (typeof v === 'string') {
+      if (!v.isWellFormed()) return false
+    } else if (typeof v === 'number') {
+      if (!Number.isFinite(v) || (Number.isInteger(v) && !Number.isSafeInteger(v))) return false
+    } else if (Array.isArray(v)) {
+      for (const item of v) pending.push(item)
+    } else if (v !== null && typeof v === 'object') {
+      for (const key of Object.keys(v)) {
+        if (!key.isWellFormed()) return false
+        pending.push((v as Record<string, unknown>)[key])
+      }
+    }
+  }
+  return true
 }
 
 function withinBudget (headers: IdentityHeader[], budget: number): IdentityHeader[] {

@@ -11,7 +11,12 @@ export interface IssuerVerdict {
   /** `self` for the gateway's own tokens, else the configured issuer's name */
   readonly issuer: string
   readonly claims: Readonly<Record<string, unknown>>
-  readonly sub: string
+  /**
+   * undefined for an identity provider's token without `sub` (its requiredClaims leave it
+   * out): such a token has no subject — no `sub` header, none in the assertion — rather than
+   * the subject "" that every such token shared (fix-subless-token-one-identity)
+   */
+  readonly sub: string | undefined
   /** absent on some identity providers' tokens (their revocation key is then their signed text's: revocationJtiKey) */
   readonly jti: string | undefined
   readonly scopes: ReadonlySet<string>

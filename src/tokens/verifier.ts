@@ -1,6 +1,6 @@
 import { ErrorCode, invalidToken } from '../errors.js'
 import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
-import { identityHeaders } from './identity.js'
+import { forwardedClaimsCheck, identityHeaders } from './identity.js'
 import { badClaim } from './jwt-errors.js'
 import { hasControlCharacter } from '../text.js'
 import { decodeSegment, splitToken } from './jwt-parts.js'
@@ -27,6 +27,7 @@ export class TokenVerifier {
   readonly #self: SelfIssuer
   readonly #external: ReadonlyMap<string, ExternalIssuer>
   readonly #identity: GatewayConfig['identity']
+  readonly #checkForwarded: (claims: Readonly<Record<string, unknown>>) => void
   readonly #maxTokenBytes: number
   readonly #cache: VerifiedCache | undefined
   /** verification outcomes for the metrics: hits, misses (verifications), failures */
@@ -36,6 +37,7 @@ export class TokenVerifier {
     this.#self = self
     this.#external = new Map(external.map(i => [i.issuer, i]))
     this.#identity = config.identity
+    this.#checkForwarded = forwardedClaimsCheck(config.identity)
     this.#maxTokenBytes = config.tokens.maxTokenBytes
     this.#cache = config.tokens.verifyCacheSize > 0 ? new VerifiedCache(config.tokens.verifyCacheSize) : undefined
   }
@@ -83,8 +85,11 @@ export class TokenVerifier {
     // identifiers the gateway forwards (sub) or stores when it revokes (jti, sid): a control
     // character (NUL: PostgreSQL refuses it in text) would make the token unrevocable or
     // its logout a 500, so such a token is refused whatever its issuer signed
-    if (hasControlCharacter(verdict.sub) || (verdict.jti !== undefined && hasControlCharacter(verdict.jti)) ||
+    if ((verdict.sub !== undefined && hasControlCharacter(verdict.sub)) || (verdict.jti !== undefined && hasControlCharacter(verdict.jti)) ||
       (typeof verdict.claims.sid === 'string' && hasControlCharacter(verdict.claims.sid))) throw badClaim('sub, jti or sid')
+    // claims that would reach the upstream as another value (lone surrogates, integers past
+    // 2^53): here, once per verification and for every issuer, not per request
+    this.#checkForwarded(verdict.claims)
     // every field written out: one object shape for every issuer (a spread of the verdict
     // cost ~1.5 µs per verification, bench/micro-hotpath.ts)
     const verified: VerifiedToken = {

@@ -1,6 +1,8 @@
 /**
  * portcullis/upstream — the kit for services behind the gateway: a Fastify plugin that
- * verifies the gateway's signed identity assertion and sets `request.user`.
+ * verifies the gateway's signed identity assertion and exposes the caller as
+ * `request.portcullisUser` (the kit's own, read-only) and `request.user` (shared with any
+ * other @fastify/jwt of the app: its jwtVerify replaces it).
  *
  * ```ts
  * import Fastify from 'fastify'
@@ -13,7 +15,7 @@
  *   audience: 'https://orders.internal',      // this route's assertion.audience
  *   algorithms: ['EdDSA'],                    // the gateway's tokens.algorithm
  * })
- * app.get('/orders', async (request) => ({ user: request.user.sub }))
+ * app.get('/orders', async (request) => ({ user: request.portcullisUser?.sub }))
  * ```
  */
 import plugin from './plugin.js'

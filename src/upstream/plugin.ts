@@ -10,20 +10,30 @@ import { remoteKeys, staticKeys, type AssertionKeys } from './keys.js'
 import { checkUpstreamOptions, resolveUpstreamOptions, type PortcullisUpstreamOptions, type ResolvedUpstreamOptions } from './options.js'
 import type { PortcullisUser } from './types.js'
 
-/** @fastify/jwt registered under a namespace of its own, so an app's own @fastify/jwt is left alone */
+/**
+ * @fastify/jwt registered under a namespace of its own, so its request methods and options
+ * stay apart from an app's own @fastify/jwt. Not `request.user`: every @fastify/jwt writes
+ * it, and an app's `jwtVerify` after the kit's replaced the verified caller with its own
+ * token's claims — `requireScopes('admin')` then passed on those (fix-kit-user-shared). The
+ * kit keeps its verdict in a slot of its own (USER), read through `request.portcullisUser`.
+ */
 const NAMESPACE = 'portcullis'
 const VERIFY = 'portcullisAssertionVerify'
 const DECODE = 'portcullisAssertionDecode'
 /** the gateway caps identity.assertion.lifetime at 1h; a longer one was not made by it */
 const MAX_LIFETIME_SEC = 3600
 const REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'exp', 'iat', 'jti']
+/** the verified caller, where only the kit writes: a symbol, and a getter-only decorator to read it */
+const USER = Symbol('portcullis.user')
 
-type Verifiable = Record<typeof VERIFY, (this: FastifyRequest) => Promise<unknown>>
+type Verifiable = Record<typeof VERIFY, (this: FastifyRequest) => Promise<PortcullisUser>> & { [USER]: PortcullisUser | null }
 
 /**
  * The upstream kit: verifies the signed identity assertion the gateway sends (DESIGN:
- * "Identity out") and exposes its subject as `request.user`. Built on @fastify/jwt (lookup →
- * key → verify → `trusted` → `request.user`) with fast-jwt underneath:
+ * "Identity out") and exposes its subject as `request.portcullisUser` (read-only; the kit's
+ * own, which requireScopes reads) and `request.user` (@fastify/jwt's: shared with an app's
+ * own @fastify/jwt, whose jwtVerify overwrites it). Built on @fastify/jwt (lookup → key →
+ * verify → `trusted` → user) with fast-jwt underneath:
  *
  * - the header is the one the gateway writes (`x-portcullis-assertion`), never Authorization;
  * - the key comes from the gateway's JWKS by `kid` (jwksUrl or a given JWKS), for a pinned
@@ -31,7 +41,8 @@ type Verifiable = Record<typeof VERIFY, (this: FastifyRequest) => Promise<unknow
  *   single-flight refetch with a cooldown;
  * - `typ` must be portcullis-assertion+jwt (an access token replayed into the header is
  *   refused), `iss` the gateway's, `aud` this service's, `exp` not past (with a small
- *   tolerance), `iat` not in the future, lifetime at most 1h, `sub iat exp jti` present;
+ *   tolerance), `iat` not in the future, lifetime at most 1h, `sub iat exp jti` present and
+ *   `sub` a non-empty string (the gateway sends none for a token without a subject);
  * - verified assertions are cached by fast-jwt (the gateway reuses one per token for minutes).
  *
  * Refusals are 401 with the gateway's stable codes (token_expired, token_invalid_audience…).
@@ -65,18 +76,22 @@ async function portcullisUpstream (app: FastifyInstance, options: PortcullisUpst
       clockTolerance: o.clockToleranceSec * 1000,
       ...(o.cacheSize > 0 ? { cache: o.cacheSize } : {}),
     },
-    trusted: async (_request: FastifyRequest, payload: Record<string, any>) => checkTimes(payload, o),
+    trusted: async (_request: FastifyRequest, payload: Record<string, any>) => checkClaims(payload, o),
     formatUser: (payload) => toUser(payload as Record<string, unknown>),
   })
 
   async function verifyAssertion (request: FastifyRequest, _reply?: FastifyReply): Promise<void> {
     if (headerValue(request, o.header) === undefined) throw missingAssertion(o.header)
+    const r = request as unknown as Verifiable
     try {
-      await (request as unknown as Verifiable)[VERIFY].call(request)
+      r[USER] = await r[VERIFY].call(request)
     } catch (err) {
       throw assertionError(err)
     }
   }
+
+  app.decorateRequest(USER, null)
+  app.decorateRequest('portcullisUser', { getter (this: FastifyRequest) { return (this as unknown as Verifiable)[USER] } })
 
   app.decorate('verifyAssertion', verifyAssertion)
   app.decorate('portcullisUpstream', { get keys () { return keys.status } })
@@ -109,9 +124,15 @@ async function keyFor (keys: AssertionKeys, o: ResolvedUpstreamOptions, decoded:
   throw invalidToken(ErrorCode.tokenUnknownKey, 'the identity assertion was signed with a key the gateway does not publish')
 }
 
-/** fast-jwt never refuses an `iat` in the future, nor a lifetime longer than the gateway would give */
-function checkTimes (payload: Record<string, unknown>, o: ResolvedUpstreamOptions): true {
-  const { iat, exp } = payload
+/**
+ * What fast-jwt does not check: an `iat` in the future, a lifetime longer than the gateway
+ * gives, and a `sub` that is not a non-empty string — `requiredClaims` only asks that it be
+ * there, and `sub: ""` was the one subject of every identity-provider token without a sub
+ * (fix-subless-token-one-identity).
+ */
+function checkClaims (payload: Record<string, unknown>, o: ResolvedUpstreamOptions): true {
+  const { iat, exp, sub } = payload
+  if (typeof sub !== 'string' || sub === '') throw invalidToken(ErrorCode.tokenBadClaim, 'the identity assertion has no subject (sub)')
   if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken(ErrorCode.tokenBadClaim, 'the identity assertion has an invalid iat or exp')
   if (iat * 1000 > Date.now() + o.clockToleranceSec * 1000) {
     throw invalidToken(ErrorCode.tokenIssuedInFuture, 'the identity assertion was issued in the future')
@@ -150,7 +171,8 @@ function pinoLike (app: FastifyInstance): KeySetLogger {
  */
 export function requireScopes (...scopes: string[]): (request: FastifyRequest) => Promise<void> {
   return async (request) => {
-    const granted = new Set((request.user as PortcullisUser | null)?.scopes ?? [])
+    // the kit's own slot, never request.user, which an app's @fastify/jwt may have replaced
+    const granted = new Set(request.portcullisUser?.scopes ?? [])
     if (!scopes.every(s => granted.has(s))) throw insufficientScope(scopes)
   }
 }

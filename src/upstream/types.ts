@@ -1,8 +1,8 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply } from 'fastify'
 import type { RemoteKeySetStatus } from '../tokens/issuers/remote-key-set.js'
 
 /**
- * `request.user` after the kit verified the assertion: the assertion's claims, which are
+ * `request.portcullisUser` (and `request.user`) after the kit verified the assertion: the assertion's claims, which are
  * the gateway's verified view of the caller, whoever issued the caller's token.
  */
 export interface PortcullisUser {
@@ -35,6 +35,14 @@ declare module '@fastify/jwt' {
 }
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The caller the kit verified, or null before verification: the kit's own (a getter; no
+     * other plugin can write it). `request.user` holds the same object unless an app's own
+     * @fastify/jwt verified another token after the kit and replaced it; requireScopes reads this.
+     */
+    readonly portcullisUser: PortcullisUser | null
+  }
   interface FastifyInstance {
     /** the verification as a route hook, for `global: false`: `{ onRequest: app.verifyAssertion }` */
     verifyAssertion: (request: FastifyRequest, reply?: FastifyReply) => Promise<void>
