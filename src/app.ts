@@ -29,7 +29,7 @@ import adminReloadPlugin from '../plugins/admin-reload.js'
 import { SessionService } from './sessions/service.js'
 import { RevocationFeed } from './sessions/revocation-feed.js'
 import { LoginThrottle } from './sessions/throttle.js'
-import { SecurityEvents } from './security-events.js'
+import { reloadFailedEvent, SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
 import { LifetimeHistory } from './tokens/lifetimes.js'
@@ -91,9 +91,10 @@ export interface Gateway {
    * Loads the configuration file again and applies it whole (SIGHUP, `portcullis reload`,
    * POST /admin/reload) — or applies `next`, a configuration already loaded (a worker is
    * handed the one its primary loaded: src/workers.ts). On failure nothing changes and every
-   * problem is logged.
+   * problem is logged. `fleet`: the primary counts this reload and reports its outcome (a
+   * worker's part of a fleet reload is neither counted nor an event of its own).
    */
-  reload: (next?: GatewayConfig) => Promise<ReloadResult>
+  reload: (next?: GatewayConfig, options?: { fleet?: boolean }) => Promise<ReloadResult>
   /** reload outcomes so far, for the metrics */
   readonly reloads: { succeeded: number, failed: number, lastAt: number | undefined }
   close: () => Promise<void>
@@ -357,23 +358,28 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   }
 
   const reloads = { succeeded: 0, failed: 0, lastAt: undefined as number | undefined }
-  async function reload (given?: GatewayConfig): Promise<ReloadResult> {
+  async function reload (given?: GatewayConfig, options: { fleet?: boolean } = {}): Promise<ReloadResult> {
+    const reported = options.fleet !== true
     reloads.lastAt = clock()
     let problems: readonly ConfigProblem[]
     try {
       if (given === undefined && deps.loadConfig === undefined) throw new ConfigError([{ path: '', message: 'this gateway was started without a configuration file to reload' }], 'reload')
       const next = given ?? deps.loadConfig!()
       await apply(next)
-      reloads.succeeded++
-      events.emit('config_reloaded', { configHash: next.hash, routes: next.routes.length })
+      if (reported) {
+        reloads.succeeded++
+        events.emit('config_reloaded', { configHash: next.hash, routes: next.routes.length })
+      }
       return { ok: true, hash: next.hash, problems: [] }
     } catch (err) {
       // anything but a ConfigError is not quoted: its message may hold a value of the file
       problems = err instanceof ConfigError ? err.problems : [{ path: '', message: `the configuration could not be loaded (${(err as Error).name})` }]
-      reloads.failed++
       // every problem in the log; the event line names their paths (never a value)
       logger.error({ problems, hash: holder.current.config.hash }, 'configuration reload refused; the running configuration stays')
-      events.emit('config_reload_failed', { configHash: holder.current.config.hash, problems: problems.length, paths: problems.map(p => p.path || '/').join(' ') })
+      if (reported) {
+        reloads.failed++
+        events.emit('config_reload_failed', reloadFailedEvent(holder.current.config.hash, problems))
+      }
       return { ok: false, hash: holder.current.config.hash, problems }
     }
   }

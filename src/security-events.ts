@@ -78,6 +78,11 @@ const LABEL_FIELD: Record<string, string> = {
   admin_action: 'action',
 }
 
+/** a refused reload's event: how many problems and their paths, never a value of the file */
+export function reloadFailedEvent (configHash: string, problems: ReadonlyArray<{ path: string }>): SecurityEventFields['config_reload_failed'] {
+  return { configHash, problems: problems.length, paths: problems.map(p => p.path === '' ? '/' : p.path).join(' ') }
+}
+
 /** the message of every security event line */
 export const SECURITY_EVENT_MSG = 'security_event'
 

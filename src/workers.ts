@@ -9,7 +9,7 @@ import { ConfigError, type ConfigProblem } from './errors.js'
 import { reloadProblems } from './reload.js'
 import { deepFreeze } from './config/load.js'
 import { GatewayMetrics } from './metrics/gateway-metrics.js'
-import { SecurityEvents } from './security-events.js'
+import { reloadFailedEvent, SecurityEvents } from './security-events.js'
 import { holdReloadSignal, type ReloadSignal } from './server.js'
 import errorsPlugin from '../plugins/errors.js'
 import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
@@ -95,7 +95,7 @@ export function serveAsWorker (gateway: Gateway, port: number): void {
   const send = (m: FromWorker): void => { process.send?.(m) }
   process.on('message', (m: ToWorker) => {
     if (m?.type === 'reload') {
-      gateway.reload(deepFreeze(m.config)).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
+      gateway.reload(deepFreeze(m.config), { fleet: true }).then(result => send({ type: 'reloaded', id: m.id, result }), (err: unknown) => {
         send({ type: 'reloaded', id: m.id, result: { ok: false, hash: gateway.config.hash, problems: [{ path: '', message: String(err) }] } })
       })
     } else if (m?.type === 'health') {
@@ -221,10 +221,20 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     a.slot.worker.process.kill('SIGTERM')
   }
 
+  // the fleet's reloads are counted and reported here, once each, as a single process's are
+  // (app.ts): a reload the primary refused was neither an event nor in
+  // portcullis_config_reloads_total, and one that succeeded was an event per worker
+  // (fix-workers-reload-unreported)
+  const own = new GatewayMetrics({ defaultMetrics: false })
+  const events = new SecurityEvents({ logger, onEvent: own.securityEvent })
+  const reloads = { succeeded: 0, failed: 0 }
+  own.watch({ reloads: () => reloads })
   const reloadNow = async (): Promise<ReloadResult> => {
     let next: GatewayConfig
     const problemsOf = (problems: readonly ConfigProblem[]): ReloadResult => {
-      logger.error({ event: 'config_reload_failed', problems }, 'configuration reload refused; the running configuration stays')
+      logger.error({ problems, hash: config.hash }, 'configuration reload refused; the running configuration stays')
+      reloads.failed++
+      events.emit('config_reload_failed', reloadFailedEvent(config.hash, problems))
       return { ok: false, hash: config.hash, problems }
     }
     try {
@@ -241,7 +251,9 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     const failed = answers.filter(a => !reloaded(a))
     if (failed.length === 0) {
       config = next
-      logger.info({ event: 'config_reloaded', hash: next.hash, workers: answers.length }, 'configuration reloaded in every worker')
+      logger.info({ hash: next.hash, workers: answers.length }, 'configuration reloaded in every worker')
+      reloads.succeeded++
+      events.emit('config_reloaded', { configHash: next.hash, routes: next.routes.length })
       return { ok: true, hash: next.hash, problems: [] }
     }
     // one configuration for the fleet: the workers that switched go back
@@ -291,8 +303,6 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   // (counters sum, gauges as set): the primary's are its view of the workers and the security
   // events of its admin API, counted as a single process counts them (app.ts); they once went
   // unlogged and uncounted (fix-workers-admin-audit)
-  const own = new GatewayMetrics({ defaultMetrics: false })
-  const events = new SecurityEvents({ logger, onEvent: own.securityEvent })
   new Gauge({ name: 'portcullis_workers', help: 'Worker processes listening on the public port.', registers: [own.registry], collect () { this.set([...slots.values()].filter(s => s.listening).length) } }) // eslint-disable-line no-new
   new Gauge({ name: 'portcullis_worker_restarts_total', help: 'Workers replaced after they died.', registers: [own.registry], collect () { this.set(restarts) } }) // eslint-disable-line no-new
   admin.get('/metrics', async (_request, reply) => {

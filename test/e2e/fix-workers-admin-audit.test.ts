@@ -93,6 +93,23 @@ t.test('fix-workers-admin-audit: the primary\'s admin API logs and counts its se
   t.match(metrics, /^# TYPE portcullis_requests_total counter$/m, 'the workers\' metrics')
   t.match(metrics, /^nodejs_heap_size_used_bytes [0-9]/m, 'the workers\' process metrics')
 
+  // fix-workers-reload-unreported: a fleet reload is counted and reported once, by the primary
+  // — one the primary refused was neither an event nor counted, one that succeeded was an
+  // event per worker
+  const { readFileSync, writeFileSync } = await import('node:fs')
+  const good = readFileSync(gw.configFile, 'utf8')
+  writeFileSync(gw.configFile, good.replace(/^routes:/m, 'routes: [\n'))
+  t.equal(await post(`${gw.adminUrl}/admin/reload`, ADMIN_TOKEN), 422, 'a broken file: the reload is refused')
+  writeFileSync(gw.configFile, good)
+  t.equal(await post(`${gw.adminUrl}/admin/reload`, ADMIN_TOKEN), 200, 'the good file: reloaded in every worker')
+  const reloadEvents = (): EventLine[] => events().filter(e => e.event === 'config_reloaded' || e.event === 'config_reload_failed')
+  await until('two reload events', () => reloadEvents().length >= 2, 10_000).catch(() => {})
+  t.match(reloadEvents(), [{ event: 'config_reload_failed', pid: gw.pid }, { event: 'config_reloaded', pid: gw.pid }], 'one event each, from the primary')
+  t.equal(reloadEvents().length, 2, 'not one per worker')
+  const after = await get(`${gw.adminUrl}/metrics`)
+  t.match(after, /^portcullis_config_reloads_total\{result="failure"\} 1$/m, 'the refused reload is counted')
+  t.match(after, /^portcullis_config_reloads_total\{result="success"\} 1$/m, 'the fleet\'s reload is counted once')
+
   // fix-admin-long-user-name, on the primary's admin listener too: Fastify's 100-character
   // path-parameter limit answered 414 for a name `users add` accepts
   const sessions = await fetch(`${gw.adminUrl}/admin/users/${longName}/sessions`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
