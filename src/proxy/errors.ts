@@ -6,6 +6,16 @@ export class UpstreamTimeoutError extends Error {
   constructor () { super('the upstream did not answer within the route timeout') }
 }
 
+/**
+ * The upstream's response has a Transfer-Encoding other than a lone `chunked`
+ * (response-headers.ts rule 12): its body cannot be relayed as sent. A 502, like undici's own
+ * refusals of an upstream's framing.
+ */
+export class UpstreamTransferCodingError extends Error {
+  readonly code = 'PORTCULLIS_UPSTREAM_TRANSFER_CODING'
+  constructor () { super('the upstream sent a Transfer-Encoding other than chunked') }
+}
+
 /** the client's body went past the route's maxBodyBytes while streaming */
 export class BodyTooLargeError extends Error {
   readonly code = 'PORTCULLIS_BODY_TOO_LARGE'

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 // global-load IC on every call (~15 ns a call, 5–7 calls a request; bench/icount.ts)
 import { performance } from 'node:perf_hooks'
 import type { Http2ServerRequest } from 'node:http2'
+import type { Socket } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { GatewayError } from '../errors.js'
@@ -11,15 +12,19 @@ import type { UpstreamPool } from './pools.js'
 import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { closeAfterAnswer } from '../pipeline/edge.js'
-import { earlyHintsHeaders, responseHeaderList, trailerHeaders, writableHeaderList, type ResponseRules } from './response-headers.js'
-import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, reportUnfinished, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError } from './errors.js'
+import { earlyHintsHeaders, responseHeaderList, trailerHeaders, transferCodingRefused, writableHeaderList, type ResponseRules } from './response-headers.js'
+import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, reportUnfinished, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError, UpstreamTransferCodingError } from './errors.js'
 
 // 103 Early Hints relayed per exchange: hints are optional, and an upstream sending them
 // without end must not fill the gateway's memory with writes a client does not read
 const MAX_EARLY_HINTS = 2
-// a request without a body that met a stale keep-alive socket is sent again, once
+// a request without a body that met a stale keep-alive socket is sent again, once; the same
+// methods are the safe ones a pipelined request may be forwarded with at once (start())
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 const STALE_SOCKET = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
+
+/** on a client connection: the unsafe requests waiting for the responses before theirs (dispatchInTurn) */
+const kWaitingInTurn = Symbol('portcullis.waitingInTurn')
 
 /** set by the server's checkContinue listener: the client waits for 100 Continue before its body */
 export const kExpectsContinue = Symbol('portcullis.expectsContinue')
@@ -149,7 +154,37 @@ class Exchange implements Dispatcher.DispatchHandler {
     if ((this.#request.raw as { [kExpectsContinue]?: boolean })[kExpectsContinue] === true && this.#options.body !== null) {
       this.#res.writeContinue()
     }
+    // HTTP/1.1 pipelining: Node gives a response its socket only once the responses before it
+    // on the connection have finished. RFC 9112 §9.3.2 allows pipelined requests to run in
+    // parallel only when all are safe: an unsafe one waits for its turn, as nginx reads the next
+    // request only after finishing the current one — a POST pipelined behind a GET ran upstream
+    // while the GET streamed, and its answer was lost when that stream broke
+    // (fix-pipelined-unsafe-runs-early). The one check on every request: a socket is assigned
+    // (over HTTP/2 always; Node's getter returns the stream's socket proxy, made once a stream).
+    if (this.#res.socket === null && !IDEMPOTENT.has(this.#request.method)) {
+      this.#dispatchInTurn()
+      return
+    }
     this.#dispatch(now)
+  }
+
+  /** forwarded once the responses before this one on the connection have finished; never if it closes first */
+  #dispatchInTurn (): void {
+    const socket = this.#request.raw.socket as Socket & { [kWaitingInTurn]?: Set<() => void> }
+    if (socket.destroyed) { this.#clientGone(); return }
+    // one 'close' listener per connection, however many requests wait on it
+    let waiting = socket[kWaitingInTurn]
+    if (waiting === undefined) {
+      const all = waiting = socket[kWaitingInTurn] = new Set()
+      socket.once('close', () => { for (const gone of all) gone() })
+    }
+    const gone = (): void => { if (!this.#done) this.#clientGone() }
+    waiting.add(gone)
+    // ServerResponse.assignSocket: emitted when the response before it finished
+    this.#res.once('socket', () => {
+      waiting.delete(gone)
+      if (!this.#done) this.#dispatch(performance.now())
+    })
   }
 
   #dispatch (now: number): void {
@@ -194,10 +229,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) {
       // 103 Early Hints reach the client; 100 Continue was the gateway's to answer
-      if (statusCode === 103 && !this.#done && this.#hints < MAX_EARLY_HINTS && !this.#res.writableNeedDrain) {
+      if (statusCode === 103 && !this.#done && this.#hints < MAX_EARLY_HINTS && !this.#res.writableNeedDrain && !http10(this.#request.raw)) {
         this.#hints++
         // Node writes a 103 only with a valid Link; hints are optional, so a bad one is dropped
-        try { this.#res.writeEarlyHints(earlyHintsHeaders(headers)) } catch {}
+        try { this.#res.writeEarlyHints(earlyHintsHeaders(headers, { paths: this.#target.path, cors: this.#ctx.cors })) } catch {}
       }
       return
     }
@@ -205,6 +240,15 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.#done) { controller.abort(new ClientGoneError()); return }
     clearTimeout(this.#headersTimer)
     this.#headersTimer = undefined
+    const te = headers['transfer-encoding']
+    if (te !== undefined && te !== 'chunked' && transferCodingRefused(te)) {
+      // response-headers.ts rule 12. Answered first, then aborted: undici destroys the
+      // connection, whose remaining bytes are in a coding nobody here reads
+      const err = new UpstreamTransferCodingError()
+      this.#fail(upstreamError(err))
+      controller.abort(err)
+      return
+    }
     const list = responseHeaderList(this.#target.responseRules, statusCode, headers, {
       requestId: this.#request.id,
       paths: this.#target.path,
@@ -219,7 +263,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     const http2 = raw.httpVersionMajor === 2
     // a Trailer field needs a chunked HTTP/1 response (response-headers.ts rule 11)
-    const trailerRefused = headers.trailer !== undefined && !http2 && (statusCode === 204 || statusCode === 304 ||
+    const trailerRefused = headers.trailer !== undefined && !http2 && (statusCode === 204 || statusCode === 205 || statusCode === 304 ||
       this.#request.method === 'HEAD' || raw.httpVersionMinor === 0 || headers['content-length'] !== undefined)
     try {
       this.#res.writeHead(statusCode, (http2 || trailerRefused ? writableHeaderList(list, trailerRefused, http2) : list) as string[])
@@ -235,8 +279,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.#started = true
     this.#reply.hijack() // the response is ours now; Fastify still runs the onResponse hooks
-    if (statusCode === 204 || statusCode === 304 || this.#request.method === 'HEAD') {
-      // RFC 9112 §6.3: these end with their header section, whatever Content-Length says.
+    if (statusCode === 204 || statusCode === 304 || this.#request.method === 'HEAD' || statusCode === 205) {
+      // RFC 9112 §6.3 (RFC 9110 §15.3.6 for a 205): these end with their header section,
+      // whatever Content-Length says.
       // The client has its answer now; undici may still fail the upstream's framing after
       // the fact (a 204 with Content-Length: 5), which then costs only the upstream connection
       this.#done = true
@@ -311,6 +356,14 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.#headersTimer !== undefined) { clearTimeout(this.#headersTimer); this.#headersTimer = undefined }
     if (this.#writeTimer !== undefined) { clearTimeout(this.#writeTimer); this.#writeTimer = undefined }
   }
+}
+
+/**
+ * RFC 9110 §15.2: a server MUST NOT send a 1xx to an HTTP/1.0 client, which reads it as the
+ * final response (fix-hints-to-http10). Asked only when a 103 arrives.
+ */
+function http10 (req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 1 && req.httpVersionMinor === 0
 }
 
 /** what a `writeHead` that threw may have left on a response nothing was written to */

@@ -22,20 +22,34 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
  *    trailer may not carry (§6.5.1: framing, routing, authentication, caching, content
  *    metadata) and the rules above (fix-trailers-and-early-hints); `103 Early Hints` are
  *    relayed under the same rules, without Set-Cookie and framing, each Link separately
- *    (Node refuses a comma-joined one), at most two per request and none to a client that
- *    is not reading (fix-response-node-refuses); `100 Continue` is not (the gateway answered
- *    the client's Expect itself)
+ *    (Node refuses a comma-joined one). Hints and trailers take rules 1, 2 and 4 from the
+ *    final response's own set (NOT_FROM_UPSTREAM), and hints rules 5 and 6 too (the upstream's
+ *    `Access-Control-*` dropped on a CORS route): a `Set-Cookie2` and those `Access-Control-*`
+ *    passed on hints, a `Set-Cookie2` in trailers (fix-hints-skip-rules, fix-trailers-skip-rules).
+ *    Hints: at most two per request, none to a client that is not reading
+ *    (fix-response-node-refuses) and none to an HTTP/1.0 client (RFC 9110 §15.2: it reads a
+ *    1xx as the final response — fix-hints-to-http10, exchange.ts); `100 Continue` is not
+ *    relayed (the gateway answered the client's Expect itself)
  * 8. a header Node refuses to write (invalid characters) fails the exchange with 502; undici
  *    already refuses control characters, obs-fold, bare CR, duplicate or conflicting framing
  *    and header blocks over 16 KiB (502 too), and hands values over as latin1, byte for byte
  * 9. a 204 carries no `Content-Length` (RFC 9110 §8.6: MUST NOT; nginx drops it too), so no
- *    client can read a body into the next response on its connection
- * 10. a response to HEAD, a 204 and a 304 end with their headers (RFC 9112 §6.3), whatever
- *    the upstream's framing says or sends after them (exchange.ts)
+ *    client can read a body into the next response on its connection; a 205 carries
+ *    `Content-Length: 0` (RFC 9110 §15.3.6: no content; over HTTP/2 Node ends a 205 at its
+ *    headers, and the upstream's `Content-Length: 5` reset the stream — fix-h2-205-with-body)
+ * 10. a response to HEAD, a 204, a 205 and a 304 end with their headers (RFC 9112 §6.3,
+ *    RFC 9110 §15.3.6), whatever the upstream's framing says or sends after them (exchange.ts)
  * 11. the list is made writable before it is written (writableHeaderList): `Trailer` is
- *    dropped where no trailer can follow (HEAD, 204, 304, HTTP/1.0, Content-Length), and over
- *    HTTP/2 a single-value field keeps its first value; should Node still refuse the list,
- *    what it changed before throwing is undone so the 502 is whole (fix-response-node-refuses)
+ *    dropped where no trailer can follow (HEAD, 204, 205, 304, HTTP/1.0, Content-Length), and over
+ *    HTTP/2 a field Node holds single-valued keeps its first value (SINGLE_VALUE_H2, checked
+ *    against Node's own refusals — fix-h2-single-value-fields); should Node still refuse the
+ *    list, what it changed before throwing is undone so the 502 is whole
+ *    (fix-response-node-refuses)
+ * 12. a `Transfer-Encoding` other than a lone `chunked` (`gzip, chunked`; `chunked, gzip`,
+ *    which is read until close) fails the exchange with 502 and the upstream connection is
+ *    not reused (transferCodingRefused, exchange.ts): the gateway decodes no transfer coding,
+ *    and relaying the still-coded bytes as the body is what nginx refuses too ("upstream sent
+ *    unknown Transfer-Encoding") — fix-upstream-transfer-coding
  */
 export interface ResponseRules {
   /** the refresh cookie name, lower case; undefined when the gateway forwards it (then upstreams own it) */
@@ -58,12 +72,14 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
   const out: Array<string | string[]> = []
   const nominated = connectionNominated(headers.connection)
   const cors = ctx.cors
+  // RFC 9110 §8.6, §15.3.6: a 204 has no Content-Length, a 205 says 0 (pushed below)
+  const noLength = statusCode === 204 || statusCode === 205
   let vary: string | string[] | undefined
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id' || name === 'clear-site-data' || name === 'set-cookie2') continue
+    if (value === undefined || NOT_FROM_UPSTREAM.has(name)) continue
     if (nominated !== undefined && nominated.has(name)) continue
-    if (statusCode === 204 && name === 'content-length') continue
+    if (noLength && name === 'content-length') continue
     if (name === 'set-cookie') {
       const kept = keepCookies(rules.refreshCookie, value)
       if (kept.length > 0) out.push(name, kept)
@@ -81,29 +97,41 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
       out.push(name, name === 'vary' && vary !== undefined ? mergeVary(vary) : cors[i + 1] as string)
     }
   }
+  if (statusCode === 205) out.push('content-length', '0')
   out.push('x-request-id', ctx.requestId)
   return out
 }
 
-/** the same rules for the headers of a 103 Early Hints, in the shape Node's writeEarlyHints takes */
-export function earlyHintsHeaders (headers: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | string[]> {
+// what no response from an upstream carries to the client (rules 1, 2, 4): one lookup a field
+const NOT_FROM_UPSTREAM: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'clear-site-data', 'set-cookie2'])
+
+/**
+ * The same rules for the headers of a 103 Early Hints, in the shape Node's writeEarlyHints
+ * takes: the final response's (NOT_FROM_UPSTREAM, Connection-nominated, Location moved back,
+ * the upstream's `Access-Control-*` dropped on a CORS route), then what a 1xx cannot carry.
+ * The gateway's own CORS headers are not added: a 103 is no resource a CORS check reads (the
+ * browser fetches each preload as a request of its own).
+ */
+export function earlyHintsHeaders (headers: Readonly<Record<string, string | string[] | undefined>>, ctx: Omit<ResponseContext, 'requestId'>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const nominated = connectionNominated(headers.connection)
+  const cors = ctx.cors
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || NOT_IN_HINTS.has(name)) continue
+    if (value === undefined || NOT_IN_HINTS.has(name)) continue
     if (nominated !== undefined && nominated.has(name)) continue
-    out[name] = name === 'link' ? splitLinks(value) : value
+    if (cors !== undefined && name.startsWith('access-control-')) continue
+    out[name] = name === 'link' ? splitLinks(value) : name === 'location' && typeof value === 'string' ? ctx.paths.location(value) : value
   }
   return out
 }
 
-// a 1xx has no body (RFC 9110 §8.6) and sets no state in the client
-const NOT_IN_HINTS: ReadonlySet<string> = new Set(['set-cookie', 'clear-site-data', 'x-request-id', 'content-length'])
+// a 1xx has no body (RFC 9110 §8.6) and sets no state in the client; the final response's rules first
+const NOT_IN_HINTS: ReadonlySet<string> = new Set([...NOT_FROM_UPSTREAM, 'set-cookie', 'content-length'])
 
 /**
  * A header list the client's response can actually be written with (rule 11): Node refuses, after it has already changed the response,
- * - a `Trailer` field on an HTTP/1 response that is not chunked (a 204 or 304, an answer to
+ * - a `Trailer` field on an HTTP/1 response that is not chunked (a 204, 205 or 304, an answer to
  *   HEAD, an HTTP/1.0 client, a declared Content-Length): trailers cannot follow it, so the
  *   field is dropped;
  * - over HTTP/2, a second value of a field it holds single-valued (`ETag`, `Location`,
@@ -132,13 +160,29 @@ export function writableHeaderList (list: Array<string | string[]>, dropTrailer:
   return out ?? list
 }
 
-// node:http2's single-value fields (lib/internal/http2/util.js kSingleValueHeaders), the ones
-// a response can carry
-const SINGLE_VALUE_H2: ReadonlySet<string> = new Set([
-  'access-control-allow-credentials', 'access-control-max-age', 'age', 'content-encoding', 'content-language',
-  'content-length', 'content-location', 'content-md5', 'content-range', 'content-type', 'date', 'etag', 'expires',
-  'last-modified', 'location', 'retry-after', 'tk', 'x-content-type-options', 'from', 'max-forwards', 'dnt',
+/**
+ * node:http2's single-value fields (lib/internal/http2/util.js kSingleValueHeaders) without the
+ * pseudo-headers: Node refuses any of them twice in a response, request fields included (an
+ * upstream echoing `User-Agent` or `Range` twice was a 502 — fix-h2-single-value-fields).
+ * Node does not export its list; test/e2e/fix-upstream-review.test.ts asks Node about every
+ * header name it knows and checks this set is exactly what it refuses.
+ */
+export const SINGLE_VALUE_H2: ReadonlySet<string> = new Set([
+  'access-control-allow-credentials', 'access-control-max-age', 'access-control-request-method', 'age',
+  'authorization', 'content-encoding', 'content-language', 'content-length', 'content-location', 'content-md5',
+  'content-range', 'content-type', 'date', 'dnt', 'etag', 'expires', 'from', 'host', 'if-match',
+  'if-modified-since', 'if-none-match', 'if-range', 'if-unmodified-since', 'last-modified', 'location',
+  'max-forwards', 'proxy-authorization', 'range', 'referer', 'retry-after', 'tk', 'upgrade-insecure-requests',
+  'user-agent', 'x-content-type-options',
 ])
+
+/**
+ * Rule 12: the upstream's Transfer-Encoding names a coding besides `chunked` (or `chunked`
+ * twice, or not last). `te` is undici's value, as the upstream spelled it.
+ */
+export function transferCodingRefused (te: string | string[]): boolean {
+  return typeof te !== 'string' || te.trim().toLowerCase() !== 'chunked'
+}
 
 /** `<a>; rel=preload, <b>; rel=preload` → one entry per link (commas inside `<…>` or quotes stay) */
 function splitLinks (value: string | string[]): string[] {
@@ -172,12 +216,13 @@ function splitLinks (value: string | string[]): string[] {
 
 // RFC 9110 §6.5.1: fields a trailer must not carry (message framing, routing, request
 // modifiers, authentication, response control data, payload processing), plus what the
-// header rules above keep from clients; the rest is the application's (checksums, grpc-status)
+// header rules above keep from clients (from the same set: a Set-Cookie2 trailer passed);
+// the rest is the application's (checksums, grpc-status)
 const NOT_IN_TRAILERS: ReadonlySet<string> = new Set([
-  'trailer', 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location',
+  ...NOT_FROM_UPSTREAM, 'trailer', 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location',
   'host', 'authorization', 'www-authenticate', 'proxy-authenticate', 'set-cookie', 'cookie',
   'age', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary', 'warning', 'pragma',
-  'etag', 'last-modified', 'x-request-id', 'clear-site-data',
+  'etag', 'last-modified',
 ])
 
 /** the upstream's response trailers the client may get; undefined when none is left */
@@ -185,7 +230,7 @@ export function trailerHeaders (trailers: Readonly<Record<string, string | strin
   let out: Record<string, string> | undefined
   for (const name in trailers) {
     const value = trailers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || NOT_IN_TRAILERS.has(name) || name.startsWith('access-control-')) continue
+    if (value === undefined || NOT_IN_TRAILERS.has(name) || name.startsWith('access-control-')) continue
     out ??= {}
     out[name] = typeof value === 'string' ? value : value.join(', ')
   }
