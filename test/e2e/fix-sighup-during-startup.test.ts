@@ -5,7 +5,7 @@ import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
-import { baseConfig, makeKey } from '../fixtures/gateway.js'
+import { baseConfig, makeKey, PUBLIC_SCHEME, raw } from '../fixtures/gateway.js'
 import { freePort, ROOT, type Exit } from '../fixtures/process.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
 import { startUpstream } from '../fixtures/upstream.js'
@@ -84,7 +84,7 @@ async function spawnGateway (t: Test, config: Record<string, any>, options: { gr
     await exited
     clearTimeout(late)
   })
-  return { pid, adminUrl: `http://127.0.0.1:${adminPort}`, url: `http://127.0.0.1:${port}`, file, output: () => out, exited, alive: () => running }
+  return { pid, adminUrl: `http://127.0.0.1:${adminPort}`, url: `${PUBLIC_SCHEME}://127.0.0.1:${port}`, file, output: () => out, exited, alive: () => running }
 }
 
 /** the admin port is not listening yet: the gateway is still starting */
@@ -120,8 +120,8 @@ t.test('fix-sighup-during-startup', { skip: avail.available ? false : avail.reas
       t.comment(`ended: ${JSON.stringify(await gw.exited)}\n${gw.output().slice(-2000)}`)
       return
     }
-    await until('the changed file in force', async () => (await get(`${gw.url}/api/items/1`)).status === 200, 10_000).catch(() => {})
-    t.equal((await get(`${gw.url}/api/items/1`)).status, 200, 'the file as it is now is in force')
+    await until('the changed file in force', async () => (await raw(gw.url, '/api/items/1')).status === 200, 10_000).catch(() => {})
+    t.equal((await raw(gw.url, '/api/items/1')).status, 200, 'the file as it is now is in force')
     await until('the lines logged', () => gw.output().includes('"event":"config_reloaded"'), 5000).catch(() => {})
     const lines = gw.output().split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as { msg: string, event?: string, signal?: string })
     const listening = lines.findIndex(l => l.msg === 'portcullis listening')
