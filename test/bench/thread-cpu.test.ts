@@ -28,9 +28,8 @@ test('threadCpuUs: the main thread by its own name, the threads add up to the pr
 
 test('threadCpuUs: work on another thread is not counted as main', async (t) => {
   // a fixed amount of the worker thread's own CPU time (/proc/thread-self: that thread's ticks),
-  // and its answer told apart from any other message: in one CI run the first message from the
-  // worker came before its work showed (others -20000 µs, main 0), where 3e7 iterations took
-  // ~230 ms here
+  // and its answer told apart from any other message (others -20000 µs, then 0 µs, in two CI
+  // runs: the worker's thread had ended before the reading, see below)
   const worker = new Worker(`
     const { parentPort } = require('node:worker_threads')
     const { readFileSync } = require('node:fs')
@@ -39,14 +38,23 @@ test('threadCpuUs: work on another thread is not counted as main', async (t) => 
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
       return Number(f[11]) + Number(f[12])
     }
-    parentPort.once('message', (wanted) => {
+    parentPort.on('message', (wanted) => {
       const end = ticks() + wanted
       let x = 0
       while (ticks() < end) for (let i = 0; i < 100000; i++) x += Math.sqrt(x + i)
       parentPort.postMessage(x > 0 ? 'burnt' : 'unreachable')
-    })`, { eval: true })
+    })
+    parentPort.postMessage('ready')`, { eval: true, execArgv: [] })
+  // The worker must outlive the second reading: with `parentPort.once` it had nothing left to
+  // wait for after its answer and ended, and its thread — with its 300 ms — left
+  // /proc/PID/task before the reading half the time (others 0 or -10000 µs in CI and here).
+  // `on` keeps it until terminate(). No inherited --import either (tsx, tap's loaders start
+  // module-hook threads of their own), and the reading starts once the worker is set up
   t.teardown(() => worker.terminate())
-  await new Promise(resolve => worker.once('online', resolve))
+  await new Promise<void>(resolve => {
+    const onReady = (m: unknown): void => { if (m === 'ready') { worker.off('message', onReady); resolve() } }
+    worker.on('message', onReady)
+  })
   const before = threadCpuUs(process.pid)
   worker.postMessage(30) // clock ticks: 300 ms at the usual 100 per second
   await new Promise<void>(resolve => {
