@@ -5,6 +5,7 @@
  */
 import { SCOPE_TOKEN } from '../tokens/scopes.js'
 import { unfitForHeader } from '../tokens/identity.js'
+import { isExactNumber, isWellFormed } from '../text.js'
 import { randomUUID } from 'node:crypto'
 import { InvalidUserInputError, UserNotFoundError } from './errors.js'
 import { hashPassword } from './passwords.js'
@@ -46,10 +47,9 @@ export function validateScopes (scopes: unknown): string[] {
 
 function checkClaimValue (path: string, v: unknown, top = false): void {
   // what the gateway would refuse in every token of the user (tokens/identity.ts
-  // forwardedClaimsCheck: a lone surrogate, an integer JSON has already rounded) is refused here
-  if (typeof v === 'string' && !v.isWellFormed()) throw new InvalidUserInputError(path, 'must be well-formed Unicode (no lone surrogate)')
-  if (typeof v === 'number' && Number.isInteger(v) && !Number.isSafeInteger(v)) throw new InvalidUserInputError(path, 'must be an integer within ±(2^53 − 1); send a larger identifier as a string')
+  // forwardedClaimsCheck, text.ts isWellFormed / isExactNumber) is refused here
   if (typeof v === 'string') {
+    if (!isWellFormed(v)) throw new InvalidUserInputError(path, 'must be well-formed Unicode (no lone surrogate)')
     // CR, LF or NUL would make the identity header unsafe; the gateway refuses such tokens
     if (/[\r\n\0]/.test(v)) throw new InvalidUserInputError(path, 'must not contain CR, LF or NUL')
     // a claim's own text becomes an identity header value as it is (nested ones travel as
@@ -59,13 +59,13 @@ function checkClaimValue (path: string, v: unknown, top = false): void {
     v.forEach((x, i) => checkClaimValue(`${path}/${i}`, x))
   } else if (v !== null && typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
-      if (!k.isWellFormed()) throw new InvalidUserInputError(path, 'must have well-formed Unicode member names')
+      if (!isWellFormed(k)) throw new InvalidUserInputError(path, 'must have well-formed Unicode member names')
       checkClaimValue(`${path}/${k}`, x)
     }
   } else if (!(v === null || typeof v === 'number' || typeof v === 'boolean')) {
     throw new InvalidUserInputError(path, 'must be JSON')
-  } else if (typeof v === 'number' && !Number.isFinite(v)) {
-    throw new InvalidUserInputError(path, 'must be a finite number')
+  } else if (typeof v === 'number' && !isExactNumber(v)) {
+    throw new InvalidUserInputError(path, 'must be a finite number, an integer within ±(2^53 − 1) (send a larger identifier as a string)')
   }
 }
 
@@ -74,7 +74,7 @@ export function validateClaims (claims: unknown): Record<string, unknown> {
     throw new InvalidUserInputError('claims', 'must be an object')
   }
   for (const [k, v] of Object.entries(claims)) {
-    if (!k.isWellFormed()) throw new InvalidUserInputError('claims', 'must have well-formed Unicode names')
+    if (!isWellFormed(k)) throw new InvalidUserInputError('claims', 'must have well-formed Unicode names')
     if (RESERVED_CLAIMS.has(k)) throw new InvalidUserInputError(`claims/${k}`, 'is reserved and set by the gateway')
     checkClaimValue(`claims/${k}`, v, true)
   }

@@ -1,11 +1,7 @@
 import { ErrorCode, invalidToken } from '../errors.js'
 import type { GatewayConfig } from '../config/types.js'
 import { badClaim } from './jwt-errors.js'
-
-declare global {
-  // ES2024 (tsconfig's lib stops at es2023); Node has had it since 20.0
-  interface String { isWellFormed: () => boolean }
-}
+import { isExactNumber, isWellFormed } from '../text.js'
 
 export type IdentityHeader = readonly [name: string, value: string]
 
@@ -121,14 +117,14 @@ function faithful (value: unknown): boolean {
   while (pending.length > 0) {
     const v = pending.pop()
     if (typeof v === 'string') {
-      if (!v.isWellFormed()) return false
+      if (!isWellFormed(v)) return false
     } else if (typeof v === 'number') {
-      if (!Number.isFinite(v) || (Number.isInteger(v) && !Number.isSafeInteger(v))) return false
+      if (!isExactNumber(v)) return false
     } else if (Array.isArray(v)) {
       for (const item of v) pending.push(item)
     } else if (v !== null && typeof v === 'object') {
       for (const key of Object.keys(v)) {
-        if (!key.isWellFormed()) return false
+        if (!isWellFormed(key)) return false
         pending.push((v as Record<string, unknown>)[key])
       }
     }

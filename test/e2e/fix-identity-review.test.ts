@@ -4,7 +4,7 @@ import Fastify from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import { baseConfig, goodClaims, ISSUER, makeKey, raw, signWith, startGateway, type RawResponse } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
-import { startUpstream } from '../fixtures/upstream.js'
+import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { IDP_RESOURCE, startIdp, type TestIdp } from '../fixtures/idp.js'
 import { decodeJwt, idpClaims, idpIssuer, idpKey, waitFor } from '../upstream/helpers.js'
 import { loadConfigText } from '../../src/config/load.js'
@@ -41,6 +41,17 @@ function jsonWith (claims: Record<string, unknown>, extra: string): string {
 
 const get = (url: string, token: string): Promise<RawResponse> => raw(url, '/api/x', { headers: { authorization: `Bearer ${token}` } })
 
+/** each token is 401 token_invalid_claim and reaches no upstream */
+async function refusedEach (t: Test, url: string, upstream: RecordingUpstream, cases: Array<[string, string]>): Promise<void> {
+  for (const [name, token] of cases) {
+    const before = upstream.requests.length
+    const res = await get(url, token)
+    t.equal(res.status, 401, `${name}: 401`)
+    t.equal(res.json().code, 'token_invalid_claim', `${name}: token_invalid_claim`)
+    t.equal(upstream.requests.length, before, `${name}: the upstream saw nothing`)
+  }
+}
+
 /** the gateway's own tokens and an EdDSA identity provider's, one route to a recording upstream */
 async function setup (t: Test, extra: { identity?: Record<string, unknown>, route?: Record<string, unknown>, issuer?: Record<string, unknown> } = {}) {
   const idp: TestIdp = await startIdp({ alg: 'EdDSA' })
@@ -69,13 +80,7 @@ t.test('fix-lone-surrogate-claim: a claim that is not well-formed UTF-16 is refu
     ['provider sub', signWith(idpSigner, idpClaims(idp, { sub: 'admin\ud800' }))],
     ['provider mapped email', signWith(idpSigner, idpClaims(idp, { sub: 'u-1', email: 'boss@corp.test\udc00' }))],
   ]
-  for (const [name, token] of refused) {
-    const before = upstream.requests.length
-    const res = await get(gw.url, token)
-    t.equal(res.status, 401, `${name}: 401`)
-    t.equal(res.json().code, 'token_invalid_claim', `${name}: token_invalid_claim`)
-    t.equal(upstream.requests.length, before, `${name}: the upstream saw nothing`)
-  }
+  await refusedEach(t, gw.url, upstream, refused)
   const fine = await get(gw.url, signWith(key, goodClaims({ sub: 'admin\ufffd', email: 'b\u{1F600}ss@corp.test' })))
   t.equal(fine.status, 200, 'U+FFFD itself and a surrogate pair (an emoji) pass')
   const seen = upstream.requests.at(-1)!
@@ -96,13 +101,7 @@ t.test('fix-unsafe-integer-claim: an integer past 2^53 is refused (it was alread
     ['unmapped, nested (reaches the assertion)', own('mallory', '"org":{"ids":[1,9007199254740993]}')],
     ['provider, mapped', signRaw(idpSigner, jsonWith(idpClaims(idp, { sub: 'u-1' }, now), '"account_id":1234567890123456789'))],
   ]
-  for (const [name, token] of refused) {
-    const before = upstream.requests.length
-    const res = await get(gw.url, token)
-    t.equal(res.status, 401, `${name}: 401`)
-    t.equal(res.json().code, 'token_invalid_claim', `${name}: token_invalid_claim`)
-    t.equal(upstream.requests.length, before, `${name}: the upstream saw nothing`)
-  }
+  await refusedEach(t, gw.url, upstream, refused)
   const fine = await get(gw.url, own('alice', '"account_id":9007199254740991,"ratio":0.5'))
   t.equal(fine.status, 200, 'the largest safe integer, and a fraction, pass')
   const seen = upstream.requests.at(-1)!
