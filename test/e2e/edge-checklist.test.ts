@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap'
-import { createServer as createNetServer, type Socket } from 'node:net'
-import type { AddressInfo } from 'node:net'
+import type { Socket } from 'node:net'
 import { startUpstream, type Recorded } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, signWith, startGateway } from '../fixtures/gateway.js'
 import { RawClient, rawRequest, requestBytes } from '../fixtures/raw-client.js'
+import { startRawUpstream } from '../fixtures/raw-upstream.js'
 
 // The checklists in the header comments of src/pipeline/headers.ts (request rules R1–R11)
 // and src/proxy/response-headers.ts (response rules S1–S9), one subtest per rule, plus the
@@ -36,35 +36,14 @@ async function recording (t: Test): Promise<Awaited<ReturnType<typeof startUpstr
  * chosen by its path: what Node's own server would refuse to write. Counts connections.
  */
 async function scripted (t: Test, answer: (path: string, method: string) => string | ((socket: Socket) => void)): Promise<{ url: string, connections: () => number, paths: string[] }> {
-  let connections = 0
   const paths: string[] = []
-  const open = new Set<Socket>()
-  const server = createNetServer((socket) => {
-    connections++
-    open.add(socket)
-    socket.on('close', () => open.delete(socket))
-    let buf = Buffer.alloc(0)
-    socket.on('error', () => {})
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk])
-      for (;;) {
-        const end = buf.indexOf('\r\n\r\n')
-        if (end === -1) return
-        const head = buf.toString('latin1', 0, end)
-        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
-        if (buf.length < end + 4 + length) return
-        buf = buf.subarray(end + 4 + length)
-        const [method = '', path = ''] = head.split(' ')
-        paths.push(path)
-        const a = answer(path, method)
-        if (typeof a === 'function') a(socket)
-        else socket.write(Buffer.from(a, 'latin1'))
-      }
-    })
+  const up = await startRawUpstream(t, (req, socket) => {
+    paths.push(req.path)
+    const a = answer(req.path, req.method)
+    if (typeof a === 'function') a(socket)
+    else socket.write(Buffer.from(a, 'latin1'))
   })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>(resolve => { for (const s of open) s.destroy(); server.close(() => resolve()) }))
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connections: () => connections, paths }
+  return { url: up.url, connections: up.connections, paths }
 }
 
 t.test('request rules (src/pipeline/headers.ts)', async (t) => {

@@ -1,9 +1,8 @@
 import t from 'tap'
-import { createServer, type Socket } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { connect } from 'node:http2'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { RawClient, requestBytes } from '../fixtures/raw-client.js'
+import { startRawUpstream } from '../fixtures/raw-upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
 
 // Found by an adversarial review of the hostile-upstream side after issue 8:
@@ -23,23 +22,7 @@ import { testCertificate } from '../fixtures/tls.js'
 
 /** an upstream speaking raw HTTP/1.1: the answer for each request is `answer(path)` */
 async function rawUpstream (t: { teardown: (fn: () => unknown) => void }, answer: (path: string, method: string) => string): Promise<string> {
-  const sockets: Socket[] = []
-  const server = createServer((socket) => {
-    sockets.push(socket)
-    let buf = ''
-    socket.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('latin1')
-      for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
-        const [method, path] = buf.slice(0, buf.indexOf('\r\n')).split(' ') as [string, string]
-        buf = buf.slice(end + 4)
-        socket.write(answer(path, method))
-      }
-    })
-    socket.on('error', () => {})
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { for (const s of sockets) s.destroy(); server.close() })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return (await startRawUpstream(t, (req, socket) => { socket.write(answer(req.path, req.method)) })).url
 }
 
 const OK = 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello'

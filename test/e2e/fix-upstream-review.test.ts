@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap'
-import { createServer, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { constants as h2constants, connect as h2connect, createServer as createH2Server, type ClientHttp2Session } from 'node:http2'
 import { gzipSync } from 'node:zlib'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { RawClient, requestBytes } from '../fixtures/raw-client.js'
+import { startRawUpstream } from '../fixtures/raw-upstream.js'
 import { testCertificate } from '../fixtures/tls.js'
 import { until } from '../fixtures/until.js'
 import { SINGLE_VALUE_H2 } from '../../src/proxy/response-headers.js'
@@ -30,46 +30,11 @@ import { SINGLE_VALUE_H2 } from '../../src/proxy/response-headers.js'
 const key = makeKey('EdDSA')
 const HOST: [string, string] = ['Host', 'gateway.test']
 
-interface Seen { method: string, path: string, conn: number, atMs: number }
-
-/** an upstream speaking raw HTTP/1.1; `answer` writes whatever it likes on the socket */
-async function rawUpstream (t: Test, answer: (req: Seen, socket: Socket) => void): Promise<{ url: string, seen: Seen[], closed: Set<number> }> {
-  const sockets = new Set<Socket>()
-  const seen: Seen[] = []
-  const closed = new Set<number>()
-  let conns = 0
-  const server = createServer((socket) => {
-    const conn = ++conns
-    sockets.add(socket)
-    socket.on('close', () => { sockets.delete(socket); closed.add(conn) })
-    socket.on('error', () => {})
-    let buf = Buffer.alloc(0)
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk])
-      for (;;) {
-        const end = buf.indexOf('\r\n\r\n')
-        if (end === -1) return
-        const head = buf.toString('latin1', 0, end)
-        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
-        if (buf.length < end + 4 + length) return
-        buf = buf.subarray(end + 4 + length)
-        const [method, path] = head.split(' ') as [string, string]
-        const req = { method, path, conn, atMs: performance.now() }
-        seen.push(req)
-        answer(req, socket)
-      }
-    })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { for (const s of sockets) s.destroy(); server.close() })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, closed }
-}
-
 const OK = 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello'
 const HINT = 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'
 
 t.test('fix-hints-to-http10: no 103 Early Hints to an HTTP/1.0 client', async (t) => {
-  const up = await rawUpstream(t, (_req, socket) => { socket.write(HINT); setTimeout(() => socket.write(OK), 20) })
+  const up = await startRawUpstream(t, (_req, socket) => { socket.write(HINT); setTimeout(() => socket.write(OK), 20) })
   const gw = await startGateway(t, baseConfig(key, [{ name: 'h', prefix: '/h', upstream: up.url, auth: 'public' }]))
   for (const extra of [[], [['Connection', 'keep-alive']]] as Array<Array<[string, string]>>) {
     const client = await RawClient.connect(gw.url)
@@ -89,7 +54,7 @@ t.test('fix-hints-to-http10: no 103 Early Hints to an HTTP/1.0 client', async (t
 })
 
 t.test('fix-hints-skip-rules: a 103 goes through the final response\'s rules', async (t) => {
-  const up = await rawUpstream(t, (_req, socket) => {
+  const up = await startRawUpstream(t, (_req, socket) => {
     socket.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nAccess-Control-Allow-Origin: https://evil.example\r\n' +
       'Access-Control-Allow-Credentials: true\r\nSet-Cookie2: sid=planted\r\nLocation: /inner/next\r\nX-Hint: kept\r\n\r\n' +
       'HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: https://evil.example\r\nSet-Cookie2: sid=planted\r\ncontent-length: 2\r\n\r\nok')
@@ -120,7 +85,7 @@ t.test('fix-hints-skip-rules: a 103 goes through the final response\'s rules', a
 })
 
 t.test('fix-trailers-skip-rules: trailers go through the same set of rules (Set-Cookie2)', async (t) => {
-  const up = await rawUpstream(t, (_req, socket) => {
+  const up = await startRawUpstream(t, (_req, socket) => {
     socket.write('HTTP/1.1 200 OK\r\nTrailer: x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n' +
       'X-Checksum: abc\r\nSet-Cookie2: sid=planted\r\n\r\n')
   })
@@ -200,7 +165,7 @@ async function h2Gateway (t: Test, upstream: string): Promise<ClientHttp2Session
 }
 
 t.test('fix-h2-single-value-fields: over HTTP/2 every field Node holds single-valued, repeated, keeps its first value', async (t) => {
-  const up = await rawUpstream(t, (req, socket) => {
+  const up = await startRawUpstream(t, (req, socket) => {
     const name = req.path.slice('/s/'.length)
     socket.write(`HTTP/1.1 200 OK\r\n${name}: a\r\n${name}: b\r\ncontent-length: 5\r\n\r\nhello`)
   })
@@ -216,7 +181,7 @@ t.test('fix-h2-single-value-fields: over HTTP/2 every field Node holds single-va
 })
 
 t.test('fix-h2-205-with-body: over HTTP/2 a 205 ends cleanly at its headers', async (t) => {
-  const up = await rawUpstream(t, (req, socket) => {
+  const up = await startRawUpstream(t, (req, socket) => {
     if (req.path === '/s/205') socket.write('HTTP/1.1 205 Reset Content\r\nContent-Length: 5\r\n\r\nhello')
     else if (req.path === '/s/205-chunked') socket.write('HTTP/1.1 205 Reset Content\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n')
     else socket.write('HTTP/1.1 304 Not Modified\r\nETag: "v"\r\nContent-Length: 5\r\n\r\n')
@@ -234,7 +199,7 @@ t.test('fix-h2-205-with-body: over HTTP/2 a 205 ends cleanly at its headers', as
 })
 
 t.test('fix-h2-205-with-body: over HTTP/1.1 a 205 ends at its headers', async (t) => {
-  const up = await rawUpstream(t, (req, socket) => {
+  const up = await startRawUpstream(t, (req, socket) => {
     if (req.path.endsWith('/205')) return socket.write('HTTP/1.1 205 Reset Content\r\nContent-Length: 5\r\nTrailer: x-sum\r\n\r\nhello')
     socket.write(OK)
   })
@@ -255,7 +220,7 @@ t.test('fix-h2-205-with-body: over HTTP/1.1 a 205 ends at its headers', async (t
 t.test('fix-upstream-transfer-coding: a transfer coding besides chunked is a 502, and its connection is not reused', async (t) => {
   const gz = gzipSync(Buffer.from('{"hello":"world"}'))
   const chunk = Buffer.concat([Buffer.from(`${gz.length.toString(16)}\r\n`), gz, Buffer.from('\r\n0\r\n\r\n')])
-  const up = await rawUpstream(t, (req, socket) => {
+  const up = await startRawUpstream(t, (req, socket) => {
     const head = (te: string): Buffer => Buffer.from(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: ${te}\r\n\r\n`)
     switch (req.path) {
       case '/t/gzip-chunked': socket.write(Buffer.concat([head('gzip, chunked'), chunk])); break
@@ -288,7 +253,7 @@ t.test('fix-upstream-transfer-coding: a transfer coding besides chunked is a 502
 
 t.test('fix-pipelined-unsafe-runs-early: an unsafe request pipelined behind a response still in progress waits for it', async (t) => {
   let slowDoneAt = Infinity
-  const up = await rawUpstream(t, (req, socket) => {
+  const up = await startRawUpstream(t, (req, socket) => {
     if (req.path === '/p/break') {
       socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nAAAAA')
       setTimeout(() => socket.destroy(), 300)
