@@ -1,4 +1,4 @@
-import { SELF_ISSUER, type GatewayConfig } from '../config/types.js'
+import { SELF_ISSUER } from '../config/types.js'
 import { scopeSet } from '../tokens/scopes.js'
 import { ErrorCode, GatewayError, invalidToken } from '../errors.js'
 import { type Runtime } from '../runtime.js'
@@ -22,7 +22,7 @@ export function verifyOffline (runtime: Runtime, input: ExplainRequest, raw: str
   const source = input.token !== undefined ? 'token' : input.claims !== undefined ? 'claims' : 'authorization'
   if (input.claims !== undefined && raw === CLAIMS_PLACEHOLDER) {
     out.current = { source, check: 'claims-given', note: 'claims given, signature not checked (iss, aud and required claims not checked; time checked against now)' }
-    return fromClaims(runtime.config, input.claims, '', nowMs, out.current)
+    return fromClaims(runtime, input.claims, '', nowMs, out.current)
   }
   try {
     const verified = runtime.verifier.verify(raw, nowMs)
@@ -41,12 +41,13 @@ export function verifyOffline (runtime: Runtime, input: ExplainRequest, raw: str
       check: 'unverified',
       note: `signature not checked: the keys of issuer "${issuer?.name ?? String(claims.iss)}" are fetched at run time and explain does not fetch; decided on the decoded claims (algorithm and typ were checked)`,
     }
-    return fromClaims(runtime.config, claims, raw, nowMs, out.current)
+    return fromClaims(runtime, claims, raw, nowMs, out.current)
   }
 }
 
 /** a VerifiedToken from claims, the issuer chosen by `iss` as the verifier chooses it */
-function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, text: string, nowMs: number, cred: Credentials): VerifiedToken {
+function fromClaims (runtime: Runtime, claims: Record<string, unknown>, text: string, nowMs: number, cred: Credentials): VerifiedToken {
+  const config = runtime.config
   let iss = claims.iss
   if (iss === undefined) {
     iss = config.tokens.issuer
@@ -63,10 +64,14 @@ function fromClaims (config: GatewayConfig, claims: Record<string, unknown>, tex
   const skewMs = (external === undefined ? config.tokens.clockSkewSec : external.clockSkewSec) * 1000
   const scopePath = external === undefined ? ['scope'] : external.scopeClaim
   const scopes = scopesAt(claims, scopePath, external === undefined)
+  // what the verifier refuses whoever signed the token: control characters in sub, jti or
+  // sid, claims an upstream would receive as another value (fix-explain-claims-unchecked)
+  runtime.verifier.checkCarried(typeof sub === 'string' ? sub : undefined, typeof jti === 'string' ? jti : undefined, claims)
   const token: VerifiedToken = {
     issuer: external === undefined ? SELF_ISSUER : external.name,
     claims,
-    sub: typeof sub === 'string' ? sub : '',
+    // no sub: no subject (no x-user-id, none in an assertion), as the verifier has it
+    sub: typeof sub === 'string' ? sub : undefined,
     jti: typeof jti === 'string' ? jti : undefined,
     scopes,
     expMs: typeof exp === 'number' ? exp * 1000 : Number.POSITIVE_INFINITY,

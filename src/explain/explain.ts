@@ -190,7 +190,20 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   const token = state.token
   const passed = route as CompiledRoute
 
-  // the handler (plugins/proxy.ts forwardUpstream, exchange.ts): upgrade check, body limit, headers
+  // the handler (plugins/proxy.ts forwardUpstream, exchange.ts): assertion, upgrade check, body limit, headers
+  const audience = passed.config.assertionAudience
+  let extra: Array<readonly [string, string]> | undefined
+  if (audience !== undefined && token !== undefined && runtime.assertions !== undefined) {
+    // signed as plugins/proxy.ts signs it (own keys, offline), so a token whose core claims
+    // cannot fit identity.maxHeaderBytes is refused here as there; the value is not shown
+    let bytes: number
+    try {
+      bytes = runtime.assertions.assertion(token, audience).length
+    } catch (err) {
+      return refuse(err)
+    }
+    extra = [[config.identity.assertion!.header, `<signed assertion, aud=${audience}, ${bytes} bytes>`]]
+  }
   const upgrade = isUpgrade(msg)
   if (upgrade && !passed.config.websocket) return refuse(new GatewayError(ErrorCode.badRequest, 400, 'this route does not accept WebSocket upgrades'))
   const length = msg.headers['content-length']
@@ -199,10 +212,6 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   const trust = trustFunction(config.server.trustProxy)
   const peer = input.peerAddress ?? DEFAULT_PEER
   const upstream = passed.upstream
-  const audience = passed.config.assertionAudience
-  const extra: Array<readonly [string, string]> | undefined = audience !== undefined && token !== undefined && runtime.assertions !== undefined
-    ? [[config.identity.assertion!.header, `<signed assertion, aud=${audience}>`]]
-    : undefined
   const facts: RequestFacts = {
     peerAddress: peer,
     protocol: forwarded(msg, trust, peer, 'x-forwarded-proto') ?? (config.server.tls === undefined ? 'http' : 'https'),

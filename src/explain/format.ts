@@ -38,7 +38,8 @@ export function formatExplanation (ex: Explanation): string {
     const c = ex.credentials
     const who = [
       ...(c.issuer === undefined ? [] : [`issuer ${c.issuer}`]),
-      ...(c.sub === undefined ? [] : [`sub ${c.sub === '' ? '(none)' : c.sub}`]),
+      // a token that got through without a sub has no subject (no x-user-id)
+      ...(c.sub === undefined && c.issuer === undefined ? [] : [`sub ${c.sub === undefined || c.sub === '' ? '(none)' : c.sub}`]),
       ...(c.scopes === undefined ? [] : [`scopes ${c.scopes.join(' ') || '(none)'}`]),
       ...(c.expiresAt === undefined ? [] : [`expires ${c.expiresAt}`]),
     ].join(', ')

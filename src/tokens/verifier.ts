@@ -81,15 +81,23 @@ export class TokenVerifier {
 
   get cacheSize (): number { return this.#cache?.size ?? 0 }
 
+  /**
+   * What a token may carry whoever signed it, checked once per verification (never on a
+   * cache hit) and by `portcullis explain` on claims it decodes or is given:
+   * - identifiers the gateway forwards (sub) or stores when it revokes (jti, sid): a control
+   *   character (NUL: PostgreSQL refuses it in text) would make the token unrevocable or its
+   *   logout a 500;
+   * - claims that would reach the upstream as another value (lone surrogates, integers past
+   *   2^53): tokens/identity.ts forwardedClaimsCheck.
+   */
+  checkCarried (sub: string | undefined, jti: string | undefined, claims: Readonly<Record<string, unknown>>): void {
+    if ((sub !== undefined && hasControlCharacter(sub)) || (jti !== undefined && hasControlCharacter(jti)) ||
+      (typeof claims.sid === 'string' && hasControlCharacter(claims.sid))) throw badClaim('sub, jti or sid')
+    this.#checkForwarded(claims)
+  }
+
   #accept (token: string, verdict: IssuerVerdict, nowMs: number): VerifiedToken {
-    // identifiers the gateway forwards (sub) or stores when it revokes (jti, sid): a control
-    // character (NUL: PostgreSQL refuses it in text) would make the token unrevocable or
-    // its logout a 500, so such a token is refused whatever its issuer signed
-    if ((verdict.sub !== undefined && hasControlCharacter(verdict.sub)) || (verdict.jti !== undefined && hasControlCharacter(verdict.jti)) ||
-      (typeof verdict.claims.sid === 'string' && hasControlCharacter(verdict.claims.sid))) throw badClaim('sub, jti or sid')
-    // claims that would reach the upstream as another value (lone surrogates, integers past
-    // 2^53): here, once per verification and for every issuer, not per request
-    this.#checkForwarded(verdict.claims)
+    this.checkCarried(verdict.sub, verdict.jti, verdict.claims)
     // every field written out: one object shape for every issuer (a spread of the verdict
     // cost ~1.5 µs per verification, bench/micro-hotpath.ts)
     const verified: VerifiedToken = {

@@ -89,6 +89,12 @@ const tokens = {
   expired: signWith(key, goodClaims({ iat: nowSec() - 1200, exp: nowSec() - 600 })),
   forged: signWith(otherKey, goodClaims()),
   idp: signWith(idpKey, { iss: IDP_ISSUER, aud: 'api.test', sub: 'bob', iat: nowSec(), exp: nowSec() + 300, scope: 'partner' }),
+  // what the verifier refuses whoever signed it, and what cannot fit beside an assertion
+  // (fix-explain-claims-unchecked: explain decided on decoded or given claims without either)
+  idpLoneSurrogate: signWith(idpKey, { iss: IDP_ISSUER, aud: 'api.test', sub: 'bob\ud800', iat: nowSec(), exp: nowSec() + 300, scope: 'partner' }),
+  idpUnsafeInteger: signWith(idpKey, { iss: IDP_ISSUER, aud: 'api.test', sub: 'bob', account: 2 ** 60, iat: nowSec(), exp: nowSec() + 300, scope: 'partner' }),
+  idpControlJti: signWith(idpKey, { iss: IDP_ISSUER, aud: 'api.test', sub: 'bob', jti: 'j\u0000', iat: nowSec(), exp: nowSec() + 300, scope: 'partner' }),
+  overBudget: signWith(key, goodClaims({ sub: 'a'.repeat(5000), scope: 'orders:read' })),
 }
 
 /** a real gateway (with its upstream and the IdP's JWKS) and `explain` over the same configuration */
@@ -144,6 +150,14 @@ t.test('refusals: the same status and code as a real gateway, for every reason',
     { name: 'claims: expired', path: '/api/orders/1', claims: { scope: 'orders:read', exp: nowSec() - 3600 }, status: 401, reason: 'token_expired', wire: false },
     { name: 'claims: HEAD takes GET\'s rule', method: 'HEAD', path: '/api/orders/1', claims: { scope: 'orders:write' }, status: 403, reason: 'insufficient_scope', scope: 'orders:read', wire: false },
     { name: 'claims: identity provider, scope missing', path: '/api/partner/1', claims: { iss: IDP_ISSUER, sub: 'bob', scope: 'other' }, status: 403, reason: 'insufficient_scope', scope: 'partner', wire: false },
+    { name: 'IdP token: a lone surrogate in sub (signature not checked offline)', path: '/api/partner/1', token: tokens.idpLoneSurrogate, status: 401, reason: 'token_invalid_claim' },
+    { name: 'IdP token: an integer past 2^53', path: '/api/partner/1', token: tokens.idpUnsafeInteger, status: 401, reason: 'token_invalid_claim' },
+    { name: 'IdP token: a control character in jti', path: '/api/partner/1', token: tokens.idpControlJti, status: 401, reason: 'token_invalid_claim' },
+    { name: 'a sub too large to fit beside the route\'s assertion', path: '/api/orders/1', token: tokens.overBudget, status: 401, reason: 'token_invalid_claim' },
+    { name: 'claims: a lone surrogate in sub', path: '/api/orders/1', claims: { sub: 'alice\udbff', scope: 'orders:read' }, status: 401, reason: 'token_invalid_claim', wire: false },
+    { name: 'claims: an integer past 2^53', path: '/api/orders/1', claims: { sub: 'alice', scope: 'orders:read', account: { id: 2 ** 60 } }, status: 401, reason: 'token_invalid_claim', wire: false },
+    { name: 'claims: a control character in sid', path: '/api/orders/1', claims: { sub: 'alice', sid: 's\n', scope: 'orders:read' }, status: 401, reason: 'token_invalid_claim', wire: false },
+    { name: 'claims: a sub too large to fit beside the route\'s assertion', path: '/api/orders/1', claims: { sub: 'a'.repeat(5000), scope: 'orders:read' }, status: 401, reason: 'token_invalid_claim', wire: false },
     { name: 'an auth endpoint with GET', path: '/auth/login', status: 405, reason: 'method_not_allowed', allow: 'POST', wire: false },
     // methods the gateway never forwards (fix-unknown-method-over-h2): explain refused them as a usage error
     { name: 'PROPFIND on a route', method: 'PROPFIND', path: '/api/catalog/1', status: 405, reason: 'method_not_allowed', allow: 'GET, HEAD' },
@@ -225,7 +239,7 @@ t.test('granted: the exact upstream URL and headers a real gateway sends', async
     else t.equal(predicted['x-request-id'], '<generated per request>', `${row.name}: a request id is generated`)
     const assertion = real['x-portcullis-assertion']
     if (assertion !== undefined) {
-      t.equal(predicted['x-portcullis-assertion'], '<signed assertion, aud=orders-svc>', `${row.name}: the assertion, not its signature`)
+      t.equal(predicted['x-portcullis-assertion'], `<signed assertion, aud=orders-svc, ${String(assertion).length} bytes>`, `${row.name}: the assertion's size, not its signature`)
       const payload = JSON.parse(Buffer.from(String(assertion).split('.')[1]!, 'base64url').toString())
       t.equal(payload.aud, 'orders-svc', `${row.name}: the real assertion has that aud`)
     }
@@ -258,6 +272,16 @@ t.test('--claims, preflights, the gateway\'s endpoints, redaction', async (t) =>
   const external = await explain({ method: 'GET', url: '/api/partner/1', headers: [], claims: { iss: IDP_ISSUER, sub: 'bob', scope: 'partner' } })
   t.equal(external.decision.reason, 'granted', 'claims of a configured issuer, chosen by iss')
   t.equal(external.credentials?.issuer, 'corp')
+  t.notOk(external.upstream?.headers.some(([n]) => n === 'x-portcullis-assertion'), 'no assertion on a route without one')
+  const asserted = await explain({ method: 'GET', url: '/api/orders/1', headers: [], claims: { sub: 'carol', scope: 'orders:read' } })
+  t.match(Object.fromEntries(asserted.upstream!.headers)['x-portcullis-assertion'], /^<signed assertion, aud=orders-svc, \d+ bytes>$/, 'the assertion: signed offline, its size shown, never its value')
+
+  // a token without sub has no subject, as the verifier has it (fix-subless-token-one-identity)
+  const subless = await explain({ method: 'GET', url: '/api/partner/1', headers: [], claims: { iss: IDP_ISSUER, scope: 'partner' } })
+  t.equal(subless.decision.outcome, 'proxied', 'claims without sub: proxied')
+  t.equal(subless.credentials?.sub, undefined, 'with no subject')
+  t.notOk(subless.upstream?.headers.some(([n]) => n === 'x-user-id'), 'and no x-user-id')
+  t.match(formatExplanation(subless), /token\s+claims-given: issuer corp, sub \(none\)/, 'shown as sub (none)')
 
   const preflight = await explain({ method: 'OPTIONS', url: '/api/orders', headers: [['Origin', 'https://app.test'], ['Access-Control-Request-Method', 'POST']] })
   t.equal(preflight.decision.outcome, 'answered', 'a preflight is answered by the gateway')
@@ -349,7 +373,7 @@ t.test('the command: text, --json, exit codes 0, 1, 2', async (t) => {
   t.match(granted.stdout, /\ndecision\s+proxied \(granted/)
   t.match(granted.stdout, /\nupstream\s+GET http:\/\/127\.0\.0\.1:4001\/orders\/42\?x=1\n/)
   t.match(granted.stdout, /\n\s+x-user-id: alice\n/, 'the identity from the token, not the client\'s copy')
-  t.match(granted.stdout, /\n\s+x-portcullis-assertion: <signed assertion, aud=orders-svc>\n/)
+  t.match(granted.stdout, /\n\s+x-portcullis-assertion: <signed assertion, aud=orders-svc, \d+ bytes>\n/)
   t.notOk(granted.stdout.includes(tokens.read), 'the token is never printed')
 
   t.equal(refused.code, 1, 'refused: exit 1')
