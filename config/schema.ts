@@ -283,6 +283,10 @@ const Route = Obj({
   maxBodyBytes: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 10_485_760 }),
   // send the client's Host upstream instead of the upstream's own
   preserveHost: Type.Boolean({ default: false }),
+  // the route's answers carry `Content-Security-Policy: sandbox`: a page an upstream serves on
+  // the gateway's origin runs in an opaque origin, never as the gateway's own (it could call
+  // the cookie-carried auth endpoints); false for a route that serves the app's own pages
+  sandbox: Type.Boolean({ default: true }),
   websocket: Type.Boolean({ default: false }),
   // answer CORS for this route (when `cors:` is configured); false: the upstream answers CORS
   // itself — no CORS headers from the gateway, preflights go through the route's policy

@@ -103,7 +103,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       upstreamHost: route.preserveHost ? undefined : route.upstreamHost,
       writeTimeoutMs: config.server.writeTimeoutMs,
       rewriter,
-      responseRules: { refreshCookie },
+      responseRules: { refreshCookie, sandbox: route.sandbox },
       timing: shared.timing,
     }
     const upstream: UpstreamTarget | WebSocketTarget = route.websocket

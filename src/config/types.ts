@@ -59,6 +59,8 @@ export interface RouteConfig {
   connections: number
   maxBodyBytes: number
   preserveHost: boolean
+  /** answers carry `Content-Security-Policy: sandbox` (pages the upstream serves get an opaque origin) */
+  sandbox: boolean
   websocket: boolean
   /** CORS answered on this route (when `cors` is configured globally) */
   cors: boolean

@@ -50,10 +50,20 @@ import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by
  *    not reused (transferCodingRefused, exchange.ts): the gateway decodes no transfer coding,
  *    and relaying the still-coded bytes as the body is what nginx refuses too ("upstream sent
  *    unknown Transfer-Encoding") — fix-upstream-transfer-coding
+ * 13. on a route with `sandbox` (the default) the final response carries
+ *    `Content-Security-Policy: sandbox` beside any policy of the upstream's (a browser
+ *    enforces every policy it is sent): a page the upstream serves on the gateway's origin —
+ *    docs, an upload, an error page with an injected script — runs in an opaque origin with
+ *    no script, so it cannot call the cookie-carried auth endpoints as the gateway's own origin
+ *    nor read the app's storage (fix-upstream-document-mints-tokens). A route serving the
+ *    app's own pages says `sandbox: false`. On every response, not only `text/html`: a browser
+ *    sniffs a document out of a missing or wrong Content-Type
  */
 export interface ResponseRules {
   /** the refresh cookie name, lower case; undefined when the gateway forwards it (then upstreams own it) */
   refreshCookie: string | undefined
+  /** rule 13: the route's answers are sandboxed */
+  sandbox: boolean
 }
 
 export interface ResponseContext {
@@ -98,6 +108,7 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
     }
   }
   if (statusCode === 205) out.push('content-length', '0')
+  if (rules.sandbox) out.push('content-security-policy', 'sandbox')
   out.push('x-request-id', ctx.requestId)
   return out
 }

@@ -79,6 +79,7 @@ t.test('a minimal config loads with the documented defaults and is frozen', asyn
     connections: 128,
     maxBodyBytes: 10_485_760,
     preserveHost: false,
+    sandbox: true,
     websocket: false,
     cors: true,
     assertionAudience: undefined,

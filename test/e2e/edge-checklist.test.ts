@@ -211,6 +211,7 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
   const gw = await startGateway(t, baseConfig(key, [
     { name: 'api', prefix: '/api', upstream: up.url, rewritePrefix: '/api', auth: 'public' },
     { name: 'moved', prefix: '/m', upstream: up.url, rewritePrefix: '/inner', auth: 'public' },
+    { name: 'pages', prefix: '/pages', upstream: up.url, rewritePrefix: '/api', auth: 'public', sandbox: false },
   ]))
   const get = (path: string, headers: Array<[string, string]> = []): ReturnType<typeof rawRequest> =>
     rawRequest(gw.url, requestBytes('GET', path, [['Host', 'a.example'], ...headers]))
@@ -279,6 +280,12 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
     t.equal(res.status, 204)
     t.equal(res.headers['content-length'], undefined)
     t.equal(res.headers['x-a'], '1')
+  })
+
+  t.test('S13: answers are sandboxed unless the route serves trusted pages (fix-upstream-document-mints-tokens)', async (t) => {
+    t.equal((await get('/api/plain')).headers['content-security-policy'], 'sandbox', 'the default')
+    t.equal((await get('/api/no-content')).headers['content-security-policy'], 'sandbox', 'a 204 too')
+    t.equal((await get('/pages/plain')).headers['content-security-policy'], undefined, 'sandbox: false')
   })
 })
 

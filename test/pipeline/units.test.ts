@@ -79,6 +79,7 @@ function route (overrides: Partial<RouteConfig>): RouteConfig {
     connections: 1,
     maxBodyBytes: 1_048_576,
     preserveHost: false,
+    sandbox: true,
     websocket: false,
     cors: true,
     assertionAudience: undefined,

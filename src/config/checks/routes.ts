@@ -111,6 +111,7 @@ function checkRoute (r: Raw, path: string, rc: RouteContext, ctx: CheckContext):
     connections: r.connections,
     maxBodyBytes: r.maxBodyBytes,
     preserveHost: r.preserveHost,
+    sandbox: r.sandbox,
     websocket: r.websocket,
     cors: r.cors,
     assertionAudience: r.assertion?.audience,
