@@ -44,6 +44,21 @@ const NETWORK_ERROR_CODES = new Set([
  */
 const TIMEOUT_SQL_STATES = new Set(['55P03', '57014'])
 
+/**
+ * SQLSTATEs of a server that answers but cannot do the work now, whatever the request: a
+ * node in recovery or switched read-only (25006: a failover that left the URL on a standby or
+ * a demoted primary, a managed PostgreSQL read-only on a full disk), a transaction chosen as a
+ * deadlock or serialization victim (class 40), resources exhausted (53: disk, memory,
+ * connections), the database dropped (57P04), an I/O or internal error of the server (58,
+ * XX). A 503 the client may retry, never a 500 — which stays for what is the gateway's own
+ * bug (a statement PostgreSQL refuses as written: classes 22, 23, 42…). The connection is
+ * healthy and goes back to the pool (fix-store-refusals-are-500).
+ */
+function isStoreRefusal (code: string): boolean {
+  return TIMEOUT_SQL_STATES.has(code) || code === '25006' || code === '57P04' ||
+    code.startsWith('40') || code.startsWith('53') || code.startsWith('58') || code.startsWith('XX')
+}
+
 /** SQLSTATEs that mean the server is going away or refusing connections */
 function isUnavailableSqlState (code: string): boolean {
   return code.startsWith('08') || // connection_exception class
@@ -79,23 +94,24 @@ export function isPgUnavailable (err: unknown): boolean {
   return Array.isArray(errors) && errors.length > 0 && errors.every(isPgUnavailable)
 }
 
-function isPgTimeout (err: unknown): boolean {
+function isPgRefusal (err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' && TIMEOUT_SQL_STATES.has(code)
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && isStoreRefusal(code)
 }
 
 /**
- * The boundary: pg errors that mean "unreachable" or "gave up waiting" (lock_timeout,
- * statement_timeout) become StoreUnavailableError (cause kept).
+ * The boundary: pg errors that mean "unreachable", "gave up waiting" (lock_timeout,
+ * statement_timeout) or "cannot do it now" (isStoreRefusal) become StoreUnavailableError
+ * (cause kept).
  */
 export function translatePgError (err: unknown): unknown {
   if (err instanceof StoreUnavailableError) return err
-  return isPgUnavailable(err) || isPgTimeout(err) ? new StoreUnavailableError({ cause: err }) : err
+  return isPgUnavailable(err) || isPgRefusal(err) ? new StoreUnavailableError({ cause: err }) : err
 }
 
-/** a connection whose failure says nothing about its health (a timeout) may be reused */
+/** a connection whose failure says nothing about its health (a timeout, a refusal) may be reused */
 function breaksConnection (err: unknown): boolean {
-  if (err instanceof StoreUnavailableError) return !isPgTimeout(err.cause) && isPgUnavailable(err.cause ?? err)
+  if (err instanceof StoreUnavailableError) return !isPgRefusal(err.cause) && isPgUnavailable(err.cause ?? err)
   return isPgUnavailable(err)
 }
 

@@ -158,7 +158,9 @@ export class SessionService {
       if (fromToken !== undefined) sids.add(fromToken)
       if (typeof accessClaims?.sid === 'string') sids.add(accessClaims.sid)
       const revoked: string[] = []
-      for (const sid of sids) if (await revokeSessionTx(tx, sid, nowMs, RevokeReason.logout, this.#ctx.timing)) revoked.push(sid)
+      // in id order, as revokeUserSessions locks a user's sessions: two logouts naming the same
+      // two sessions the other way round, or a logout beside a logout-all, deadlocked (a 500)
+      for (const sid of [...sids].sort()) if (await revokeSessionTx(tx, sid, nowMs, RevokeReason.logout, this.#ctx.timing)) revoked.push(sid)
       let jti: string | undefined
       if (typeof accessClaims?.jti === 'string' && typeof accessClaims.exp === 'number' &&
         await revokeJtiTx(tx, accessClaims.jti, accessClaims.exp, nowMs, this.#ctx.timing)) jti = accessClaims.jti

@@ -169,6 +169,10 @@ class SqlQueries implements StoreQueries {
   }
 
   async revokeUserSessions (userId: string, at: Date, reason: string): Promise<string[]> {
+    // the sessions locked in id order first, the order a logout naming several takes them
+    // (service.ts logout), so the two never wait on each other in a cycle: the UPDATE alone
+    // locks in scan order (fix-store-deadlocks-are-500)
+    await this.q.query('SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id COLLATE "C" FOR UPDATE', [userId])
     const rows = await this.q.query(
       'UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id',
       [userId, at, reason])
@@ -222,6 +226,13 @@ class SqlQueries implements StoreQueries {
   }
 
   async recordLoginSuccess (accountKey: string, ipKey: string | undefined, at: Date): Promise<void> {
+    // The rows locked in kind order first, as lockThrottleRows takes them: the UPDATE alone
+    // locks in scan order, and an address's row (shared by everyone behind it, usually older)
+    // came before the account's — a login racing another's admission deadlocked, a 500
+    // (fix-store-deadlocks-are-500)
+    await this.q.query(
+      `SELECT 1 FROM login_attempts WHERE (kind = 'account' AND key = $1) OR (kind = 'ip' AND key = $2)
+        ORDER BY kind COLLATE "C" FOR UPDATE`, [accountKey, ipKey ?? null])
     // A lock that is running stays: it may have been set by someone else's guesses.
     await this.q.query(
       `UPDATE login_attempts
