@@ -1,13 +1,14 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuthState } from '../src/pipeline/auth-state.js'
-import { ErrorCode, GatewayError, routeNotFound } from '../src/errors.js'
+import { ErrorCode, GATEWAY_ERROR_HEADER, GatewayError, routeNotFound } from '../src/errors.js'
 import { pathRejected } from '../src/pipeline/path.js'
 import { bodyUnread, closeAfterAnswer } from '../src/pipeline/edge.js'
 
 /**
- * Every error leaves as JSON with a stable `code`; 401/403/400-auth errors also carry
- * WWW-Authenticate (RFC 6750 §3). Client input never yields a 500 or a stack trace:
+ * Every error leaves as JSON with a stable `code`, repeated in the `portcullis-error` header
+ * (the mark of the gateway's own answers, which upstreams cannot forge: src/errors.ts);
+ * 401/403/400-auth errors also carry WWW-Authenticate (RFC 6750 §3). Client input never yields a 500 or a stack trace:
  * only messages of errors below 500 reach the client, the rest goes to the log.
  */
 export interface ErrorBody {
@@ -74,6 +75,9 @@ export function sendError (reply: FastifyReply, e: GatewayError, realm: string):
   const body: ErrorBody = { statusCode: e.statusCode, code: e.code, message: e.message }
   if (e.oauthError !== undefined) body.error = e.oauthError
   reply.code(e.statusCode)
+  // the gateway's own answer, not an upstream's: a client acts on a 401 token_expired or a
+  // 400 invalid_grant only when this is there (fix-client-trusts-upstream-answers)
+  reply.header(GATEWAY_ERROR_HEADER, e.code)
   // RFC 6750 §3: the challenge on 401, on 403 insufficient_scope and on 400 invalid_request;
   // not on a 403 that is not about the token (csrf_origin, cors_rejected)
   if (e.statusCode === 401 || e.oauthError === 'insufficient_scope' || e.oauthError === 'invalid_request') {

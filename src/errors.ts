@@ -10,6 +10,17 @@
  * throttle's Retry-After, the invalid_grant reason for the log; ConfigError's problems).
  */
 
+/**
+ * The response header on every answer the gateway makes itself (plugins/errors.ts
+ * sendError; the WebSocket refusals of proxy/websocket.ts), its value the answer's `code`.
+ * The proxy strips it from upstream answers (proxy/response-headers.ts NOT_FROM_UPSTREAM),
+ * so its presence tells a client that the gateway, not an upstream, refused: the client SDK
+ * refreshes, ends a session or reports a wrong password only then
+ * (fix-client-trusts-upstream-answers); every CORS policy exposes it (pipeline/cors.ts). No
+ * `x-` prefix (RFC 6648).
+ */
+export const GATEWAY_ERROR_HEADER = 'portcullis-error'
+
 /** Every code a client or operator can see, in one place. */
 export const ErrorCode = {
   // request shape (the HTTP edge)

@@ -19,6 +19,7 @@ export interface TokenAnswer {
 }
 
 export interface AuthApiOptions {
+  /** where the endpoints are: the gateway's origin + `/auth/` (client.ts authBaseOf), never under an API path */
   base: URL
   transport: Transport
   fetch: FetchLike
@@ -35,25 +36,26 @@ export class AuthApi {
   }
 
   async login (username: string, password: string): Promise<TokenAnswer> {
-    return await this.#tokens('auth/login', { username, password })
+    return await this.#tokens('login', { username, password })
   }
 
   /** body mode passes the stored token; cookie mode passes nothing (the cookie carries it) */
   async refresh (refreshToken: string | undefined): Promise<TokenAnswer> {
-    return await this.#tokens('auth/refresh', refreshToken === undefined ? {} : { refresh_token: refreshToken })
+    return await this.#tokens('refresh', refreshToken === undefined ? {} : { refresh_token: refreshToken })
   }
 
   async logout (refreshToken: string | undefined, accessToken: string | undefined): Promise<void> {
-    await this.#post('auth/logout', refreshToken === undefined ? {} : { refresh_token: refreshToken }, accessToken)
+    await this.#post('logout', refreshToken === undefined ? {} : { refresh_token: refreshToken }, accessToken)
   }
 
   async logoutAll (accessToken: string): Promise<void> {
-    await this.#post('auth/logout-all', {}, accessToken)
+    await this.#post('logout-all', {}, accessToken)
   }
 
-  async #tokens (path: string, body: object): Promise<TokenAnswer> {
+  async #tokens (endpoint: string, body: object): Promise<TokenAnswer> {
     const sentAtMs = this.#o.now()
-    const res = await this.#post(path, body, undefined)
+    const path = this.#url(endpoint).pathname
+    const res = await this.#post(endpoint, body, undefined)
     let json: { access_token?: unknown, expires_in?: unknown, refresh_token?: unknown }
     try {
       json = await res.json() as typeof json
@@ -71,8 +73,18 @@ export class AuthApi {
     return { accessToken: tokenFromAnswer(json.access_token, json.expires_in, sentAtMs, this.#o.now()), refreshToken }
   }
 
-  /** one POST with a timeout; resolves with a 2xx Response, rejects with a typed error otherwise */
-  async #post (path: string, body: object, accessToken: string | undefined): Promise<Response> {
+  #url (endpoint: string): URL {
+    return new URL(endpoint, this.#o.base)
+  }
+
+  /**
+   * one POST with a timeout; resolves with a 2xx Response, rejects with a typed error
+   * otherwise (errors.ts errorFromAnswer: a refusal without the gateway's header is an
+   * UpstreamError, never the end of the session)
+   */
+  async #post (endpoint: string, body: object, accessToken: string | undefined): Promise<Response> {
+    const url = this.#url(endpoint)
+    const path = url.pathname
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' }
     if (accessToken !== undefined) headers.authorization = `Bearer ${accessToken}`
     const abort = new AbortController()
@@ -80,7 +92,7 @@ export class AuthApi {
     const timer = this.#o.timers.setTimeout(() => { timedOut = true; abort.abort() }, this.#o.timeoutMs)
     let res: Response
     try {
-      res = await this.#o.fetch(new URL(path, this.#o.base).href, {
+      res = await this.#o.fetch(url.href, {
         method: 'POST',
         headers,
         body: JSON.stringify(body),

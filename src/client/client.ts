@@ -23,6 +23,8 @@ import { WS_POLICY_VIOLATION, gatewaySocketUrl, socketProtocols } from './websoc
 
 export const DEFAULT_REFRESH_MARGIN_SEC = 60
 export const DEFAULT_AUTH_TIMEOUT_MS = 30_000
+/** where the gateway answers login, refresh and logout: its origin's root (config/checks: no route may take /auth) */
+export const DEFAULT_AUTH_PATH = '/auth/'
 
 export interface CrossTabOptions {
   /** names the lock and the channel; default: the gateway's origin (the refresh cookie's scope) */
@@ -34,8 +36,15 @@ export interface CrossTabOptions {
 }
 
 export interface ClientOptions {
-  /** the gateway, e.g. https://api.example.test; in a browser the page's origin by default */
+  /** the gateway, e.g. https://api.example.test; in a browser the page's origin by default; relative API URLs resolve against it */
   baseUrl?: string | URL
+  /**
+   * The path of the gateway's auth endpoints on baseUrl's origin; default `/auth/`, whatever
+   * path baseUrl has (`https://gw.test/api/` still logs in at `https://gw.test/auth/login`:
+   * under a path, the auth endpoints would be an upstream's routes). Set it only when the
+   * gateway itself is mounted under a prefix by a proxy in front of it, e.g. `/gw/auth/`.
+   */
+  authPath?: string
   /**
    * `cookie` (browsers): the refresh token stays in the gateway's HttpOnly cookie, the
    * access token in memory. `body` (Node, mobile): the refresh token is in the JSON and
@@ -71,6 +80,22 @@ export interface ClientOptions {
 function detached (timers: Timers): Timers {
   const { setTimeout, clearTimeout } = timers
   return { setTimeout: (callback, delayMs) => setTimeout(callback, delayMs), clearTimeout: (handle) => { clearTimeout(handle) } }
+}
+
+/**
+ * The auth endpoints' base: baseUrl's origin + `authPath`, an absolute path of its own, never
+ * relative to baseUrl's path — `baseUrl: <gateway>/api/` posted the password to
+ * `/api/auth/login`, an upstream's route, and adopted the token it answered
+ * (fix-client-auth-under-base-path).
+ */
+function authBaseOf (base: URL, option: string | undefined): URL {
+  const path = option ?? DEFAULT_AUTH_PATH
+  if (!path.startsWith('/') || path.startsWith('//') || path.includes('\\') || /[?#]/.test(path) || path.split('/').some(s => s === '.' || s === '..')) {
+    throw new TypeError(`portcullis client: authPath must be an absolute path such as /auth/, not ${JSON.stringify(path)}`)
+  }
+  const url = new URL(base.origin)
+  url.pathname = path.endsWith('/') ? path : `${path}/`
+  return url
 }
 
 function baseUrlOf (option: string | URL | undefined): URL {
@@ -118,7 +143,7 @@ export class PortcullisClient {
           locks: shared.locks ?? platformLocks() ?? realmLocks,
           channel: shared.channel === null ? undefined : shared.channel ?? platformBroadcastChannel(),
         }
-    const api = new AuthApi({ base: this.#base, transport: options.transport, fetch: this.#fetch, now, timers, timeoutMs: options.authTimeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS })
+    const api = new AuthApi({ base: authBaseOf(this.#base, options.authPath), transport: options.transport, fetch: this.#fetch, now, timers, timeoutMs: options.authTimeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS })
     this.#session = new Session({
       api,
       transport: options.transport,
@@ -177,10 +202,11 @@ export class PortcullisClient {
   /**
    * fetch() through the gateway with `Authorization: Bearer <access token>`. Relative URLs
    * resolve against baseUrl; other origins are refused (the token is never sent there).
-   * Resolves with the Response whatever its status, like fetch. On a 401 `token_expired`
-   * the token is refreshed and the request sent once more — unless its body cannot be
+   * Resolves with the Response whatever its status, like fetch. On the gateway's own 401
+   * `token_expired` (its `portcullis-error` header; an upstream's 401 is only returned) the
+   * token is refreshed and the request sent once more — unless its body cannot be
    * replayed (a ReadableStream or async iterable body, or a Request object carrying a
-   * body): then the 401 is returned and the next call uses the new token. A 401
+   * body): then the 401 is returned and the next call uses the new token. The gateway's 401
    * `token_revoked` is never retried (see Session.afterRevoked). Rejects with
    * SessionEndedError (log in again), NetworkError, or the caller's own AbortError.
    */
@@ -201,7 +227,7 @@ export class PortcullisClient {
     return res
   }
 
-  /** fetch() and parse JSON; a non-2xx answer rejects with the typed error (errors.ts) */
+  /** fetch() and parse JSON; a non-2xx answer rejects with the typed error (errors.ts; an upstream's: UpstreamError) */
   async json<T = unknown>(input: RequestInput, init: RequestInit = {}): Promise<T> {
     const headers = new Headers(init.headers)
     if (!headers.has('accept')) headers.set('accept', 'application/json')
@@ -216,9 +242,11 @@ export class PortcullisClient {
    * refreshed first when due. Returns the socket at once, like `new WebSocket()`.
    *
    * The socket lives no longer than its token: the gateway closes it with 1008 when the
-   * token expires or is revoked. Reconnect by calling webSocket() again on a 1008 close:
-   * the SDK then refreshes before opening, and if the session is over that call rejects
-   * with SessionEndedError (and `sessionEnded` fires) instead of looping.
+   * token expires or is revoked. Reconnect by calling webSocket() again on a 1008 close
+   * (with a backoff, README): the SDK then refreshes before opening, and if the session is
+   * over that call rejects with SessionEndedError (and `sessionEnded` fires) instead of
+   * looping. 1008 is the gateway's alone: an upstream's own 1008 arrives as 4008
+   * (WS_UPSTREAM_POLICY_VIOLATION) and leaves the token alone.
    */
   async webSocket<W extends WebSocketLike = WebSocketLike>(url: string | URL, protocols: readonly string[] = []): Promise<W> {
     const Ctor = this.#WebSocket
@@ -229,7 +257,10 @@ export class PortcullisClient {
     const token = await this.#session.current()
     const socket = new Ctor(target.href, socketProtocols(protocols, token.value))
     socket.addEventListener('close', (event) => {
-      // expired or revoked: drop the token so the reconnect refreshes (and learns if the session is over)
+      // the gateway's own close (expired, revoked, key withdrawn): drop the token so the
+      // reconnect refreshes (and learns if the session is over). Only 1008: the gateway
+      // relays an upstream's 1008 as 4008, and any other close leaves a valid token in use —
+      // forgetting it on an upstream's close refreshed on every reconnect (fix-client-trusts-upstream-answers)
       if (event.code === WS_POLICY_VIOLATION) this.#session.forget(token)
     })
     return socket as W

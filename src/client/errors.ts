@@ -2,8 +2,19 @@
  * The SDK's errors: one base class with a stable `code` (the gateway's own code when the
  * gateway answered, see src/errors.ts) and the HTTP `status` (0 when no answer came).
  * Subclasses exist for what an app handles differently: wrong password, throttling, the
- * session being over, a missing scope, the network.
+ * session being over, a missing scope, the network, and an upstream's own error answer.
  */
+
+/**
+ * The response header the gateway sets on every answer it makes itself (its value: the
+ * answer's `code`) and strips from every upstream answer (plugins/errors.ts,
+ * proxy/response-headers.ts). Only an answer that carries it may have a session
+ * consequence — a refresh, a revocation check, SessionEndedError, InvalidCredentialsError:
+ * an upstream's status, body and WWW-Authenticate pass through the gateway unchanged, and an
+ * upstream saying 401 `token_expired` made the SDK refresh on every call
+ * (fix-client-trusts-upstream-answers).
+ */
+export const GATEWAY_ERROR_HEADER = 'portcullis-error'
 
 export const ClientErrorCode = {
   // from the gateway (src/errors.ts, src/sessions/errors.ts)
@@ -21,6 +32,8 @@ export const ClientErrorCode = {
   transportMismatch: 'transport_mismatch',
   foreignOrigin: 'foreign_origin',
   unsupported: 'unsupported',
+  /** an error answer the gateway relayed from an upstream (UpstreamError) */
+  upstream: 'upstream_error',
 } as const
 export type ClientErrorCode = typeof ClientErrorCode[keyof typeof ClientErrorCode]
 
@@ -99,6 +112,22 @@ export class InsufficientScopeError extends PortcullisError {
   }
 }
 
+/**
+ * An error answer that is not the gateway's own (no `portcullis-error` header): the
+ * upstream's, relayed as it was. `status`, `message` and `upstreamCode` (its body's `code`)
+ * are the upstream's to interpret; `code` is always `upstream_error`, so an upstream can
+ * never make an app see `session_ended` or `invalid_credentials`, and nothing about the
+ * session changes.
+ */
+export class UpstreamError extends PortcullisError {
+  /** the `code` of the upstream's JSON body, if it had one */
+  readonly upstreamCode: string | undefined
+  constructor (status: number, message: string, upstreamCode: string | undefined, options?: PortcullisErrorOptions) {
+    super(ClientErrorCode.upstream, status, message, options)
+    this.upstreamCode = upstreamCode
+  }
+}
+
 /** no answer: connection refused or reset, DNS, offline, CORS refused (browsers cannot tell these apart) */
 export class NetworkError extends PortcullisError {
   constructor (message: string, options?: PortcullisErrorOptions) {
@@ -135,6 +164,8 @@ export function parseBearerChallenge (header: string | null): BearerChallenge {
 /** what an error answer says: the JSON body `{statusCode, code, message, error?}` and the headers */
 export interface ErrorAnswer {
   status: number
+  /** the `portcullis-error` header: the gateway's code when the gateway answered; undefined for an upstream's answer */
+  gatewayCode: string | undefined
   code: string | undefined
   message: string | undefined
   oauthError: string | undefined
@@ -163,6 +194,7 @@ export async function readErrorAnswer (res: Response): Promise<ErrorAnswer> {
   const challenge = parseBearerChallenge(res.headers.get('www-authenticate'))
   return {
     status: res.status,
+    gatewayCode: res.headers.get(GATEWAY_ERROR_HEADER) ?? undefined,
     code: typeof body.code === 'string' ? body.code : undefined,
     message: typeof body.message === 'string' ? body.message : undefined,
     oauthError: typeof body.error === 'string' ? body.error : challenge.error,
@@ -172,34 +204,31 @@ export async function readErrorAnswer (res: Response): Promise<ErrorAnswer> {
   }
 }
 
-/** an expired access token: the code, or else the RFC 6750 challenge's description */
+/** the gateway said the access token expired: refresh (never on an upstream's say-so) */
 export function saysTokenExpired (a: ErrorAnswer): boolean {
-  if (a.status !== 401) return false
-  if (a.code !== undefined) return a.code === ClientErrorCode.tokenExpired
-  return a.challenge.error === 'invalid_token' && /expired/i.test(a.challenge.description ?? '')
+  return a.status === 401 && a.gatewayCode === ClientErrorCode.tokenExpired
 }
 
+/** the gateway said the access token was revoked: ask whether the session lives */
 export function saysTokenRevoked (a: ErrorAnswer): boolean {
-  return a.status === 401 && a.code === ClientErrorCode.tokenRevoked
+  return a.status === 401 && a.gatewayCode === ClientErrorCode.tokenRevoked
 }
 
-/** the typed error for an answer; `http_<status>` when the body names no code */
+/**
+ * The typed error for an answer. The gateway's own (its header present) by its code;
+ * anything else is an UpstreamError, whatever its status, body or challenge say.
+ */
 export function errorFromAnswer (a: ErrorAnswer): PortcullisError {
-  const message = a.message ?? a.challenge.description ?? `the gateway answered ${a.status}`
   const options: PortcullisErrorOptions = { oauthError: a.oauthError, retryAfterSec: a.retryAfterSec, requestId: a.requestId }
-  if (a.code === ClientErrorCode.invalidCredentials) return new InvalidCredentialsError(message, options)
-  if (a.status === 429 && (a.code === undefined || a.code === ClientErrorCode.tooManyAttempts)) return new TooManyAttemptsError(message, options)
-  if (a.code === ClientErrorCode.invalidGrant || a.oauthError === 'invalid_grant') {
-    return new SessionEndedError(SessionEndReason.invalidGrant, { ...options, status: a.status })
-  }
-  if (a.status === 403 && (a.code === ClientErrorCode.insufficientScope || a.oauthError === 'insufficient_scope')) {
-    return new InsufficientScopeError(message, a.challenge.scope, options)
-  }
-  if (a.status === 401) {
-    const code = a.code ?? (saysTokenExpired(a) ? ClientErrorCode.tokenExpired : a.oauthError ?? 'unauthorized')
-    return new UnauthorizedError(code, 401, message, options)
-  }
-  return new PortcullisError(a.code ?? `http_${a.status}`, a.status, message, options)
+  const code = a.gatewayCode
+  if (code === undefined) return new UpstreamError(a.status, a.message ?? `the upstream answered ${a.status}`, a.code, options)
+  const message = a.message ?? a.challenge.description ?? `the gateway answered ${a.status}`
+  if (code === ClientErrorCode.invalidCredentials) return new InvalidCredentialsError(message, options)
+  if (code === ClientErrorCode.tooManyAttempts) return new TooManyAttemptsError(message, options)
+  if (code === ClientErrorCode.invalidGrant) return new SessionEndedError(SessionEndReason.invalidGrant, { ...options, status: a.status })
+  if (code === ClientErrorCode.insufficientScope) return new InsufficientScopeError(message, a.challenge.scope, options)
+  if (a.status === 401) return new UnauthorizedError(code, 401, message, options)
+  return new PortcullisError(code, a.status, message, options)
 }
 
 /** The typed error for a non-2xx Response (the Response itself is left unread). */

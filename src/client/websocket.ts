@@ -8,8 +8,15 @@
  */
 export const WS_PROTOCOL = 'portcullis'
 export const WS_BEARER_PREFIX = 'portcullis.bearer.'
-/** RFC 6455 §7.4.1 policy violation: the gateway's close when the token expires or is revoked */
+/**
+ * RFC 6455 §7.4.1 policy violation: the gateway's own close when what admitted the socket
+ * stops holding (the token expired or was revoked, its key was withdrawn, a reload refused
+ * it). Only the gateway sends it: an upstream's 1008 reaches the client as
+ * WS_UPSTREAM_POLICY_VIOLATION (proxy/websocket.ts).
+ */
 export const WS_POLICY_VIOLATION = 1008
+/** an upstream's own 1008, relayed in the private-use range (RFC 6455 §7.4.2) with its reason */
+export const WS_UPSTREAM_POLICY_VIOLATION = 4008
 
 /** the ws(s) URL for `url` relative to the gateway, or undefined when it points elsewhere */
 export function gatewaySocketUrl (url: string | URL, base: URL): URL | undefined {

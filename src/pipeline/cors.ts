@@ -1,5 +1,5 @@
 import type { CorsConfig } from '../config/types.js'
-import { ErrorCode, GatewayError } from '../errors.js'
+import { ErrorCode, GATEWAY_ERROR_HEADER, GatewayError } from '../errors.js'
 
 /**
  * The CORS stage (Fetch standard, "CORS protocol"), answered before authentication: a
@@ -14,7 +14,8 @@ import { ErrorCode, GatewayError } from '../errors.js'
  * Rules: only listed origins are reflected (never `*` with credentials: refused at boot);
  * `Vary: Origin` on every response of a CORS route, allowed origin or not, so a cache never
  * serves one origin's answer to another; upstream `Access-Control-*` headers are replaced
- * by the gateway's on these routes (proxy/response-headers.ts).
+ * by the gateway's on these routes (proxy/response-headers.ts); `portcullis-error` is
+ * exposed whatever `exposeHeaders` says.
  */
 export class CorsPolicy {
   readonly #origins: ReadonlySet<string>
@@ -28,7 +29,9 @@ export class CorsPolicy {
     this.#origins = new Set(config.origins)
     this.#anyOrigin = config.anyOrigin
     this.#credentials = config.credentials
-    this.#expose = config.exposeHeaders.join(', ')
+    // always exposed: a cross-origin app cannot tell the gateway's refusals from an upstream's without it
+    const expose = config.exposeHeaders.some(h => h.toLowerCase() === GATEWAY_ERROR_HEADER) ? config.exposeHeaders : [...config.exposeHeaders, GATEWAY_ERROR_HEADER]
+    this.#expose = expose.join(', ')
     this.#allowHeaders = config.allowHeaders.join(', ')
     this.#maxAge = String(config.maxAgeSec)
   }
@@ -41,7 +44,7 @@ export class CorsPolicy {
     if (origin === undefined || !this.#allows(origin)) return ['vary', 'Origin']
     const out = ['vary', 'Origin', 'access-control-allow-origin', this.#anyOrigin && !this.#credentials ? '*' : origin]
     if (this.#credentials) out.push('access-control-allow-credentials', 'true')
-    if (this.#expose !== '') out.push('access-control-expose-headers', this.#expose)
+    out.push('access-control-expose-headers', this.#expose)
     return out
   }
 

@@ -1,5 +1,6 @@
 import { parseCookie } from 'undici'
 import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by-hop.js'
+import { GATEWAY_ERROR_HEADER } from '../errors.js'
 
 /**
  * What an upstream may and may not say to the client, applied to every proxied response.
@@ -114,7 +115,7 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
 }
 
 // what no response from an upstream carries to the client (rules 1, 2, 4): one lookup a field
-const NOT_FROM_UPSTREAM: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'clear-site-data', 'set-cookie2'])
+const NOT_FROM_UPSTREAM: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'clear-site-data', 'set-cookie2', GATEWAY_ERROR_HEADER])
 
 /**
  * The same rules for the headers of a 103 Early Hints, in the shape Node's writeEarlyHints

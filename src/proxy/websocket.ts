@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
-import type { GatewayError } from '../errors.js'
+import { GATEWAY_ERROR_HEADER, type GatewayError } from '../errors.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 import type { ForwardContext, UpstreamTarget } from './exchange.js'
 import { CLIENT_CLOSED_STATUS, upstreamError, UpstreamTimeoutError } from './errors.js'
@@ -10,6 +10,18 @@ import type { LiveSockets } from './live-sockets.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { pathRejected } from '../pipeline/path.js'
 import { MARKER_PROTOCOL, BEARER_PROTOCOL_PREFIX } from '../pipeline/extract.js'
+import { CLOSE_POLICY_VIOLATION } from './live-sockets.js'
+
+/**
+ * An upstream's own 1008 as the client receives it (RFC 6455 §7.4.2 private use; its reason
+ * kept): 1008 towards a client means the gateway's close alone — the token expired or was
+ * revoked, a reload refused the socket (LiveSockets) — on which a client drops its token and
+ * refreshes. An upstream closing with 1008 (common for its own policy errors, or on purpose)
+ * made the SDK refresh on every reconnect, a refresh loop
+ * (fix-client-trusts-upstream-answers). A code, not a reason text, because it is what
+ * clients switch on, and the upstream's reason then stays intact.
+ */
+export const CLOSE_UPSTREAM_POLICY_VIOLATION = 4008
 
 /** the socket and first bytes of an upgrade request, stashed by the server's upgrade listener */
 export const kUpgrade = Symbol('portcullis.upgrade')
@@ -147,19 +159,19 @@ function link (client: WebSocket, upstream: WebSocket, writeTimeoutMs: number, f
   relay(client, upstream, undefined)
   relay(upstream, client, writeTimeoutMs)
   let closed = false
-  const closeBoth = (code: number, reason: Buffer): void => {
+  const closeBoth = (fromUpstream: boolean, code: number, reason: Buffer): void => {
     if (closed) return
     closed = true
     forget()
-    const c = sendableCode(code)
+    const c = fromUpstream && code === CLOSE_POLICY_VIOLATION ? CLOSE_UPSTREAM_POLICY_VIOLATION : sendableCode(code)
     const r = reason.toString().slice(0, 120)
     for (const ws of [client, upstream]) {
       if (ws.readyState === WebSocket.OPEN) ws.close(c, r)
       else if (ws.readyState === WebSocket.CONNECTING) ws.terminate()
     }
   }
-  client.on('close', closeBoth)
-  upstream.on('close', closeBoth)
+  client.on('close', (code: number, reason: Buffer) => { closeBoth(false, code, reason) })
+  upstream.on('close', (code: number, reason: Buffer) => { closeBoth(true, code, reason) })
   client.on('error', () => { client.terminate(); upstream.terminate() })
   upstream.on('error', () => { upstream.terminate(); client.terminate() })
 }
@@ -205,21 +217,23 @@ export function parseProtocols (header: string | string[] | undefined): string[]
   return ([] as string[]).concat(header).flatMap(v => v.split(',')).map(p => p.trim()).filter(p => p !== '')
 }
 
+/** the gateway's own refusal: its code in the body and in the mark of the gateway's answers (plugins/errors.ts) */
 function writeRefusal (pending: PendingUpgrade, error: GatewayError, requestId: string): void {
   const body = JSON.stringify({ statusCode: error.statusCode, code: error.code, message: error.message })
-  writeRaw(pending, error.statusCode, requestId, body)
+  writeRaw(pending, error.statusCode, requestId, body, `${GATEWAY_ERROR_HEADER}: ${error.code}\r\n`)
 }
 
+/** the upstream refused the upgrade: its status, not marked as the gateway's */
 function writeStatus (pending: PendingUpgrade, status: number, requestId: string): void {
-  writeRaw(pending, status, requestId, '')
+  writeRaw(pending, status, requestId, '', '')
 }
 
-function writeRaw (pending: PendingUpgrade, status: number, requestId: string, body: string): void {
+function writeRaw (pending: PendingUpgrade, status: number, requestId: string, body: string, gatewayMark: string): void {
   pending.res.statusCode = status
   const socket = pending.socket
   if (socket.writable) {
     socket.end(`HTTP/1.1 ${status} ${status === 502 ? 'Bad Gateway' : status === 504 ? 'Gateway Timeout' : 'Upgrade Refused'}\r\n` +
-      'connection: close\r\ncache-control: no-store\r\n' + `x-request-id: ${requestId}\r\n` +
+      'connection: close\r\ncache-control: no-store\r\n' + `x-request-id: ${requestId}\r\n` + gatewayMark +
       (body === '' ? 'content-length: 0\r\n\r\n' : `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`))
   } else {
     socket.destroy()

@@ -29,7 +29,7 @@ import { openStore, type Store } from '../../src/sessions/store.js'
 import { launchBrowser, newContext, openPage, type OpenedPage } from '../fixtures/browser.js'
 import { baseConfig, makeKey, PUBLIC_SCHEME, startGateway, type StartedGateway } from '../fixtures/gateway.js'
 import { makeClock, type TestClock } from '../fixtures/sessions-clock.js'
-import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
+import { startUpstream, type RecordingUpstream, type UpstreamHandler } from '../fixtures/upstream.js'
 import { startWsUpstream, type WsUpstream } from '../fixtures/ws-upstream.js'
 
 export const ADMIN_TOKEN = 'browser-suite-admin-token-0123456789abcdef'
@@ -126,9 +126,10 @@ const nextTurns = async (): Promise<void> => {
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve))
 }
 
-export async function startBrowserEnv (t: Tap): Promise<BrowserEnv> {
+/** `upstream`: the API upstream's handler (default: 200 JSON `{ok, url}`, test/fixtures/upstream.ts) */
+export async function startBrowserEnv (t: Tap, opts: { upstream?: UpstreamHandler } = {}): Promise<BrowserEnv> {
   const browser = await launchBrowser(t)
-  const [app, third, upstream, ws] = await Promise.all([startSite(t), startSite(t), startUpstream(), startWsUpstream().then((ws) => { t.teardown(ws.close); return ws })])
+  const [app, third, upstream, ws] = await Promise.all([startSite(t), startSite(t), startUpstream(opts.upstream), startWsUpstream().then((ws) => { t.teardown(ws.close); return ws })])
   t.teardown(() => upstream.close())
 
   const decisions: Decision[] = []

@@ -36,6 +36,8 @@ export interface EnvOptions {
   transport: 'body' | 'cookie'
   /** extra routes (e.g. a websocket route) */
   routes?: unknown[]
+  /** extra top-level config sections (e.g. cors) */
+  config?: Record<string, unknown>
 }
 
 /**
@@ -63,6 +65,7 @@ export async function startEnv (t: Tap, opts: EnvOptions): Promise<Env> {
       allowedOrigins: [ORIGIN],
     },
     identity: { headers: { sub: 'x-user-id', scope: 'x-user-scopes', preferred_username: 'x-user-name' } },
+    ...opts.config,
   }), { store, clock: gatewayClock })
   return {
     gw,

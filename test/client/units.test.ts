@@ -67,19 +67,27 @@ t.test('WWW-Authenticate challenges', async (t) => {
 })
 
 t.test('errors mirror the gateway\'s codes', async (t) => {
+  // the gateway's own answer: its code in the portcullis-error header too (plugins/errors.ts)
   const answer = (status: number, code?: string, extra: Partial<ErrorAnswer> = {}): ErrorAnswer =>
-    ({ status, code, message: 'm', oauthError: undefined, challenge: {}, retryAfterSec: undefined, requestId: 'r1', ...extra })
+    ({ status, gatewayCode: code, code, message: 'm', oauthError: undefined, challenge: {}, retryAfterSec: undefined, requestId: 'r1', ...extra })
+  // an upstream's answer: whatever its body and challenge say, no header
+  const upstream = (status: number, code?: string, extra: Partial<ErrorAnswer> = {}): ErrorAnswer => answer(status, code, { gatewayCode: undefined, ...extra })
   const rows: Array<[string, ErrorAnswer, string, Record<string, unknown>]> = [
     ['wrong password', answer(401, 'invalid_credentials'), 'InvalidCredentialsError', { code: 'invalid_credentials', status: 401 }],
     ['throttled', answer(429, 'too_many_attempts', { retryAfterSec: 42 }), 'TooManyAttemptsError', { code: 'too_many_attempts', retryAfterSec: 42 }],
     ['refresh refused', answer(400, 'invalid_grant', { oauthError: 'invalid_grant' }), 'SessionEndedError', { code: 'session_ended', reason: 'invalid_grant', status: 400 }],
     ['expired', answer(401, 'token_expired'), 'UnauthorizedError', { code: 'token_expired', status: 401 }],
     ['revoked', answer(401, 'token_revoked'), 'UnauthorizedError', { code: 'token_revoked' }],
-    ['expired, said only by the challenge', answer(401, undefined, { challenge: { error: 'invalid_token', description: 'the access token expired' } }), 'UnauthorizedError', { code: 'token_expired' }],
+    ['upstream 401 token_expired', upstream(401, 'token_expired'), 'UpstreamError', { code: 'upstream_error', upstreamCode: 'token_expired', status: 401, message: 'm' }],
+    ['upstream 401, only a challenge', upstream(401, undefined, { challenge: { error: 'invalid_token', description: 'the access token expired' } }), 'UpstreamError', { code: 'upstream_error', status: 401 }],
+    ['upstream invalid_grant', upstream(409, 'invalid_grant', { oauthError: 'invalid_grant' }), 'UpstreamError', { code: 'upstream_error', upstreamCode: 'invalid_grant', status: 409 }],
+    ['upstream invalid_credentials', upstream(401, 'invalid_credentials'), 'UpstreamError', { upstreamCode: 'invalid_credentials' }],
+    ['upstream 429', upstream(429, undefined, { retryAfterSec: 3 }), 'UpstreamError', { status: 429, retryAfterSec: 3 }],
+    ['upstream 403 insufficient_scope', upstream(403, 'insufficient_scope'), 'UpstreamError', { status: 403 }],
     ['missing scope', answer(403, 'insufficient_scope', { challenge: { scope: 'reports:read' } }), 'InsufficientScopeError', { scope: 'reports:read' }],
     ['upstream down', answer(502, 'upstream_unavailable'), 'PortcullisError', { code: 'upstream_unavailable', status: 502, requestId: 'r1' }],
     ['store down', answer(503, 'store_unavailable', { retryAfterSec: 5 }), 'PortcullisError', { retryAfterSec: 5 }],
-    ['no body', answer(500), 'PortcullisError', { code: 'http_500' }],
+    ['upstream 500, no body', upstream(500), 'UpstreamError', { code: 'upstream_error', upstreamCode: undefined, status: 500 }],
   ]
   for (const [name, a, cls, fields] of rows) {
     const err = errorFromAnswer(a)

@@ -19,7 +19,7 @@ const APP = 'https://app.example.test'
 /** listed in cors.origins but not in tokens.allowedOrigins: may read answers, may not use the cookie */
 const PARTNER = 'https://partner.example.test'
 const EVIL = 'https://evil.example.test'
-const EXPOSED = 'x-request-id, www-authenticate, x-total-count'
+const EXPOSED = 'x-request-id, www-authenticate, x-total-count, portcullis-error' // the gateway's mark, always exposed (fix-client-trusts-upstream-answers)
 const COOKIE = '__Host-portcullis-rt'
 
 const upstream = await startUpstream((req, res) => {
