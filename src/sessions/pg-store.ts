@@ -161,6 +161,15 @@ async function endClient (client: pg.Client): Promise<void> {
 
 const HEARTBEAT_CHANNEL_PREFIX = 'portcullis_hb_'
 
+/**
+ * The whole setup of a LISTEN connection (connect and both LISTENs) must finish within this,
+ * not only connect(): past a stalled pooler (a full session-mode pool), a paused backend or a
+ * flow that went half-open right after the handshake, the startup is answered and LISTEN never
+ * is (fix-feed-reconnect-stalls). Then the socket is destroyed — a polite Terminate would wait
+ * as well.
+ */
+export const LISTEN_SETUP_TIMEOUT_MS = DEFAULT_CONNECT_TIMEOUT_MS
+
 function executor (c: pg.Pool | pg.PoolClient | pg.Client): SqlExecutor {
   return {
     query: async (text, params) => (await translated(c.query(text, params))).rows,
@@ -270,15 +279,30 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
         if (msg.channel === channel && msg.payload !== undefined) onPayload(msg.payload)
         else if (msg.channel === heartbeatChannel && msg.payload !== undefined) pings.get(msg.payload)?.()
       })
+      let setupTimer: NodeJS.Timeout | undefined
       try {
-        await translated(client.connect())
-        // channels are constant identifiers (REVOCATION_CHANNEL, a hex suffix), never user input
-        await translated(client.query(`LISTEN ${channel}`))
-        await translated(client.query(`LISTEN ${heartbeatChannel}`))
+        await Promise.race([
+          (async () => {
+            await translated(client.connect())
+            // channels are constant identifiers (REVOCATION_CHANNEL, a hex suffix), never user input
+            await translated(client.query(`LISTEN ${channel}`))
+            await translated(client.query(`LISTEN ${heartbeatChannel}`))
+          })(),
+          new Promise<never>((_resolve, reject) => {
+            setupTimer = setTimeout(() => {
+              closing = true
+              reject(new StoreUnavailableError({ cause: new Error(`listen connection not set up within ${LISTEN_SETUP_TIMEOUT_MS} ms`) }))
+              socketOf(client)?.destroy()
+            }, LISTEN_SETUP_TIMEOUT_MS)
+            setupTimer.unref()
+          }),
+        ])
       } catch (err) {
         closing = true
         await abort()
         throw translatePgError(err)
+      } finally {
+        clearTimeout(setupTimer)
       }
       listeners.add(client)
       return {

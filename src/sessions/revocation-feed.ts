@@ -20,6 +20,18 @@
  *   heartbeat. No answer → the connection is dropped, then reconnect and full reload;
  * - a reconcile every `reconcileIntervalMs`: a full reload even when all seems fine.
  *
+ * A reconnect can stall as silently (a flow that goes half-open right after the handshake,
+ * a paused backend, a session-mode pool with no free server connection: the startup is
+ * answered, LISTEN never is), and the heartbeat only runs once connected. So every
+ * connection attempt — subscribe, load, apply — has a deadline of two heartbeat intervals,
+ * the bound within which a heartbeat notices a dead connection: past it the attempt is
+ * abandoned (its listener closed, whenever it arrives; its load applied nowhere) and the
+ * loop tries again with backoff (fix-feed-reconnect-stalls). An attempt that ran out of time
+ * gives the next one twice as long, up to MAX_ATTEMPT_TIMEOUT_MS, so a reload that is only
+ * slow (a very large table) still completes. The embedded store has no deadline: its
+ * subscription is in-process, nothing between it and the database can stall, and an
+ * abandoned load would keep its single backend busy ahead of the retry.
+ *
  * Readiness (issue 9 item 4): health() says whether to serve. Before the first load the
  * answer is no (fail closed at boot). Afterwards, while reconnecting, the gateway keeps
  * serving with the last denylist ("degraded", with its staleness): a revocation missed
@@ -35,6 +47,14 @@ export const DEFAULT_RECONNECT_MIN_DELAY_MS = 250
 export const DEFAULT_RECONNECT_MAX_DELAY_MS = 10_000
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000
 export const DEFAULT_RECONCILE_INTERVAL_MS = 300_000
+/**
+ * A connection attempt's deadline, in heartbeat intervals: a heartbeat notices a dead
+ * connection within two (the wait, then the answer due within one), a stalled reconnect is
+ * noticed within as many. With the heartbeat off, DEFAULT_HEARTBEAT_INTERVAL_MS counts.
+ */
+export const ATTEMPT_TIMEOUT_HEARTBEATS = 2
+/** the most an attempt's deadline grows to after attempts that ran out of time (unless two heartbeats are longer) */
+export const MAX_ATTEMPT_TIMEOUT_MS = 120_000
 
 export interface RevocationFeedOptions {
   store: Store
@@ -116,11 +136,16 @@ export class RevocationFeed {
   readonly #heartbeatIntervalMs: number
   readonly #reconcileIntervalMs: number
   readonly #maxStalenessMs: number
+  /** undefined: no deadline (the embedded store) */
+  readonly #baseAttemptTimeoutMs: number | undefined
+  readonly #maxAttemptTimeoutMs: number
 
   #state: FeedStateName = 'idle'
   #listener: StoreListener | undefined
   #generation = 0
   #lostDuringConnect = false
+  /** the next attempt's deadline: the base, doubled after each attempt that ran out of time */
+  #attemptTimeoutMs: number | undefined
   #loadedAt: Date | undefined
   #reloads = 0
   #lastError: string | undefined
@@ -148,6 +173,11 @@ export class RevocationFeed {
     for (const [name, v] of [['heartbeatIntervalMs', this.#heartbeatIntervalMs], ['reconcileIntervalMs', this.#reconcileIntervalMs], ['maxStalenessMs', this.#maxStalenessMs]] as const) {
       if (!Number.isFinite(v) || v < 0) throw new TypeError(`revocation feed option ${name} must be a number >= 0`)
     }
+    this.#baseAttemptTimeoutMs = this.#store.kind === 'embedded'
+      ? undefined
+      : ATTEMPT_TIMEOUT_HEARTBEATS * (this.#heartbeatIntervalMs > 0 ? this.#heartbeatIntervalMs : DEFAULT_HEARTBEAT_INTERVAL_MS)
+    this.#maxAttemptTimeoutMs = Math.max(this.#baseAttemptTimeoutMs ?? 0, MAX_ATTEMPT_TIMEOUT_MS)
+    this.#attemptTimeoutMs = this.#baseAttemptTimeoutMs
   }
 
   /** true while listening with a complete denylist; false while (re)connecting */
@@ -245,11 +275,37 @@ export class RevocationFeed {
     }
   }
 
+  /**
+   * One attempt under its deadline (see the header): when the deadline passes first, the
+   * attempt's generation is retired, so whatever it still receives — a listener, a
+   * notification, a loss, a loaded snapshot — installs nothing.
+   */
   async #connectOnce (): Promise<void> {
     const generation = ++this.#generation
     this.#lostDuringConnect = false
+    const timeoutMs = this.#attemptTimeoutMs
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<never>((_resolve, reject) => {
+      if (timeoutMs === undefined) return
+      timer = setTimeout(() => {
+        if (generation === this.#generation) this.#generation++
+        this.#attemptTimeoutMs = Math.min(timeoutMs * 2, this.#maxAttemptTimeoutMs)
+        reject(new Error(`connection attempt (connect, LISTEN, reload) did not finish within ${timeoutMs} ms`))
+      }, timeoutMs)
+      timer.unref()
+    })
+    expired.catch(() => {}) // rejects at most once, while an await below races it
+    try {
+      await this.#attempt(generation, expired)
+    } finally {
+      clearTimeout(timer)
+    }
+    this.#attemptTimeoutMs = this.#baseAttemptTimeoutMs
+  }
+
+  async #attempt (generation: number, expired: Promise<never>): Promise<void> {
     let buffer: RevocationEntry[] | undefined = []
-    const listener = await this.#store.listenRevocations((payload) => {
+    const subscribing = this.#store.listenRevocations((payload) => {
       if (generation !== this.#generation) return
       const entry = parseRevocationPayload(payload)
       if (entry === undefined) {
@@ -261,11 +317,21 @@ export class RevocationFeed {
         this.#reconcileBuffer?.push(entry)
       }
     }, (err) => this.#onLost(generation, err))
+    let listener: StoreListener
+    try {
+      listener = await Promise.race([subscribing, expired])
+    } catch (err) {
+      // abandoned: a listener that still arrives belongs to no attempt
+      subscribing.then(async (late) => { await late.close() }, () => {}).catch(() => {})
+      throw err
+    }
     let loadStartMs: number
     try {
       // the snapshot is at least as new as this instant: the denylist is current as of it
       loadStartMs = this.#clock()
-      const entries = await this.#store.loadRevocations(new Date(loadStartMs))
+      const loading = this.#store.loadRevocations(new Date(loadStartMs))
+      loading.catch(() => {}) // an abandoned load's failure concerns nobody
+      const entries = await Promise.race([loading, expired])
       if (this.#lostDuringConnect || generation !== this.#generation) throw new Error('listen connection lost during reload')
       this.#denylist.replace(entries)
       for (const e of buffer) this.#denylist.add(e)
