@@ -36,26 +36,26 @@ export class AuthApi {
   }
 
   async login (username: string, password: string): Promise<TokenAnswer> {
-    return await this.#tokens('login', { username, password })
+    return await this.#tokens(this.#url('login'), { username, password })
   }
 
   /** body mode passes the stored token; cookie mode passes nothing (the cookie carries it) */
   async refresh (refreshToken: string | undefined): Promise<TokenAnswer> {
-    return await this.#tokens('refresh', refreshToken === undefined ? {} : { refresh_token: refreshToken })
+    return await this.#tokens(this.#url('refresh'), refreshToken === undefined ? {} : { refresh_token: refreshToken })
   }
 
   async logout (refreshToken: string | undefined, accessToken: string | undefined): Promise<void> {
-    await this.#post('logout', refreshToken === undefined ? {} : { refresh_token: refreshToken }, accessToken)
+    await this.#post(this.#url('logout'), refreshToken === undefined ? {} : { refresh_token: refreshToken }, accessToken)
   }
 
   async logoutAll (accessToken: string): Promise<void> {
-    await this.#post('logout-all', {}, accessToken)
+    await this.#post(this.#url('logout-all'), {}, accessToken)
   }
 
-  async #tokens (endpoint: string, body: object): Promise<TokenAnswer> {
+  async #tokens (url: URL, body: object): Promise<TokenAnswer> {
     const sentAtMs = this.#o.now()
-    const path = this.#url(endpoint).pathname
-    const res = await this.#post(endpoint, body, undefined)
+    const path = url.pathname
+    const res = await this.#post(url, body, undefined)
     let json: { access_token?: unknown, expires_in?: unknown, refresh_token?: unknown }
     try {
       json = await res.json() as typeof json
@@ -73,6 +73,7 @@ export class AuthApi {
     return { accessToken: tokenFromAnswer(json.access_token, json.expires_in, sentAtMs, this.#o.now()), refreshToken }
   }
 
+  /** an endpoint under the auth base (`login` → …/auth/login) */
   #url (endpoint: string): URL {
     return new URL(endpoint, this.#o.base)
   }
@@ -82,8 +83,7 @@ export class AuthApi {
    * otherwise (errors.ts errorFromAnswer: a refusal without the gateway's header is an
    * UpstreamError, never the end of the session)
    */
-  async #post (endpoint: string, body: object, accessToken: string | undefined): Promise<Response> {
-    const url = this.#url(endpoint)
+  async #post (url: URL, body: object, accessToken: string | undefined): Promise<Response> {
     const path = url.pathname
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' }
     if (accessToken !== undefined) headers.authorization = `Bearer ${accessToken}`

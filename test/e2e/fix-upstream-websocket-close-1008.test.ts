@@ -9,38 +9,27 @@
  * reconnect refreshes. Real gateway, real `ws` upstream, the SDK with the `ws` package.
  */
 import t from 'tap'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { WebSocket as WsWebSocket, WebSocketServer } from 'ws'
+import { WebSocket as WsWebSocket } from 'ws'
 import { createClient } from '../../src/client/index.js'
+import { startWsUpstream } from '../fixtures/ws-upstream.js'
+import { recorder, startEnv } from '../client/helpers.js'
 
 // literal, not imported: the suite must load against the code before the fix
 const WS_POLICY_VIOLATION = 1008
 const WS_UPSTREAM_POLICY_VIOLATION = 4008
-import { recorder, startEnv } from '../client/helpers.js'
 
-/** closes every socket with 1008 and the gateway's own words as soon as the client says "bye"; else echoes */
-const server = createServer((_req, res) => { res.writeHead(426).end() })
-const wss = new WebSocketServer({ server })
-let accepted = 0
-wss.on('connection', (ws) => {
-  accepted++
-  ws.on('message', (data) => {
+/** closes the socket with 1008 and the gateway's own words as soon as the client says "bye"; else echoes */
+const upstream = await startWsUpstream({
+  onMessage: (ws, data) => {
     if (String(data) === 'bye') ws.close(1008, 'the access token expired')
     else ws.send(`echo:${String(data)}`)
-  })
+  },
 })
-await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-t.teardown(async () => {
-  for (const c of wss.clients) c.terminate()
-  await new Promise<void>((resolve) => wss.close(() => resolve()))
-  server.closeAllConnections()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-})
+t.teardown(() => upstream.close())
 
 const env = await startEnv(t, {
   transport: 'body',
-  routes: [{ name: 'live', prefix: '/live', upstream: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, websocket: true, auth: 'required' }],
+  routes: [{ name: 'live', prefix: '/live', upstream: upstream.url, websocket: true, auth: 'required' }],
 })
 
 const closed = (ws: WsWebSocket): Promise<{ code: number, reason: string }> =>
@@ -86,7 +75,7 @@ t.test("the README's reconnect on an upstream's 1008 never refreshes; the token 
 
 t.test("the gateway's own close stays 1008, and the reconnect refreshes", async (t) => {
   const { c, rec } = await client(t, 'cyd')
-  const before = accepted
+  const before = upstream.upgrades.length
   const ws = await c.webSocket<WsWebSocket>('/live/room')
   const done = closed(ws)
   t.ok(await opened(ws))
@@ -97,5 +86,5 @@ t.test("the gateway's own close stays 1008, and the reconnect refreshes", async 
   t.teardown(() => { again.terminate() })
   t.equal(rec.count('/auth/refresh'), 1, 'the reconnect refreshed first')
   t.ok(await opened(again), 'and got in')
-  t.equal(accepted - before, 2)
+  t.equal(upstream.upgrades.length - before, 2)
 })

@@ -57,6 +57,24 @@ if (!avail.available) {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
+  /**
+   * The race: a third connection holds the row `lock` names; `first` starts and waits on it,
+   * then `second` does; the row is let go and both outcomes are returned (lock waits are
+   * granted first come, first served, so only the order each transaction takes its locks
+   * decides whether they deadlock)
+   */
+  const contend = async (t: { teardown: (fn: () => unknown) => void }, lock: readonly [string, unknown[]], first: () => Promise<unknown>, second: () => Promise<unknown>): Promise<unknown[]> => {
+    const hold = await holder(t)
+    const watch = await holder(t)
+    await hold.query('BEGIN')
+    await hold.query(lock[0], lock[1])
+    const one = settle(first())
+    await waiting(watch, 1)
+    const other = settle(second())
+    await waiting(watch, 2)
+    await hold.query('ROLLBACK')
+    return await Promise.all([one, other])
+  }
 
   t.test('a successful login and another login\'s admission take the throttle rows in one order', async (t) => {
     const ip = '203.0.113.7'
@@ -66,25 +84,14 @@ if (!avail.available) {
     await store.transaction(async (tx) => { await tx.lockThrottleRows([{ kind: 'ip', key: ip }], at, forget) })
     await store.transaction(async (tx) => { await tx.lockThrottleRows([{ kind: 'account', key: 'alice' }], at, forget) })
 
-    const hold = await holder(t)
-    const watch = await holder(t)
-    await hold.query('BEGIN')
-    await hold.query("SELECT 1 FROM login_attempts WHERE kind = 'account' AND key = 'alice' FOR UPDATE")
-    // an admission (throttle.ts: kind order, account first) waits on the account row
-    let release!: () => void
-    const second = new Promise<void>((resolve) => { release = resolve })
-    const admission = settle(store.transaction(async (tx) => {
-      await tx.lockThrottleRows([{ kind: 'account', key: 'alice' }], at, forget)
-      await second
-      await tx.lockThrottleRows([{ kind: 'ip', key: ip }], at, forget)
-    }))
-    await waiting(watch, 1)
-    // a login that succeeded records it: before the fix it took the address's row, then waited
-    const success = settle(store.transaction(async (tx) => { await tx.recordLoginSuccess('alice', ip, at) }))
-    await waiting(watch, 2)
-    await hold.query('ROLLBACK')
-    release()
-    const [a, s] = await Promise.all([admission, success])
+    const [a, s] = await contend(t, ["SELECT 1 FROM login_attempts WHERE kind = 'account' AND key = 'alice' FOR UPDATE", []],
+      // an admission (throttle.ts: kind order, account first) waits on the account row
+      () => store.transaction(async (tx) => {
+        await tx.lockThrottleRows([{ kind: 'account', key: 'alice' }], at, forget)
+        await tx.lockThrottleRows([{ kind: 'ip', key: ip }], at, forget)
+      }),
+      // a login that succeeded records it: before the fix it took the address's row, then waited
+      () => store.transaction(async (tx) => { await tx.recordLoginSuccess('alice', ip, at) }))
     t.equal(a, 'ok', 'the admission completes')
     t.equal(s, 'ok', 'the login\'s success completes (before: one of the two was a deadlock victim, a 500)')
   })
@@ -92,17 +99,10 @@ if (!avail.available) {
   t.test('two logouts naming the same two sessions the other way round', async (t) => {
     const [p, q] = [await svc.login('alice', 'pw-alice'), await svc.login('alice', 'pw-alice')]
     const [first, second] = p.sid < q.sid ? [p, q] : [q, p]
-    const hold = await holder(t)
-    const watch = await holder(t)
-    await hold.query('BEGIN')
-    await hold.query('SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE', [first.sid])
     // one names `first` by its refresh token, `second` by its access token's sid; the other the reverse
-    const one = settle(svc.logout(first.refreshToken, { sub: alice.id, sid: second.sid }))
-    await waiting(watch, 1)
-    const other = settle(svc.logout(second.refreshToken, { sub: alice.id, sid: first.sid }))
-    await waiting(watch, 2)
-    await hold.query('ROLLBACK')
-    const outcomes = await Promise.all([one, other])
+    const outcomes = await contend(t, ['SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE', [first.sid]],
+      () => svc.logout(first.refreshToken, { sub: alice.id, sid: second.sid }),
+      () => svc.logout(second.refreshToken, { sub: alice.id, sid: first.sid }))
     t.same(outcomes, ['ok', 'ok'], 'both logouts complete (before: a deadlock, a 500)')
     for (const s of [first, second]) t.ok((await store.getSession(s.sid))?.revokedAt, `session ${s.sid.slice(0, 6)}… is revoked`)
   })
@@ -112,17 +112,10 @@ if (!avail.available) {
     // c before d: "everywhere" used to lock them in the table's order
     const c = await svc.login('bob', 'pw-bob')
     const d = await svc.login('bob', 'pw-bob')
-    const hold = await holder(t)
-    const watch = await holder(t)
-    await hold.query('BEGIN')
-    await hold.query('SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE', [c.sid])
-    const everywhere = settle(svc.logoutAll(bob.id))
-    await waiting(watch, 1)
-    // d's refresh token and c's access token: before the fix d, then c
-    const logout = settle(svc.logout(d.refreshToken, { sub: bob.id, sid: c.sid }))
-    await waiting(watch, 2)
-    await hold.query('ROLLBACK')
-    const outcomes = await Promise.all([everywhere, logout])
+    const outcomes = await contend(t, ['SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE', [c.sid]],
+      () => svc.logoutAll(bob.id),
+      // d's refresh token and c's access token: before the fix d, then c
+      () => svc.logout(d.refreshToken, { sub: bob.id, sid: c.sid }))
     t.same(outcomes, ['ok', 'ok'], 'both complete (before: a deadlock, a 500)')
   })
 
