@@ -17,6 +17,15 @@ export class StoreUnavailableError extends GatewayError {
 }
 
 /**
+ * A COMMIT was sent and its answer never came — the connection broke or the read timed out —
+ * so the transaction may have committed or not. Still a 503 for the client; but a caller that
+ * can tell from the data whether its work landed (login and refresh: is the new refresh token
+ * on the session row? commit-outcome.ts) answers from that instead of asking the client to
+ * retry work that was done (fix-commit-answer-lost).
+ */
+export class CommitOutcomeUnknownError extends StoreUnavailableError {}
+
+/**
  * Login failed. One error for unknown user, wrong password and disabled user, so a
  * client cannot enumerate accounts (OWASP Authentication Cheat Sheet, "Authentication
  * and Error Messages").

@@ -9,7 +9,8 @@
  *   change, disable, logout-all or admin revoke that committed in between bumped it: the
  *   login is refused instead of creating a session that would outlive that revocation.
  */
-import { InvalidCredentialsError, LoginThrottledError } from './errors.js'
+import { refreshTokenLanded } from './commit-outcome.js'
+import { CommitOutcomeUnknownError, InvalidCredentialsError, LoginThrottledError } from './errors.js'
 import { checkPasswordLength, hashPassword, needsRehash, verifyPassword } from './passwords.js'
 import { hashRefreshToken, newRefreshKey, newSessionId, newSessionRefreshToken } from './refresh-tokens.js'
 import type { ServiceContext } from './service-context.js'
@@ -87,6 +88,10 @@ export async function loginFlow (ctx: ServiceContext, username: string, password
     // the attempt is given back in the same transaction (one round trip less per login)
     if (ctx.throttle !== undefined && ticket !== undefined) await ctx.throttle.succeeded(ticket, tx)
     return true
+  }).catch(async (err: unknown) => {
+    // the COMMIT's answer was lost: the session was made if its token is on the row
+    if (err instanceof CommitOutcomeUnknownError && await refreshTokenLanded(ctx.store, sid, refreshToken)) return true
+    throw err
   })
   if (!created) {
     events.emit('login_failed', { user: username, ip: client.ip, reason: 'credentials_changed' })

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Socket } from 'node:net'
 import pg from 'pg'
-import { StoreUnavailableError } from './errors.js'
+import { CommitOutcomeUnknownError, StoreUnavailableError } from './errors.js'
 import type { SqlDriver, SqlExecutor } from './sql-store.js'
 import type { SessionsLogger, StoreListener } from './store.js'
 
@@ -240,14 +240,25 @@ export function createPgDriver (opts: PgDriverOptions): SqlDriver {
     },
     transaction: async (fn) => await pooled(async (q) => {
       await q.exec('BEGIN')
+      let result
       try {
-        const result = await fn(q)
-        await q.exec('COMMIT')
-        return result
+        result = await fn(q)
       } catch (err) {
-        await q.exec('ROLLBACK').catch(() => {})
+        // A connection that broke or timed out is destroyed on release, and the server rolls
+        // its transaction back when it goes. A ROLLBACK sent on it would only queue behind the
+        // statement still unanswered, for another whole read timeout (fix-commit-answer-lost).
+        if (!breaksConnection(err)) await q.exec('ROLLBACK').catch(() => {})
         throw err
       }
+      try {
+        await q.exec('COMMIT')
+      } catch (err) {
+        // Answered with an error: the server ended the transaction without committing it. Not
+        // answered (the connection broke, the read timed out): it may have committed — the
+        // caller is told so, and no ROLLBACK follows (see above).
+        throw breaksConnection(err) ? new CommitOutcomeUnknownError({ cause: err }) : err
+      }
+      return result
     }),
     listen: async (channel, onPayload, onLost): Promise<StoreListener> => {
       const client = new pg.Client({

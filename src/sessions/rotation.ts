@@ -16,6 +16,8 @@
  * the session format at their next rotation.
  */
 import type { SecurityEvents } from '../security-events.js'
+import { refreshTokenLanded } from './commit-outcome.js'
+import { CommitOutcomeUnknownError } from './errors.js'
 import type { ParsedRefreshToken } from './refresh-tokens.js'
 import {
   hasFamilyTag, hashRefreshToken, newRefreshKey, newSessionRefreshToken, openSuccessor, sealSuccessor,
@@ -162,10 +164,21 @@ async function rotateLegacyToken (s: Step): Promise<RefreshOutcome> {
 
 export async function refreshFlow (ctx: ServiceContext, parsed: ParsedRefreshToken, client: RotationClient): Promise<RefreshOutcome> {
   const nowMs = ctx.clock()
-  const outcome = await ctx.store.transaction(async (tx): Promise<RefreshOutcome> => {
-    const s: Step = { tx, ctx, nowMs, presented: parsed.token, presentedHash: hashRefreshToken(parsed.token), client }
-    return parsed.format === 'session' ? await rotateSessionToken(s, parsed) : await rotateLegacyToken(s)
-  })
+  const attempt: { outcome?: RefreshOutcome } = {}
+  let outcome: RefreshOutcome
+  try {
+    outcome = await ctx.store.transaction(async (tx): Promise<RefreshOutcome> => {
+      const s: Step = { tx, ctx, nowMs, presented: parsed.token, presentedHash: hashRefreshToken(parsed.token), client }
+      attempt.outcome = parsed.format === 'session' ? await rotateSessionToken(s, parsed) : await rotateLegacyToken(s)
+      return attempt.outcome
+    })
+  } catch (err) {
+    // the COMMIT's answer was lost: the client gets the new pair if the rotation landed
+    const planned = attempt.outcome
+    if (!(err instanceof CommitOutcomeUnknownError) || planned?.kind !== 'rotated' ||
+      !await refreshTokenLanded(ctx.store, planned.session.id, planned.refreshToken)) throw err
+    outcome = planned
+  }
   if (outcome.kind === 'invalid' && outcome.reuse !== undefined) emitReuse(ctx.events, outcome.reuse, client)
   return outcome
 }

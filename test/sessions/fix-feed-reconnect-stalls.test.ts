@@ -9,8 +9,8 @@
  * Every connection attempt (connect, LISTEN, reload) now has a deadline of two heartbeat
  * intervals (ATTEMPT_TIMEOUT_HEARTBEATS in revocation-feed.ts), and the PostgreSQL driver
  * destroys a LISTEN connection whose setup outlasts LISTEN_SETUP_TIMEOUT_MS (its connect
- * timeout, 5 s). The faults are real: PostgreSQL 15 behind a TCP proxy in this file that reads
- * the frontend protocol, so it can reset the feed's connection and stall one chosen message —
+ * timeout, 5 s). The faults are real: PostgreSQL 15 behind a TCP proxy that reads the frontend
+ * protocol (test/fixtures/pg-fault-proxy.ts), so it can reset the feed's connection and stall one chosen message —
  * the startup succeeds, then nothing passes (or the query runs and its answer is held back).
  * No mock: the store is the real pg store; the test only wraps loadRevocations to learn when
  * the abandoned load's late answer has arrived, and counts Denylist.replace calls.
@@ -19,8 +19,6 @@
  * fails) against the code before the fix.
  */
 import t from 'tap'
-import { connect, createServer } from 'node:net'
-import type { AddressInfo, Server, Socket } from 'node:net'
 import type { RevocationEntry } from '../../src/pipeline/denylist.js'
 import { Denylist } from '../../src/pipeline/denylist.js'
 import { RevocationFeed } from '../../src/sessions/revocation-feed.js'
@@ -28,6 +26,7 @@ import { DEFAULT_CONNECT_TIMEOUT_MS } from '../../src/sessions/pg-store.js'
 import { openStore } from '../../src/sessions/store.js'
 import type { Store } from '../../src/sessions/store.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { PgFaultProxy } from '../fixtures/pg-fault-proxy.js'
 import { until } from '../fixtures/until.js'
 
 const HEARTBEAT_MS = 250
@@ -47,133 +46,6 @@ const CLOSE_SLACK_MS = 1_500
 
 const FEED_APP = 'portcullis-revocation-feed'
 const POOL_APP = 'portcullis'
-
-interface Conn {
-  app: string
-  client: Socket
-  server: Socket
-  closed: boolean
-  /** set once a stall caught this connection */
-  stall?: { query: string, atMs: number, release: () => void }
-}
-
-interface Stall {
-  app: string
-  match: RegExp
-  /** query: the message and all after it are held (never reach the server); answer: they pass, the server's answers are held */
-  hold: 'query' | 'answer'
-}
-
-/** the first query text of a simple Query ('Q') or a Parse ('P') message */
-function queryText (type: string, msg: Buffer): string {
-  if (type === 'Q') return msg.subarray(5, msg.length - 1).toString('utf8')
-  if (type === 'P') return msg.subarray(5).toString('utf8').split('\0')[1] ?? ''
-  return ''
-}
-
-class PgFaultProxy {
-  readonly conns = new Set<Conn>()
-  #server: Server | undefined
-  #next: Stall | undefined
-  port = 0
-
-  constructor (readonly target: number) {}
-
-  async start (): Promise<void> {
-    this.#server = createServer((client) => this.#accept(client))
-    await new Promise<void>((resolve) => this.#server?.listen(0, '127.0.0.1', resolve))
-    this.port = (this.#server.address() as AddressInfo).port
-  }
-
-  url (db: string): string { return `postgres://postgres@127.0.0.1:${this.port}/${db}` }
-
-  /** the next message matching on a connection of `app` stalls that connection */
-  stallNext (stall: Stall): void { this.#next = stall }
-
-  /** connections of `app` that are still open and not stalled */
-  live (app: string): Conn[] { return [...this.conns].filter((c) => c.app === app && !c.closed && c.stall === undefined) }
-
-  /** resets (RST) the live connections of `app`: a failover, a blip */
-  reset (app: string): number {
-    const conns = this.live(app)
-    for (const c of conns) { c.client.resetAndDestroy(); c.server.destroy() }
-    return conns.length
-  }
-
-  stalled (): Conn[] { return [...this.conns].filter((c) => c.stall !== undefined) }
-
-  async close (): Promise<void> {
-    for (const c of this.conns) { c.client.destroy(); c.server.destroy() }
-    await new Promise<void>((resolve) => { if (this.#server === undefined) resolve(); else this.#server.close(() => resolve()) })
-  }
-
-  #accept (client: Socket): void {
-    const server = connect(this.target, '127.0.0.1')
-    const c: Conn = { app: '', client, server, closed: false }
-    this.conns.add(c)
-    let started = false
-    let buf = Buffer.alloc(0)
-    let holdUp: Buffer[] | undefined // client → server, held
-    let holdDown: Buffer[] | undefined // server → client, held
-    client.on('data', (chunk: Buffer) => {
-      if (holdUp !== undefined) { holdUp.push(chunk); return }
-      buf = Buffer.concat([buf, chunk])
-      const out: Buffer[] = []
-      for (;;) {
-        if (!started) {
-          if (buf.length < 4) break
-          const len = buf.readInt32BE(0)
-          if (buf.length < len) break
-          const parts = buf.subarray(8, len).toString('utf8').split('\0')
-          const i = parts.indexOf('application_name')
-          if (i >= 0) c.app = parts[i + 1] ?? ''
-          started = true
-          out.push(buf.subarray(0, len))
-          buf = buf.subarray(len)
-          continue
-        }
-        if (buf.length < 5) break
-        const type = String.fromCharCode(buf[0] ?? 0)
-        const len = buf.readInt32BE(1)
-        if (buf.length < len + 1) break
-        const msg = buf.subarray(0, len + 1)
-        buf = buf.subarray(len + 1)
-        const next = this.#next
-        const query = queryText(type, msg)
-        if (next !== undefined && next.app === c.app && next.match.test(query)) {
-          this.#next = undefined
-          const release = (): void => {
-            const up = holdUp ?? []
-            const down = holdDown ?? []
-            holdUp = undefined
-            holdDown = undefined
-            if (up.length > 0) server.write(Buffer.concat(up))
-            if (down.length > 0) client.write(Buffer.concat(down))
-          }
-          c.stall = { query, atMs: performance.now(), release }
-          holdDown = []
-          if (next.hold === 'query') {
-            holdUp = [msg, buf]
-            buf = Buffer.alloc(0)
-            break
-          }
-        }
-        out.push(msg)
-      }
-      if (out.length > 0) server.write(Buffer.concat(out))
-    })
-    server.on('data', (chunk: Buffer) => {
-      if (holdDown !== undefined) holdDown.push(chunk)
-      else client.write(chunk)
-    })
-    // a stalled connection stays open on the gateway's side until the gateway closes it
-    const end = (): void => { c.closed = true; client.destroy(); server.destroy() }
-    client.on('close', end)
-    server.on('close', end)
-    client.on('error', () => {})
-    server.on('error', () => {})
-  }
-}
 
 /** counts full reloads: a late snapshot of an abandoned attempt must not replace anything */
 class WatchedDenylist extends Denylist {
