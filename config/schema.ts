@@ -287,6 +287,10 @@ const Route = Obj({
   // the gateway's origin runs in an opaque origin, never as the gateway's own (it could call
   // the cookie-carried auth endpoints); false for a route that serves the app's own pages
   sandbox: Type.Boolean({ default: true }),
+  // what the upstream's Set-Cookie may do on the gateway's origin: `route` keeps each cookie
+  // under this route's prefix and host-only (another route's upstream and the auth endpoints
+  // never receive it), `pass` leaves it as sent, `drop` removes it (src/proxy/upstream-cookies.ts)
+  cookies: Type.Union([Type.Literal('route'), Type.Literal('pass'), Type.Literal('drop')], { default: 'route' }),
   websocket: Type.Boolean({ default: false }),
   // answer CORS for this route (when `cors:` is configured); false: the upstream answers CORS
   // itself — no CORS headers from the gateway, preflights go through the route's policy

@@ -63,12 +63,12 @@ export function readConfigOrReport (file: string): GatewayConfig | undefined {
 
 /** how each route treats slow, busy and large exchanges (issue 8's settings) */
 export function limitsTable (config: GatewayConfig): string {
-  const rows = [['ROUTE', 'TIMEOUT', 'IDLE', 'QUEUE', 'CONNECTIONS', 'MAX BODY', 'HOST', 'CORS', 'WEBSOCKET', 'PAGES', 'ISSUERS', 'ASSERTION']]
+  const rows = [['ROUTE', 'TIMEOUT', 'IDLE', 'QUEUE', 'CONNECTIONS', 'MAX BODY', 'HOST', 'CORS', 'WEBSOCKET', 'PAGES', 'COOKIES', 'ISSUERS', 'ASSERTION']]
   for (const r of config.routes) {
     rows.push([
       r.name, duration(r.timeoutMs), duration(r.idleTimeoutMs), String(r.queueLimit), String(r.connections), bytes(r.maxBodyBytes),
       r.preserveHost ? 'client' : 'upstream', config.cors !== undefined && r.cors ? 'on' : '-', r.websocket ? 'yes' : '-',
-      r.sandbox ? 'sandboxed' : 'trusted', r.auth === 'public' ? '-' : r.issuers.join(','), r.assertionAudience ?? '-',
+      r.sandbox ? 'sandboxed' : 'trusted', r.cookies, r.auth === 'public' ? '-' : r.issuers.join(','), r.assertionAudience ?? '-',
     ])
   }
   return table(rows)

@@ -17,6 +17,7 @@ import type { TrustFunction } from './pipeline/trust.js'
 import type { Denylist } from './pipeline/denylist.js'
 import { PoolRegistry, type UpstreamPool } from './proxy/pools.js'
 import { UpstreamPath } from './proxy/upstream-path.js'
+import { compileCookieRule } from './proxy/upstream-cookies.js'
 import type { UpstreamTarget, UpstreamTiming } from './proxy/exchange.js'
 import { webSocketServer, type WebSocketTarget } from './proxy/websocket.js'
 import type { LiveSockets } from './proxy/live-sockets.js'
@@ -91,11 +92,12 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
   for (const route of config.routes) {
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)
+    const path = new UpstreamPath(route.prefix, route.rewritePrefix)
     const target: UpstreamTarget = {
       route: route.name,
       origin: route.upstreamOrigin,
       pool,
-      path: new UpstreamPath(route.prefix, route.rewritePrefix),
+      path,
       timeoutMs: route.timeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
       queueLimit: route.queueLimit,
@@ -103,7 +105,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       upstreamHost: route.preserveHost ? undefined : route.upstreamHost,
       writeTimeoutMs: config.server.writeTimeoutMs,
       rewriter,
-      responseRules: { refreshCookie, sandbox: route.sandbox },
+      responseRules: { refreshCookie, sandbox: route.sandbox, cookies: compileCookieRule(route.cookies, route.prefix, path) },
       timing: shared.timing,
     }
     const upstream: UpstreamTarget | WebSocketTarget = route.websocket

@@ -8,6 +8,9 @@
 import type { RawConfig } from '../../config/schema.js'
 import { ALGORITHMS, HTTP_METHODS, ISSUER_ALGORITHMS, SELF_ISSUER } from '../../config/schema.js'
 
+/** routes[].cookies: what the upstream's Set-Cookie may do (src/proxy/upstream-cookies.ts) */
+export type CookiePolicy = NonNullable<RawConfig['routes'][number]['cookies']>
+
 export { ALGORITHMS, HTTP_METHODS, ISSUER_ALGORITHMS, SELF_ISSUER }
 export type Algorithm = typeof ALGORITHMS[number]
 export type IssuerAlgorithm = typeof ISSUER_ALGORITHMS[number]
@@ -61,6 +64,8 @@ export interface RouteConfig {
   preserveHost: boolean
   /** answers carry `Content-Security-Policy: sandbox` (pages the upstream serves get an opaque origin) */
   sandbox: boolean
+  /** what the upstream's Set-Cookie may do: `route` scopes it to the prefix, `pass`, `drop` */
+  cookies: CookiePolicy
   websocket: boolean
   /** CORS answered on this route (when `cors` is configured globally) */
   cors: boolean

@@ -1,6 +1,7 @@
 import { parseCookie } from 'undici'
 import { HOP_BY_HOP_RESPONSE as HOP_BY_HOP, connectionNominated } from './hop-by-hop.js'
 import { GATEWAY_ERROR_HEADER } from '../errors.js'
+import { applyCookieRule, type CookieRule } from './upstream-cookies.js'
 
 /**
  * What an upstream may and may not say to the client, applied to every proxied response.
@@ -59,12 +60,19 @@ import { GATEWAY_ERROR_HEADER } from '../errors.js'
  *    nor read the app's storage (fix-upstream-document-mints-tokens). A route serving the
  *    app's own pages says `sandbox: false`. On every response, not only `text/html`: a browser
  *    sniffs a document out of a missing or wrong Content-Type
+ * 14. on a route with `cookies: route` (the default) each `Set-Cookie` is kept under the route's
+ *    prefix and host-only (`Path` moved under the prefix, `Domain` removed, a `__Host-` cookie
+ *    under a narrower prefix dropped); `drop` removes them all, `pass` leaves them: one
+ *    upstream cannot plant cookies that another route's upstream or the auth endpoints receive
+ *    (upstream-cookies.ts, fix-upstream-cookie-jar)
  */
 export interface ResponseRules {
   /** the refresh cookie name, lower case; undefined when the gateway forwards it (then upstreams own it) */
   refreshCookie: string | undefined
   /** rule 13: the route's answers are sandboxed */
   sandbox: boolean
+  /** rule 14: what the upstream's Set-Cookie may do (undefined: pass) */
+  cookies: CookieRule
 }
 
 export interface ResponseContext {
@@ -92,7 +100,7 @@ export function responseHeaderList (rules: ResponseRules, statusCode: number, he
     if (nominated !== undefined && nominated.has(name)) continue
     if (noLength && name === 'content-length') continue
     if (name === 'set-cookie') {
-      const kept = keepCookies(rules.refreshCookie, value)
+      const kept = applyCookieRule(rules.cookies, keepCookies(rules.refreshCookie, value))
       if (kept.length > 0) out.push(name, kept)
     } else if (name === 'location' && typeof value === 'string') {
       out.push(name, ctx.paths.location(value))

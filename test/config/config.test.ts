@@ -80,6 +80,7 @@ t.test('a minimal config loads with the documented defaults and is frozen', asyn
     maxBodyBytes: 10_485_760,
     preserveHost: false,
     sandbox: true,
+    cookies: 'route',
     websocket: false,
     cors: true,
     assertionAudience: undefined,

@@ -13,6 +13,19 @@ import { startRawUpstream } from '../fixtures/raw-upstream.js'
 
 const key = makeKey('EdDSA')
 const NAME = '__Host-portcullis-rt'
+/** S14: what an upstream under /inner sets → what the client gets on the route /m → /inner (undefined: dropped) */
+const COOKIES_SENT: Array<[sent: string, scoped: string | undefined]> = [
+  ['a=1', 'a=1; Path=/m'],
+  ['b=2; Path=/', 'b=2; Path=/m'],
+  ['c=3; Path=/inner/cart; HttpOnly', 'c=3; HttpOnly; Path=/m/cart'],
+  ['d=4; Path=/innerx', 'd=4; Path=/m'],
+  ['e=5; Path=/other; path=/inner/x', 'e=5; Path=/m/x'],
+  ['f=6; Domain=127.0.0.1; Secure; SameSite=Lax', 'f=6; Secure; SameSite=Lax; Path=/m'],
+  ['g=7; Path=relative', 'g=7; Path=/m'],
+  ['__Host-h=8; Path=/; Secure', undefined],
+  ['__HOST-i=9; Path=/; Secure', undefined],
+  ['__Secure-j=10; Secure', '__Secure-j=10; Secure; Path=/m'],
+]
 
 function count (rawHeaders: string[], name: string): number {
   let n = 0
@@ -198,6 +211,7 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
       case '/api/id': return r('200 OK\r\nX-Request-Id: upstream-chosen', 'ok')
       case '/api/cookie': return r(`200 OK\r\nSet-Cookie: ${NAME} =planted; Path=/\r\nSet-Cookie: theme=dark`, 'ok')
       case '/api/csd': return r('200 OK\r\nClear-Site-Data: "cookies", "storage"', 'ok')
+      case '/inner/cookies': return r(['200 OK', ...COOKIES_SENT.map(([sent]) => `Set-Cookie: ${sent}`)].join('\r\n'), 'ok')
       case '/inner/moved': return r('302 Found\r\nLocation: /inner/new?x=1', '')
       case '/inner/moved-out': return r('302 Found\r\nLocation: https://elsewhere.example/inner/1', '')
       case '/inner/moved-sibling': return r('302 Found\r\nLocation: /innerx/1', '')
@@ -212,6 +226,8 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
     { name: 'api', prefix: '/api', upstream: up.url, rewritePrefix: '/api', auth: 'public' },
     { name: 'moved', prefix: '/m', upstream: up.url, rewritePrefix: '/inner', auth: 'public' },
     { name: 'pages', prefix: '/pages', upstream: up.url, rewritePrefix: '/api', auth: 'public', sandbox: false },
+    { name: 'shared', prefix: '/shared', upstream: up.url, rewritePrefix: '/inner', auth: 'public', cookies: 'pass' },
+    { name: 'cookieless', prefix: '/cookieless', upstream: up.url, rewritePrefix: '/inner', auth: 'public', cookies: 'drop' },
   ]))
   const get = (path: string, headers: Array<[string, string]> = []): ReturnType<typeof rawRequest> =>
     rawRequest(gw.url, requestBytes('GET', path, [['Host', 'a.example'], ...headers]))
@@ -230,7 +246,7 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
   })
 
   t.test('S3: no Set-Cookie for the refresh cookie (fix-upstream-refresh-cookie has every variant)', async (t) => {
-    t.equal((await get('/api/cookie')).headers['set-cookie'], 'theme=dark')
+    t.equal((await get('/api/cookie')).headers['set-cookie'], 'theme=dark; Path=/api', 'the other cookie passes (kept under the route: S14)')
   })
 
   t.test('S4: Clear-Site-Data is removed', async (t) => {
@@ -286,6 +302,14 @@ t.test('response rules (src/proxy/response-headers.ts)', async (t) => {
     t.equal((await get('/api/plain')).headers['content-security-policy'], 'sandbox', 'the default')
     t.equal((await get('/api/no-content')).headers['content-security-policy'], 'sandbox', 'a 204 too')
     t.equal((await get('/pages/plain')).headers['content-security-policy'], undefined, 'sandbox: false')
+  })
+
+  t.test('S14: each route\'s cookies are its own (cookies: route), or as sent (pass), or none (drop) — fix-upstream-cookie-jar', async (t) => {
+    const got = async (path: string): Promise<string[]> => ([] as string[]).concat((await get(path)).headers['set-cookie'] ?? [])
+    // `moved`: prefix /m, upstream under /inner
+    t.same(await got('/m/cookies'), COOKIES_SENT.flatMap(([, scoped]) => scoped === undefined ? [] : [scoped]), 'route (the default): each kept under the prefix, host-only')
+    t.same(await got('/shared/cookies'), COOKIES_SENT.map(([sent]) => sent), 'pass: as sent')
+    t.same(await got('/cookieless/cookies'), [], 'drop: none')
   })
 })
 

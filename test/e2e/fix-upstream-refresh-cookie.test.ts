@@ -41,7 +41,8 @@ t.test('no Set-Cookie from an upstream can set, clear or shadow the refresh cook
     res.socket!.end()
   })
   t.teardown(() => upstream.close())
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public' }]))
+  // `cookies: pass`, so this is rule 3 alone (it holds in every mode; edge-checklist S14 has the others)
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public', cookies: 'pass' }]))
   const res = await raw(gw.url, '/open/x')
   t.equal(res.status, 200)
   t.equal(res.body, 'ok')
@@ -69,13 +70,13 @@ t.test('in 103 Early Hints too', async (t) => {
   t.equal(hints?.headers['clear-site-data'], undefined, 'without Clear-Site-Data')
 })
 
-t.test('with forwardRefreshCookie the upstream owns the cookie, and its Set-Cookie passes', async (t) => {
+t.test('with forwardRefreshCookie the upstream owns the cookie, and on a `cookies: pass` route its Set-Cookie passes', async (t) => {
   const upstream = await startUpstream((_req, res) => {
     res.setHeader('set-cookie', [`${NAME}=upstream-owned; Path=/; Secure`])
     res.end('ok')
   })
   t.teardown(() => upstream.close())
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public' }], { identity: { forwardRefreshCookie: true } }))
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public', cookies: 'pass' }], { identity: { forwardRefreshCookie: true } }))
   const res = await raw(gw.url, '/open/x')
   t.same(res.headers['set-cookie'], [`${NAME}=upstream-owned; Path=/; Secure`])
 })

@@ -137,7 +137,7 @@ t.test('an upstream cannot plant the refresh cookie; response hop-by-hop headers
   const gw = await startGateway(t, baseConfig(key, [{ name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public' }]))
   const res = await raw(gw.url, '/open/x', { headers: { 'x-request-id': 'abc-123' } })
   t.equal(res.status, 200)
-  t.same(res.headers['set-cookie'], ['theme=dark'])
+  t.same(res.headers['set-cookie'], ['theme=dark; Path=/open'], 'the other cookie passes, kept under the route')
   t.equal(res.headers['x-internal'], undefined, 'a header the upstream named in Connection is dropped')
   t.equal(res.headers['x-request-id'], 'abc-123', 'request id echoed')
   t.equal(upstream.requests[0]!.headers['x-request-id'], 'abc-123', 'request id propagated')

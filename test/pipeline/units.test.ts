@@ -80,6 +80,7 @@ function route (overrides: Partial<RouteConfig>): RouteConfig {
     maxBodyBytes: 1_048_576,
     preserveHost: false,
     sandbox: true,
+    cookies: 'route',
     websocket: false,
     cors: true,
     assertionAudience: undefined,

@@ -112,6 +112,7 @@ function checkRoute (r: Raw, path: string, rc: RouteContext, ctx: CheckContext):
     maxBodyBytes: r.maxBodyBytes,
     preserveHost: r.preserveHost,
     sandbox: r.sandbox,
+    cookies: r.cookies,
     websocket: r.websocket,
     cors: r.cors,
     assertionAudience: r.assertion?.audience,
