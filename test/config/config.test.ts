@@ -1,6 +1,6 @@
 /* eslint-disable no-template-curly-in-string -- ${VAR} placeholders are the subject of these tests */
 import t from 'tap'
-import { generateKeyPairSync } from 'node:crypto'
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { stringify } from 'yaml'
@@ -16,6 +16,13 @@ const ed = makeKey('EdDSA')
 const rsa = makeKey('RS256')
 const pem = (pair: { privateKey: { export: (o: { type: 'pkcs8', format: 'pem' }) => string | Buffer } }): string => pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
 const rsa1024 = pem(generateKeyPairSync('rsa', { modulusLength: 1024 }))
+/** an RSA 2048 private key whose public exponent is `e` (Node generates only sound ones: made by hand from a JWK) */
+const rsaWithExponent = (e: bigint): string => {
+  const jwk = rsa.privateKey!.export({ format: 'jwk' })
+  const hex = e.toString(16)
+  const b = Buffer.from(hex.length % 2 === 0 ? hex : '0' + hex, 'hex').toString('base64url')
+  return createPrivateKey({ key: { ...jwk, e: b, d: 'AQ', dp: 'AQ', dq: 'AQ' }, format: 'jwk' }).export({ type: 'pkcs8', format: 'pem' }).toString()
+}
 const p384 = pem(generateKeyPairSync('ec', { namedCurve: 'P-384' }))
 const p256 = makeKey('ES256')
 
@@ -297,6 +304,9 @@ const rows: Row[] = [
   { name: 'RSA 2048 with PS256', edit: setKey('PS256', { privateKey: rsa.privatePem }), paths: [] },
   { name: 'RSA 1024 with RS256', edit: setKey('RS256', { privateKey: rsa1024 }), paths: ['/tokens/keys/0'], match: /2048/ },
   { name: 'RSA 1024 with PS256', edit: setKey('PS256', { privateKey: rsa1024 }), paths: ['/tokens/keys/0'], match: /2048/ },
+  { name: 'RSA exponent 1 (fix-idp-rsa-exponent)', edit: setKey('RS256', { privateKey: rsaWithExponent(1n) }), paths: ['/tokens/keys/0'], match: /exponent/ },
+  { name: 'RSA exponent 2', edit: setKey('PS256', { privateKey: rsaWithExponent(2n) }), paths: ['/tokens/keys/0'], match: /exponent/ },
+  { name: 'RSA exponent 2^40 + 1', edit: setKey('RS256', { privateKey: rsaWithExponent((1n << 40n) + 1n) }), paths: ['/tokens/keys/0'], match: /exponent/ },
   // lifetimes
   { name: 'clockSkew 5m', edit: c => { c.tokens.clockSkew = '5m' }, paths: [] },
   { name: 'clockSkew 301s', edit: c => { c.tokens.clockSkew = '301s' }, paths: ['/tokens/clockSkew'] },

@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { durationSec } from '../duration.js'
+import { MIN_RSA_BITS, rsaExponentAcceptable } from '../../tokens/issuers/algorithms.js'
 import { ALGORITHMS, type Algorithm, type GatewayConfig, type KeyConfig } from '../types.js'
 import { guarded, problem, readConfigFile, type CheckContext, type Raw } from './context.js'
 
@@ -15,7 +16,6 @@ const MIN_ACCESS_TOKEN_TTL_SEC = 60
 /** the longest lifetime of the gateway's own access tokens any configuration may accept (accessTokenTtl, maxTokenLifetime) */
 export const MAX_ACCESS_TOKEN_TTL_SEC = 3600
 const MAX_REUSE_GRACE_SEC = 60
-export const MIN_RSA_BITS = 2048
 
 export function checkTokens (t: Raw, ctx: CheckContext): GatewayConfig['tokens'] {
   // keys first, on their own: a malformed duration elsewhere in tokens must not hide a key problem
@@ -137,6 +137,8 @@ function checkKeyMatchesAlgorithm (ctx: CheckContext, key: KeyObject, alg: Algor
   if (!ok) problem(ctx, path, `a ${String(type)} key cannot be used with ${alg}`)
   else if ((alg === 'RS256' || alg === 'PS256') && (details?.modulusLength ?? 0) < MIN_RSA_BITS) {
     problem(ctx, path, `RSA keys must have at least ${MIN_RSA_BITS} bits`)
+  } else if ((alg === 'RS256' || alg === 'PS256') && !rsaExponentAcceptable(details?.publicExponent)) {
+    problem(ctx, path, 'the RSA public exponent must be odd and between 3 and 2^32 (65537 is usual)')
   }
 }
 

@@ -18,6 +18,20 @@ export function isAllowedAlgorithm (alg: unknown): alg is RemoteAlgorithm {
 /** RSA below 2048 bits is refused (NIST SP 800-131A); above 8192 only costs verify time. */
 export const MIN_RSA_BITS = 2048
 export const MAX_RSA_BITS = 8192
+/**
+ * The RSA public exponent must be odd and in [3, 2^32): e = 1 makes every padded hash its own
+ * signature (anyone could sign with a key that publishes it), an even e is no RSA key, and an e
+ * as long as the modulus makes each verification ~300 times dearer — a flood of junk tokens
+ * naming such a key stalls every issuer on the process (fix-idp-rsa-exponent). Every IdP and
+ * key generator uses 65537; 3 and 17 are legacy but sound with a strict verifier (OpenSSL's).
+ */
+export const MIN_RSA_EXPONENT = 3n
+export const MAX_RSA_EXPONENT = 1n << 32n
+
+/** is `e` an exponent a verification key may have (MIN_RSA_EXPONENT) */
+export function rsaExponentAcceptable (e: bigint | undefined): boolean {
+  return e !== undefined && e % 2n === 1n && e >= MIN_RSA_EXPONENT && e < MAX_RSA_EXPONENT
+}
 
 /** Why a key cannot verify for an algorithm; stable, for logs and status. */
 export const KeyRejection = {
@@ -30,6 +44,7 @@ export const KeyRejection = {
   curveMismatch: 'curve_mismatch',
   rsaTooSmall: 'rsa_key_too_small',
   rsaTooLarge: 'rsa_key_too_large',
+  rsaBadExponent: 'rsa_bad_exponent',
   invalidKey: 'invalid_key',
 } as const
 export type KeyRejection = typeof KeyRejection[keyof typeof KeyRejection]
@@ -103,6 +118,7 @@ function checkKeyObject (key: KeyObject, alg: RemoteAlgorithm): KeyCheck {
       const bits = details.modulusLength ?? 0
       if (bits < MIN_RSA_BITS) return { ok: false, reason: KeyRejection.rsaTooSmall }
       if (bits > MAX_RSA_BITS) return { ok: false, reason: KeyRejection.rsaTooLarge }
+      if (!rsaExponentAcceptable(details.publicExponent)) return { ok: false, reason: KeyRejection.rsaBadExponent }
       return { ok: true, key }
     }
     case 'E': {
