@@ -36,6 +36,16 @@ export interface SqlDriver extends SqlExecutor {
 
 const toSec = (d: Date): number => Math.floor(d.getTime() / 1000)
 
+/**
+ * Rows per statement when the revocation feed loads the table (loadRevocations): what one
+ * statement costs must not grow with the table. Measured on PostgreSQL 15 (2 cores): a page of
+ * 20,000 costs ~8 ms in the server and ~50 ms until pg has handed its rows over (10,000: ~30 ms,
+ * 50,000: ~130 ms) — two orders below the 5 s statement_timeout, with room for a loaded machine
+ * or a slow link, while the per-statement round trip and planning stay lost in the noise
+ * (1 M rows: 3.3 s paged, 2.7 s as one statement). About 2 MB of rows are in flight at once.
+ */
+export const REVOCATION_LOAD_PAGE_ROWS = 20_000
+
 /** the notification payload; parsed by the revocation feed */
 export function revocationPayload (entry: RevocationEntry): string {
   return JSON.stringify(entry)
@@ -334,14 +344,45 @@ export class SqlStore extends SqlQueries implements Store {
       `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id`, [userId])).map(toSession)
   }
 
+  /**
+   * Every live revocation, read in keyset pages of REVOCATION_LOAD_PAGE_ROWS along the primary
+   * key: each statement reads at most one page, so none grows with the table and each fits
+   * within the pool's statement_timeout and read timeout. As one statement the load outlived
+   * them once the table was large (3 M live rows: every attempt cut off after 7 s), and a
+   * replica could neither start nor recover from a blip (fix-feed-catchup-unbounded).
+   *
+   * The pages are separate statements, each with its own snapshot — no transaction holds them
+   * together, and none is needed:
+   * - the revocation feed LISTENs before it loads (revocation-feed.ts), and a revocation's
+   *   NOTIFY is sent in the transaction that inserts it (insertRevocation). A row a page does
+   *   not see — committed after that page's snapshot, whatever its id, including an id below
+   *   the cursor that was drawn earlier and committed late — was committed after the LISTEN,
+   *   so it arrives as a notification;
+   * - rows are never updated, so an id's row (and its expires_at) is the same in every page;
+   * - a row purged between pages had expired (purgeExpired deletes expires_at < now): it
+   *   could no longer revoke a valid token, whether the load kept it or not.
+   * Expired rows not purged yet are stepped over by `expires_at > $1` inside a page's index
+   * scan: they cost a page time, not rows. The purge runs every 5 minutes (app.ts) while rows
+   * live for their token's lifetime (an hour for a session's), so they are a small share of
+   * the table, and each is stepped over once per load, not once per page.
+   */
   async loadRevocations (now: Date): Promise<RevocationEntry[]> {
-    const rows = await this.q.query(
-      'SELECT kind, value, expires_at, issued_before FROM revocations WHERE expires_at > $1 ORDER BY id', [now])
-    return rows.map((r) => {
-      const entry: RevocationEntry = { kind: r.kind as RevocationKind, value: r.value as string, expiresAtSec: toSec(r.expires_at as Date) }
-      if (r.issued_before instanceof Date) entry.issuedBeforeSec = toSec(r.issued_before)
-      return entry
-    })
+    const entries: RevocationEntry[] = []
+    // ids are bigserial from 1; the cursor is kept as text (pg returns int8 as a string, PGlite as a number)
+    let afterId = '0'
+    for (;;) {
+      const rows = await this.q.query(
+        `SELECT id, kind, value, expires_at, issued_before FROM revocations
+          WHERE expires_at > $1 AND id > $2 ORDER BY id LIMIT $3`, [now, afterId, REVOCATION_LOAD_PAGE_ROWS])
+      for (const r of rows) {
+        const entry: RevocationEntry = { kind: r.kind as RevocationKind, value: r.value as string, expiresAtSec: toSec(r.expires_at as Date) }
+        if (r.issued_before instanceof Date) entry.issuedBeforeSec = toSec(r.issued_before)
+        entries.push(entry)
+      }
+      const last = rows[rows.length - 1]
+      if (rows.length < REVOCATION_LOAD_PAGE_ROWS || last === undefined) return entries
+      afterId = String(last.id)
+    }
   }
 
   async listenRevocations (onPayload: (payload: string) => void, onLost: (err: Error) => void): Promise<StoreListener> {
