@@ -57,10 +57,11 @@ export class ExternalIssuer {
     if (typeof header.typ !== 'string' || !this.#typ.has(normalizeTyp(header.typ))) {
       throw invalidToken(ErrorCode.tokenBadType, 'the token is not an access token of an accepted type')
     }
+    const accessTyped = normalizeTyp(header.typ) === 'at+jwt'
     const kid = header.kid
     if (kid !== undefined && typeof kid !== 'string') throw invalidToken(ErrorCode.tokenMalformed, 'the access token is malformed')
     const key = this.keys.remoteKey(kid, alg)
-    if (key !== undefined) return this.#verifyWith(key, alg, token, nowMs)
+    if (key !== undefined) return this.#verifyWith(key, alg, token, nowMs, accessTyped)
     if (this.keys.status.keys === 0) {
       // nothing fetched yet (or everything expired): say why instead of "unknown key"
       if (kid !== undefined) this.keys.refetchForUnknownKid(kid).catch(() => {})
@@ -70,11 +71,11 @@ export class ExternalIssuer {
     return this.keys.refetchForUnknownKid(kid).then(() => {
       const fetched = this.keys.remoteKey(kid, alg)
       if (fetched === undefined) throw invalidToken(ErrorCode.tokenUnknownKey, 'the access token was signed with an unknown key')
-      return this.#verifyWith(fetched, alg, token, nowMs)
+      return this.#verifyWith(fetched, alg, token, nowMs, accessTyped)
     })
   }
 
-  #verifyWith (key: RemoteKey, alg: string, token: string, nowMs: number): IssuerVerdict {
+  #verifyWith (key: RemoteKey, alg: string, token: string, nowMs: number, accessTyped: boolean): IssuerVerdict {
     let verifiers = this.#verifiers.get(key)
     if (verifiers === undefined) {
       verifiers = new Map()
@@ -102,6 +103,7 @@ export class ExternalIssuer {
     } catch (err) {
       throw translateJwtError(err)
     }
+    if (!accessTyped) refuseOtherTokenKinds(claims)
     return this.#checkClaims(claims, key.handle, nowMs)
   }
 
@@ -137,6 +139,26 @@ export class ExternalIssuer {
     const scopes = scopeSet(claimAt(claims, this.#config.scopeClaim), true)
     if (scopes === undefined) throw badClaim(this.#config.scopeClaim.join('.'))
     return scopes
+  }
+}
+
+/**
+ * A token whose header says only `JWT` (accepted with `typ: [JWT]`, as Keycloak's and Entra's
+ * access tokens need) may be any JWT the provider signs: an ID token, a back-channel logout
+ * token, a refresh token — for the same audience, when the API's audience is also a client id
+ * users log in with. What an access token never carries gives the others away (fix-idp-id-token-as-access-token):
+ * - `at_hash`, `c_hash`, `s_hash`: the hashes an ID token binds to what came with it (OIDC Core
+ *   §3.1.3.6, §3.3.2.11; FAPI) — an access token cannot carry a hash of itself;
+ * - `events`: a logout token (OIDC Back-Channel Logout §2.4), a security event token (RFC 8417);
+ * - a payload `typ` other than `Bearer`: Keycloak marks every token it signs (`Bearer`, `ID`,
+ *   `Logout`, `Refresh`, `Offline`); other providers set none.
+ * `nonce` is no sign: older Keycloak puts it in access tokens too.
+ */
+function refuseOtherTokenKinds (claims: Record<string, unknown>): void {
+  const typ = claims.typ
+  if (claims.at_hash !== undefined || claims.c_hash !== undefined || claims.s_hash !== undefined ||
+    claims.events !== undefined || (typ !== undefined && (typeof typ !== 'string' || typ.toLowerCase() !== 'bearer'))) {
+    throw invalidToken(ErrorCode.tokenBadType, 'the token is not an access token of an accepted type')
   }
 }
 
