@@ -82,6 +82,12 @@ const rows: Row[] = [
   { name: 'issuer with discovery and jwksUri', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', discovery: true, jwksUri: 'https://idp.test/k', audiences: ['a'] }] }, paths: ['/issuers/0'] },
   { name: 'jwksUri over plain http off loopback', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', jwksUri: 'http://idp.test/k', audiences: ['a'] }] }, paths: ['/issuers/0/jwksUri'] },
   { name: 'jwksUri over http on loopback (tests, sidecars)', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', jwksUri: 'http://127.0.0.1:9/k', audiences: ['a'] }] }, paths: [] },
+  { name: 'jwksUri over http on [::1]', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', jwksUri: 'http://[::1]:9/k', audiences: ['a'] }] }, paths: [] },
+  // fix-idp-loopback-mismatch: the check said "loopback" for DNS names the key set then refused at start
+  { name: 'jwksUri over http to a DNS name that starts with 127.', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', jwksUri: 'http://127.attacker.example/k', audiences: ['a'] }] }, paths: ['/issuers/0/jwksUri'] },
+  { name: 'discovery over http to 127.0.0.1.nip.io', edit: c => { c.issuers = [{ name: 'corp', issuer: 'http://127.0.0.1.nip.io/realm', discovery: true, audiences: ['a'] }] }, paths: ['/issuers/0/issuer'] },
+  { name: 'discovery issuer with a query', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test/realm?x=1', discovery: true, audiences: ['a'] }] }, paths: ['/issuers/0/issuer'] },
+  { name: 'discovery issuer with a fragment', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test/realm#x', discovery: true, audiences: ['a'] }] }, paths: ['/issuers/0/issuer'] },
   { name: 'issuer HS256 (never from a JWKS)', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://idp.test', jwksUri: 'https://idp.test/k', audiences: ['a'], algorithms: ['HS256'] }] }, paths: ['/issuers/0/algorithms/0'] },
   { name: 'issuer with the tokens issuer', edit: c => { c.issuers = [{ name: 'corp', issuer: 'https://auth.test', jwksUri: 'https://idp.test/k', audiences: ['a'] }] }, paths: ['/issuers/0/issuer'] },
   { name: 'route naming an unknown issuer', edit: routes({ prefix: '/a', issuers: ['nobody'] }), paths: ['/routes/0/issuers/0'] },

@@ -35,11 +35,6 @@ export function readConfigFile (ctx: CheckContext, file: string, path: string): 
 }
 
 /** loopback hosts, where plain http cannot be intercepted on the network */
-export function isLoopbackUrl (url: URL): boolean {
-  const host = url.hostname.replace(/^\[|\]$/g, '')
-  return host === 'localhost' || host === '::1' || /^127\./.test(host)
-}
-
 /**
  * Runs a part of a check on its own: if it meets a value of the wrong shape (possible only
  * when the schema already failed) its partial problems are dropped and the caller goes on.

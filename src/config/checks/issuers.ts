@@ -1,6 +1,7 @@
 import { durationMs, durationSec } from '../duration.js'
 import { SELF_ISSUER, type IssuerAlgorithm, type IssuerConfig } from '../types.js'
-import { isLoopbackUrl, problem, type CheckContext, type Raw } from './context.js'
+import { problem, type CheckContext, type Raw } from './context.js'
+import { isLoopback } from '../../tokens/issuers/fetch.js'
 import { MAX_CLOCK_SKEW_SEC } from './tokens.js'
 
 /**
@@ -36,9 +37,13 @@ export function checkIssuers (list: Raw[], selfIssuer: string, ctx: CheckContext
         problem(ctx, p, 'must be an https:// URL')
         continue
       }
-      if (url.protocol === 'http:' && isLoopbackUrl(url)) insecure = true
+      // the key set's own test: `http://127.evil.example` is a DNS name, not loopback, and the
+      // check once passed what the key set then refused at start (fix-idp-loopback-mismatch)
+      if (url.protocol === 'http:' && isLoopback(url.hostname)) insecure = true
       else if (url.protocol !== 'https:') problem(ctx, p, 'must be an https:// URL (plain http only on loopback)')
       if (url.username !== '' || url.password !== '') problem(ctx, p, 'must not carry credentials')
+      // an issuer identifier has none (RFC 8414 §2); discovery appends its path to it
+      if (p.endsWith('/issuer') && (url.search !== '' || url.hash !== '' || value.includes('#') || value.includes('?'))) problem(ctx, p, 'must not have a query or fragment')
     }
     const clockSkewSec = durationSec(i.clockSkew)
     if (clockSkewSec > MAX_CLOCK_SKEW_SEC) problem(ctx, `${path}/clockSkew`, 'must be at most 5m')

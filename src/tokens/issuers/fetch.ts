@@ -143,7 +143,8 @@ export function remoteUrlProblem (raw: string, allowInsecureHttp: boolean): stri
   return `must use https, not ${url.protocol.replace(/:$/, '')}`
 }
 
-function isLoopback (hostname: string): boolean {
+/** 127.0.0.0/8, [::1] or localhost — the one test, shared with the config check (fix-idp-loopback-mismatch) */
+export function isLoopback (hostname: string): boolean {
   const host = hostname.replace(/^\[(.*)\]$/, '$1')
   if (host === 'localhost') return true
   if (isIP(host) === 4) return host.startsWith('127.')
