@@ -246,7 +246,7 @@ export default fp(async function sessions (app, opts: SessionsPluginOptions) {
       } catch (err) {
         if (presented === undefined || (err as { statusCode?: unknown }).statusCode !== 401) throw err
       }
-      await service.logout(presented, token === undefined ? undefined : revocableClaims(token))
+      await service.logout(presented, token === undefined ? undefined : revocableClaims(token), token === undefined || token.issuer === SELF_ISSUER ? undefined : token.issuer)
       clearRefreshCookie(reply)
       granted(request, token?.sub)
       reply.code(204).header('cache-control', 'no-store').send()

@@ -25,6 +25,8 @@ export interface SecurityEventFields {
   /** a login refused by the throttle before any password work; `limit` names the counter */
   login_throttled: { user: string, ip?: string | undefined, limit: 'account' | 'ip' | 'ip_total', retryAfterSec: number }
   login_succeeded: { user: string, sub: string, sid: string, ip?: string | undefined }
+  /** a logout with an identity provider's token refused by its quota (foreign-revocations.ts): nothing was revoked */
+  revocation_throttled: { issuer: string, sub?: string | undefined, retryAfterSec: number }
   /** a spent refresh token presented after the grace window: the whole family is revoked */
   refresh_token_reuse: { sid: string, sub: string, ip?: string | undefined }
   session_revoked: { sid: string, sub?: string | undefined, reason: RevocationEventReason }
@@ -56,6 +58,7 @@ export const SECURITY_EVENT_LEVELS: Record<string, SecurityEventLevel> = {
   login_failed: 'info',
   login_throttled: 'warn',
   login_succeeded: 'info',
+  revocation_throttled: 'warn',
   refresh_token_reuse: 'warn',
   session_revoked: 'info',
   user_revoked: 'info',

@@ -68,6 +68,13 @@ export class LoginThrottledError extends GatewayError {
   }
 }
 
+/** Too many logouts revoking one identity provider's tokens (foreign-revocations.ts). */
+export class RevocationThrottledError extends GatewayError {
+  constructor (retryAfterSec: number) {
+    super(ErrorCode.tooManyAttempts, 429, 'too many logouts of this identity provider\'s tokens; retry later', { retryAfterSec })
+  }
+}
+
 export class UserExistsError extends GatewayError {
   constructor (name: string, options?: { cause?: unknown, differsInCase?: boolean }) {
     super(ErrorCode.userExists, 409, options?.differsInCase === true

@@ -143,4 +143,15 @@ CREATE INDEX users_name_key_idx ON users (name_key);
 CREATE INDEX users_name_key_missing_idx ON users (id) WHERE name_key IS NULL;
 `,
   },
+  {
+    version: 4,
+    name: 'a quota on revocations of identity providers\' tokens',
+    sql: `
+-- Counters of logouts that revoke an identity provider's token (foreign-revocations.ts): per
+-- issuer and per issuer and subject, in the login throttle's table and state machine.
+ALTER TABLE login_attempts DROP CONSTRAINT login_attempts_kind_check;
+ALTER TABLE login_attempts ADD CONSTRAINT login_attempts_kind_check
+  CHECK (kind IN ('account', 'ip', 'ip_total', 'foreign_revocation'));
+`,
+  },
 ])

@@ -9,7 +9,8 @@
  */
 import { NO_SECURITY_EVENTS } from '../security-events.js'
 import type { SecurityEvents } from '../security-events.js'
-import { InvalidGrantError, SessionNotFoundError, UserNotFoundError } from './errors.js'
+import { InvalidGrantError, RevocationThrottledError, SessionNotFoundError, UserNotFoundError } from './errors.js'
+import { countForeignRevocation } from './foreign-revocations.js'
 import { loginFlow } from './login.js'
 import { hasFamilyTag, hashRefreshToken, parseRefreshToken } from './refresh-tokens.js'
 import { eventReason, REVOCATION_TIMING, revokeJtiTx, revokeSessionTx, revokeUserTx, RevokeReason } from './revoke.js'
@@ -147,12 +148,19 @@ export class SessionService {
   /**
    * Ends a session. Either argument may be missing; unknown or repeated logouts are
    * not errors (RFC 7009 §2.2 answers 200 for invalid tokens too). `accessClaims` must
-   * be the claims of an access token that has already been verified.
+   * be the claims of an access token that has already been verified; `foreignIssuer` names
+   * the identity provider that issued it when it is not the gateway's own — such a logout
+   * counts against a quota (foreign-revocations.ts) and throws RevocationThrottledError beyond it.
    */
-  async logout (refreshToken: string | undefined, accessClaims: AccessClaims | undefined): Promise<void> {
+  async logout (refreshToken: string | undefined, accessClaims: AccessClaims | undefined, foreignIssuer?: string): Promise<void> {
     const nowMs = this.#now()
     const sub = typeof accessClaims?.sub === 'string' ? accessClaims.sub : undefined
     const done = await this.#store.transaction(async (tx) => {
+      // an identity provider's token is counted first: beyond its quota nothing is done
+      if (foreignIssuer !== undefined && typeof accessClaims?.jti === 'string') {
+        const waitSec = await countForeignRevocation(tx, foreignIssuer, sub, nowMs)
+        if (waitSec !== undefined) return { throttled: waitSec, revoked: [], jti: undefined }
+      }
       const sids = new Set<string>()
       const fromToken = refreshToken === undefined ? undefined : await sessionOfRefreshToken(tx, refreshToken)
       if (fromToken !== undefined) sids.add(fromToken)
@@ -164,8 +172,12 @@ export class SessionService {
       let jti: string | undefined
       if (typeof accessClaims?.jti === 'string' && typeof accessClaims.exp === 'number' &&
         await revokeJtiTx(tx, accessClaims.jti, accessClaims.exp, nowMs, this.#ctx.timing)) jti = accessClaims.jti
-      return { revoked, jti }
+      return { throttled: undefined, revoked, jti }
     })
+    if (done.throttled !== undefined) {
+      this.#ctx.events.emit('revocation_throttled', { issuer: foreignIssuer ?? '', sub, retryAfterSec: done.throttled })
+      throw new RevocationThrottledError(done.throttled)
+    }
     for (const sid of done.revoked) this.#ctx.events.emit('session_revoked', { sid, sub, reason: 'logout' })
     if (done.jti !== undefined) this.#ctx.events.emit('jti_revoked', { jti: done.jti, sub, reason: 'logout' })
   }

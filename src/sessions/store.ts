@@ -139,6 +139,8 @@ export const ThrottleKind = {
   account: 'account',
   ip: 'ip',
   ipTotal: 'ip_total',
+  /** logouts that revoke an identity provider's token (foreign-revocations.ts) */
+  foreignRevocation: 'foreign_revocation',
 } as const
 export type ThrottleKind = typeof ThrottleKind[keyof typeof ThrottleKind]
 

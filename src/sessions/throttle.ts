@@ -56,8 +56,11 @@ export interface LoginThrottleOptions {
   pruneIntervalMs?: number
 }
 
+/** the counters of a login (the table also holds foreign-revocations.ts's) */
+export type LoginThrottleKind = Exclude<ThrottleKind, 'foreign_revocation'>
+
 /** which limit refused an attempt (for the security event and the metric, never the client) */
-export type ThrottleLimit = ThrottleKind
+export type ThrottleLimit = LoginThrottleKind
 
 /** what admit() took, handed back to succeeded() */
 export interface AttemptTicket {
@@ -118,7 +121,7 @@ export class LoginThrottle {
   readonly #log: SessionsLogger | undefined
   readonly #pruneIntervalMs: number
   readonly settings: Readonly<LoginThrottleSettings>
-  readonly #rules: Record<ThrottleKind, ThrottleRule>
+  readonly #rules: Record<LoginThrottleKind, ThrottleRule>
   #lastPruneMs = 0
   #admitsSincePrune = 0
   #pruning: Promise<number> | undefined
@@ -153,12 +156,13 @@ export class LoginThrottle {
     const at = new Date(nowMs)
     const ticket: AttemptTicket = { accountKey: LoginThrottle.accountKey(username), ipKey: throttleAddressKey(address) }
     // fixed kind order (account, ip, ip_total): every transaction locks rows in this order
-    const keys: Array<{ kind: ThrottleKind, key: string }> = [{ kind: 'account', key: ticket.accountKey }]
+    const keys: Array<{ kind: LoginThrottleKind, key: string }> = [{ kind: 'account', key: ticket.accountKey }]
     if (ticket.ipKey !== undefined) keys.push({ kind: 'ip', key: ticket.ipKey }, { kind: 'ip_total', key: ticket.ipKey })
     const decision = await this.#store.transaction(async (tx): Promise<AdmitDecision> => {
       const rows = await tx.lockThrottleRows(keys, at, new Date(nowMs + this.settings.windowSec * 1000))
-      const steps = rows.map((row) => ({ kind: row.kind, step: throttleStep(row, this.#rules[row.kind], nowMs) }))
-      let worst: { kind: ThrottleKind, retryAfterMs: number } | undefined
+      // the rows of the keys above: login kinds only
+      const steps = rows.map((row) => ({ kind: row.kind as LoginThrottleKind, step: throttleStep(row, this.#rules[row.kind as LoginThrottleKind], nowMs) }))
+      let worst: { kind: LoginThrottleKind, retryAfterMs: number } | undefined
       for (const { kind, step } of steps) {
         if (!step.allowed && (worst === undefined || step.retryAfterMs > worst.retryAfterMs)) worst = { kind, retryAfterMs: step.retryAfterMs }
       }
