@@ -142,6 +142,8 @@ for (const button of document.querySelectorAll('[data-path]')) {
 // fresh one while the session lasts
 let socket
 let wantOpen = false
+// closes by the gateway in a row, for the reconnect's backoff (the README's recipe)
+let failures = 0
 
 function socketState (state) {
   $('ws-state').textContent = state
@@ -162,6 +164,7 @@ async function connect () {
     return
   }
   socket = ws
+  const openedAtMs = Date.now()
   socketState('connecting')
   ws.addEventListener('open', () => { socketState(`open · protocol ${ws.protocol}`) })
   ws.addEventListener('message', (e) => {
@@ -174,7 +177,12 @@ async function connect () {
     const revoked = e.code === WS_POLICY_VIOLATION
     log('ws-log', revoked ? `closed by the gateway: ${e.reason} (1008)` : `closed (${e.code})`, revoked ? 'bad' : '')
     if (revoked && wantOpen) {
-      setTimeout(() => { if (wantOpen && client.status === 'active') connect() }, 1000)
+      // bounded, jittered backoff: a socket refused again at once (a revoked user, a reload
+      // that withdrew the route) must not make the page hammer the gateway; one that lived a
+      // minute starts afresh
+      failures = Date.now() - openedAtMs > 60_000 ? 0 : failures + 1
+      const delayMs = Math.min(30_000, 250 * 2 ** failures) * (0.5 + Math.random() / 2)
+      setTimeout(() => { if (wantOpen && client.status === 'active') connect() }, delayMs)
     }
   })
 }
