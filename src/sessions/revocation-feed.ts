@@ -329,7 +329,10 @@ export class RevocationFeed {
     try {
       // the snapshot is at least as new as this instant: the denylist is current as of it
       loadStartMs = this.#clock()
-      const loading = this.#store.loadRevocations(new Date(loadStartMs))
+      // abandoned at the deadline, the load stops at its next page
+      const abandon = new AbortController()
+      expired.catch(() => { abandon.abort() })
+      const loading = this.#store.loadRevocations(new Date(loadStartMs), abandon.signal)
       loading.catch(() => {}) // an abandoned load's failure concerns nobody
       const entries = await Promise.race([loading, expired])
       if (this.#lostDuringConnect || generation !== this.#generation) throw new Error('listen connection lost during reload')

@@ -366,11 +366,14 @@ export class SqlStore extends SqlQueries implements Store {
    * live for their token's lifetime (an hour for a session's), so they are a small share of
    * the table, and each is stepped over once per load, not once per page.
    */
-  async loadRevocations (now: Date): Promise<RevocationEntry[]> {
+  async loadRevocations (now: Date, signal?: AbortSignal): Promise<RevocationEntry[]> {
     const entries: RevocationEntry[] = []
     // ids are bigserial from 1; the cursor is kept as text (pg returns int8 as a string, PGlite as a number)
     let afterId = '0'
     for (;;) {
+      // a load its feed gave up on (an attempt past its deadline) stops paging: it would
+      // otherwise read the whole table beside the attempt that replaces it
+      signal?.throwIfAborted()
       const rows = await this.q.query(
         `SELECT id, kind, value, expires_at, issued_before FROM revocations
           WHERE expires_at > $1 AND id > $2 ORDER BY id LIMIT $3`, [now, afterId, REVOCATION_LOAD_PAGE_ROWS])

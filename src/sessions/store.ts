@@ -214,8 +214,8 @@ export interface Store extends StoreQueries {
   createUser: (u: NewUser, at: Date) => Promise<UserRecord>
   listUsers: () => Promise<UserRecord[]>
   listSessionsByUser: (userId: string) => Promise<SessionRecord[]>
-  /** revocations that can still matter at `now` */
-  loadRevocations: (now: Date) => Promise<RevocationEntry[]>
+  /** revocations that can still matter at `now`; `signal` stops a load (paged) between two pages */
+  loadRevocations: (now: Date, signal?: AbortSignal) => Promise<RevocationEntry[]>
   /**
    * Subscribes to revocation notifications on a dedicated connection. `onLost` is
    * called once if that connection breaks; the subscriber must subscribe again and

@@ -147,6 +147,17 @@ for (const backend of backends) {
         t.ok(mostRows <= PAGE_ROWS, `no statement returned more than ${PAGE_ROWS} rows (most: ${mostRows})`)
       })
     }
+    t.test('a load its feed gave up on stops at its next page', async (t) => {
+      // the feed aborts the load of an attempt past its deadline: it must not read the rest of
+      // the table beside the attempt that replaces it
+      for (const s of fillSql(70_000, 0, 0)) await driver.query(s.sql, s.params)
+      const abandon = new AbortController()
+      const pages: Recorded[] = []
+      const watched = new sqlStore.SqlStore(recording(driver, pages, async (r) => { if (reads([r]).statements > 0) abandon.abort() }))
+      const outcome = await watched.loadRevocations(new Date(NOW_MS), abandon.signal).then(() => 'loaded', (err: unknown) => (err as Error).name)
+      t.equal(outcome, 'AbortError', 'the load rejects')
+      t.equal(reads(pages).statements, 1, 'after the one page it was reading')
+    })
   })
 }
 

@@ -77,7 +77,7 @@ if (!avail.available) {
     await writer.transaction(async (tx) => { await tx.insertRevocation({ kind: 'jti', value: jti, expiresAtSec: nowSec() + 600 }, new Date()) })
   }
 
-  interface Replica { proxy: PgFaultProxy, store: Store, feed: RevocationFeed, deny: WatchedDenylist, loads: Array<Promise<RevocationEntry[]>> }
+  interface Replica { proxy: PgFaultProxy, store: Store, feed: RevocationFeed, deny: WatchedDenylist, loads: Array<Promise<RevocationEntry[]>>, signals: Array<AbortSignal | undefined> }
   /** this replica: pool and LISTEN connection both through a proxy of its own */
   const replica = async (t: { teardown: (fn: () => unknown) => void }): Promise<Replica> => {
     const proxy = new PgFaultProxy(cluster.port)
@@ -87,14 +87,15 @@ if (!avail.available) {
     await proxy.start()
     const store = opened.store = await openStore({ url: proxy.url('feed_stall') })
     const loads: Array<Promise<RevocationEntry[]>> = []
+    const signals: Array<AbortSignal | undefined> = []
     const load = store.loadRevocations.bind(store)
-    store.loadRevocations = (now) => { const p = load(now); loads.push(p); return p }
+    store.loadRevocations = (now, signal) => { const p = load(now, signal); loads.push(p); signals.push(signal); return p }
     const deny = new WatchedDenylist()
     const feed = opened.feed = new RevocationFeed({
       store, denylist: deny, heartbeatIntervalMs: HEARTBEAT_MS, reconcileIntervalMs: 0, reconnectMinDelayMs: 50, reconnectMaxDelayMs: MAX_DELAY_MS,
     })
     await feed.start()
-    return { proxy, store, feed, deny, loads }
+    return { proxy, store, feed, deny, loads, signals }
   }
 
   t.test('a reconnect whose LISTEN stalls is abandoned at the deadline; the next one delivers', async (t) => {
@@ -126,7 +127,7 @@ if (!avail.available) {
   })
 
   t.test('a reload that stalls is abandoned too; its late snapshot replaces nothing', async (t) => {
-    const { proxy, feed, deny, loads } = await replica(t)
+    const { proxy, feed, deny, loads, signals } = await replica(t)
     // the reconnect's LISTEN passes; its load runs in PostgreSQL, and the answer is held back
     proxy.stallNext({ app: POOL_APP, match: /FROM revocations/, hold: 'answer' })
     const staleLoad = loads.length // the index the reconnect's load will take
@@ -138,6 +139,8 @@ if (!avail.available) {
     const took = await within('the revocation reaches this feed', () => deny.check({ jti: 'during-the-stalled-load' }) === 'token_revoked', BOUND_MS + 2000)
     t.ok(took <= BOUND_MS, `a revocation made through the store during the stalled load is in the denylist after ${ms(took)} (bound ${BOUND_MS} ms)`)
     t.ok(feed.ready, 'the feed is ready again')
+    // a table of many pages would otherwise be read to its end beside the attempt that replaced it
+    t.equal(signals[staleLoad]?.aborted, true, 'the abandoned load was told to stop at its next page')
 
     // a revocation the stale snapshot cannot contain (it was read before this commit)
     await revoke('after-the-recovery')
