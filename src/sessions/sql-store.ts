@@ -46,6 +46,14 @@ const toSec = (d: Date): number => Math.floor(d.getTime() / 1000)
  */
 export const REVOCATION_LOAD_PAGE_ROWS = 20_000
 
+/**
+ * Rows per statement when expired rows are purged (purgeExpired): like the feed's load, no
+ * statement may grow with what piled up — a purge that outlived statement_timeout failed every
+ * time, so what it should delete piled up further (a mass logout, a long store outage, a
+ * replica fleet that was down), and every load stepped over it (fix-purge-unbounded).
+ */
+export const PURGE_BATCH_ROWS = 10_000
+
 /** the notification payload; parsed by the revocation feed */
 export function revocationPayload (entry: RevocationEntry): string {
   return JSON.stringify(entry)
@@ -399,17 +407,27 @@ export class SqlStore extends SqlQueries implements Store {
     // (theft), not answered as "unknown". Session-format tokens need no row to be
     // recognised (refresh-tokens.ts): nothing per rotation is left to purge.
     const graceEnd = new Date(now.getTime() - (opts.reuseGraceSec ?? DEFAULT_REUSE_GRACE_SEC) * 1000)
-    const s = await this.q.query('DELETE FROM sessions WHERE expires_at < $1 RETURNING 1', [now])
-    const rt = await this.q.query('DELETE FROM refresh_tokens WHERE expires_at < $1 RETURNING 1', [now])
-    const rv = await this.q.query('DELETE FROM revocations WHERE expires_at < $1 RETURNING 1', [now])
+    // each in batches of PURGE_BATCH_ROWS, picked by key through the table's index on its
+    // condition; one statement per batch, each committed on its own
+    const batches = async (change: string, table: string, key: string, where: string, at: Date): Promise<number> => {
+      let total = 0
+      for (;;) {
+        const rows = await this.q.query(
+          `${change} WHERE ${key} IN (SELECT ${key} FROM ${table} WHERE ${where} LIMIT ${PURGE_BATCH_ROWS}) RETURNING 1`, [at])
+        total += rows.length
+        if (rows.length < PURGE_BATCH_ROWS) return total
+      }
+    }
+    const s = await batches('DELETE FROM sessions', 'sessions', 'id', 'expires_at < $1', now)
+    const rt = await batches('DELETE FROM refresh_tokens', 'refresh_tokens', 'token_hash', 'expires_at < $1', now)
+    const rv = await batches('DELETE FROM revocations', 'revocations', 'id', 'expires_at < $1', now)
     // a sealed successor serves only the grace window; afterwards it is a liability (it
     // opens with a spent token that may leak later), so it goes
-    const sealed = await this.q.query(
-      `UPDATE sessions SET refresh_prev_sealed = NULL, refresh_prev_sealed_until = NULL
-        WHERE refresh_prev_sealed_until IS NOT NULL AND refresh_prev_sealed_until < $1 RETURNING 1`, [now])
-    const legacySealed = await this.q.query(
-      'UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND spent_at < $1 RETURNING 1', [graceEnd])
-    return { sessions: s.length, refreshTokens: rt.length, revocations: rv.length, sealedSuccessors: sealed.length + legacySealed.length }
+    const sealed = await batches('UPDATE sessions SET refresh_prev_sealed = NULL, refresh_prev_sealed_until = NULL', 'sessions', 'id',
+      'refresh_prev_sealed_until IS NOT NULL AND refresh_prev_sealed_until < $1', now)
+    const legacySealed = await batches('UPDATE refresh_tokens SET successor_sealed = NULL', 'refresh_tokens', 'token_hash',
+      'successor_sealed IS NOT NULL AND spent_at < $1', graceEnd)
+    return { sessions: s, refreshTokens: rt, revocations: rv, sealedSuccessors: sealed + legacySealed }
   }
 
   async countThrottleRows (): Promise<number> {
