@@ -1,8 +1,9 @@
 import { METHODS, ServerResponse, type IncomingMessage } from 'node:http'
+import { constants as h2, type Http2ServerRequest } from 'node:http2'
 import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
-import type { GatewayError } from '../src/errors.js'
+import { ErrorCode, GATEWAY_ERROR_HEADER, REQUEST_TIMEOUT_MESSAGE, type GatewayError } from '../src/errors.js'
 import { checkRequest } from '../src/pipeline/edge.js'
 import { corsBeforeRoute } from '../src/pipeline/pipeline.js'
 import { newAuthState, type AuthState } from '../src/pipeline/auth-state.js'
@@ -17,8 +18,8 @@ import { kUpgrade, type PendingUpgrade } from '../src/proxy/websocket.js'
  * into the same path: a WebSocket upgrade (so an upgrade walks the same stages as any request)
  * and `Expect: 100-continue` (answered only once the request is authorized, exchange.ts).
  */
-export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
-  const { holder } = opts
+export default fp(async function edge (app, opts: { holder: RuntimeHolder, requestTimeoutMs: number }) {
+  const { holder, requestTimeoutMs } = opts
   // set on every request by the hook below, before anything reads them
   app.decorateRequest('runtime', undefined as unknown as Runtime)
   app.decorateRequest('auth', undefined as unknown as AuthState)
@@ -38,6 +39,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
       done(err as GatewayError)
       return
     }
+    if (request.raw.httpVersionMajor === 2 && !request.raw.complete && requestTimeoutMs > 0) untilWhole(request, reply.raw, requestTimeoutMs)
     done()
   })
 
@@ -87,6 +89,39 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder }) {
     app.routing(req, res)
   })
 }, { name: 'portcullis-edge', fastify: '5.x' })
+
+const REQUEST_TIMEOUT_BODY = JSON.stringify({ statusCode: 408, code: ErrorCode.requestTimeout, message: REQUEST_TIMEOUT_MESSAGE })
+
+/**
+ * server.requestTimeout for an HTTP/2 request: Node applies it to HTTP/1.1 connections only,
+ * and an HTTP/2 session's own timeout restarts with every frame — a stream trickling its body
+ * a byte at a time stayed open for ever, holding an upstream connection, and one connection's
+ * 128 streams held a whole route's pool (503 upstream_busy for everyone else:
+ * fix-h2-request-timeout). Once the time is up and the body is still not whole: a 408 as over
+ * HTTP/1.1 when nothing was answered yet, then the stream is reset (RFC 9113 §8.1: the client
+ * may stop sending); an answer already under way is cut off (CANCEL). Only HTTP/2 requests
+ * whose body is still coming pay for the timer.
+ */
+function untilWhole (request: { raw: IncomingMessage, acceptedAt: number, id: string, auth: AuthState }, res: ServerResponse, timeoutMs: number): void {
+  const req = request.raw as unknown as Http2ServerRequest
+  const timer = setTimeout(() => {
+    if (req.complete || res.destroyed) return
+    request.auth.reason = ErrorCode.requestTimeout
+    const stream = req.stream
+    if (res.headersSent) { stream.close(h2.NGHTTP2_CANCEL); return }
+    res.writeHead(408, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(REQUEST_TIMEOUT_BODY),
+      'cache-control': 'no-store',
+      [GATEWAY_ERROR_HEADER]: ErrorCode.requestTimeout,
+      'x-request-id': request.id,
+    })
+    res.end(REQUEST_TIMEOUT_BODY, () => { if (!stream.closed) stream.close(h2.NGHTTP2_NO_ERROR) })
+  }, Math.max(0, Math.ceil(timeoutMs - (performance.now() - request.acceptedAt))))
+  const clear = (): void => { clearTimeout(timer) }
+  req.once('end', clear)
+  res.once('close', clear)
+}
 
 /** the method an HTTP/2 request with a method Fastify does not know is routed under: one the gateway never forwards, without a body */
 const UNKNOWN_METHOD = 'TRACE'

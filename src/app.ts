@@ -33,7 +33,7 @@ import { reloadFailedEvent, SecurityEvents } from './security-events.js'
 import type { Store } from './sessions/store.js'
 import { reloadProblems } from './reload.js'
 import { LifetimeHistory } from './tokens/lifetimes.js'
-import { ConfigError, CONNECT_REFUSED_MESSAGE, ErrorCode, type ConfigProblem } from './errors.js'
+import { ConfigError, CONNECT_REFUSED_MESSAGE, ErrorCode, REQUEST_TIMEOUT_MESSAGE, type ConfigProblem } from './errors.js'
 import type { HealthCheck } from './health.js'
 
 export interface GatewayDeps {
@@ -148,6 +148,13 @@ const HTTP2_SETTINGS = { maxConcurrentStreams: 128 }
  * client stall a request up to 30 s longer than the timeout said (3 s: closed after 9.5 s)
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 1000
+/**
+ * The longest a TLS handshake may take, at most server.requestTimeout. Node's default is 120 s:
+ * a connection that sent no ClientHello, or five bytes of one, held a socket for two minutes
+ * at no cost to its sender, where the plain listener drops a silent one at requestTimeout
+ * (fix-tls-handshake-unbounded). A real client's handshake takes a few round trips.
+ */
+const MAX_TLS_HANDSHAKE_MS = 10_000
 
 const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request', message: 'the request is malformed' })
 
@@ -155,17 +162,24 @@ const CLIENT_ERROR_BODY = JSON.stringify({ statusCode: 400, code: 'bad_request',
 const CLIENT_ERRORS: Record<string, readonly [number, string, string, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'headers_too_large', 'the request headers are too large'],
   // server.requestTimeout passed before the request was whole (a slow or stalled client)
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'request_timeout', 'the request was not received in time'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', ErrorCode.requestTimeout, REQUEST_TIMEOUT_MESSAGE],
 }
 
 /** Node's parser refused the request (bad request line, bad header) or it timed out: a JSON 4xx, then close. */
 function writeClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+  // a TLS failure (a handshake past its timeout, a bad ClientHello) reaches here too (Node's
+  // HTTP/2 server passes tlsClientError on): no HTTP answer can cross a handshake that never
+  // finished — written, it waited for one, and the socket stayed open (fix-tls-handshake-unbounded)
+  if (err.code === 'ECONNRESET' || !socket.writable || isTlsFailure(err.code)) { socket.destroy(); return }
   const known = CLIENT_ERRORS[err.code ?? '']
   const [status, phrase, body] = known === undefined
     ? [400, 'Bad Request', CLIENT_ERROR_BODY]
     : [known[0], known[1], JSON.stringify({ statusCode: known[0], code: known[2], message: known[3] })]
   socket.end(`HTTP/1.1 ${status} ${phrase}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+}
+
+function isTlsFailure (code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_'))
 }
 
 const CONNECT_REFUSED = JSON.stringify({ statusCode: 405, code: ErrorCode.methodNotAllowed, message: CONNECT_REFUSED_MESSAGE })
@@ -211,7 +225,17 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const tls = initial.server.tls
   const options: FastifyServerOptions & Record<string, unknown> = {
     // HTTPS on the public listener when server.tls is set; HTTP/2 with HTTP/1.1 still offered (ALPN)
-    ...(tls === undefined ? {} : { https: { ...secureContextOptions(tls), allowHTTP1: true, settings: HTTP2_SETTINGS, connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS } }),
+    ...(tls === undefined
+      ? {}
+      : {
+          https: {
+            ...secureContextOptions(tls),
+            allowHTTP1: true,
+            settings: HTTP2_SETTINGS,
+            connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
+            handshakeTimeout: Math.min(initial.server.requestTimeoutMs, MAX_TLS_HANDSHAKE_MS),
+          },
+        }),
     http: { connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS },
     // an HTTP/2 connection idle for keepAliveTimeout is closed, as an HTTP/1.1 one is (Fastify's default: 72 s)
     ...(initial.server.http2 ? { http2: true, http2SessionTimeout: initial.server.keepAliveTimeoutMs } : {}),
@@ -249,7 +273,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   }
   app.server.on('connect', refuseConnect)
   await app.register(errorsPlugin, { realm: initial.server.realm })
-  await app.register(edgePlugin, { holder })
+  await app.register(edgePlugin, { holder, requestTimeoutMs: initial.server.requestTimeoutMs })
   // traces: nothing at all is registered when telemetry.otlp is absent
   await app.register(tracingPlugin, { otlp: initial.telemetry.otlp, exportDelayMs: deps.traceExportDelayMs, trust })
   if (initial.logging.decisions) await app.register(accessLogPlugin, { logger })

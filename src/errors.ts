@@ -37,6 +37,8 @@ export const ErrorCode = {
   notFound: 'route_not_found',
   methodNotAllowed: 'method_not_allowed',
   payloadTooLarge: 'payload_too_large',
+  /** server.requestTimeout passed before the request was whole */
+  requestTimeout: 'request_timeout',
   unsupportedMediaType: 'unsupported_media_type',
   headersTooLarge: 'headers_too_large',
   corsRejected: 'cors_rejected',
@@ -146,6 +148,9 @@ export class GatewayError extends Error {
 }
 
 /** a CONNECT asks for a tunnel, which the gateway never opens (app.ts answers it; explain predicts it) */
+/** a request not whole within server.requestTimeout (HTTP/1.1: Node's parser; HTTP/2: plugins/edge.ts) */
+export const REQUEST_TIMEOUT_MESSAGE = 'the request was not received in time'
+
 export const CONNECT_REFUSED_MESSAGE = 'CONNECT is not supported: this gateway forwards requests, it does not tunnel'
 
 /** no route's prefix matches the request path */

@@ -40,7 +40,10 @@ export const CLIENT_CLOSED_STATUS = 499
  * happened: Fastify's listener is there until the response finished or failed, then nobody
  * listens and nothing is reported twice.
  */
-export function reportUnfinished (request: { auth: { reason: string } }, res: { statusCode: number, listenerCount: (event: string) => number, emit: (event: string, err: Error) => boolean }, status: number, reason: string, cause: Error): void {
+export function reportUnfinished (request: { auth: { reason: string } }, res: { statusCode: number, writableFinished: boolean, listenerCount: (event: string) => number, emit: (event: string, err: Error) => boolean }, status: number, reason: string, cause: Error): void {
+  // an answer the gateway finished itself while the exchange ran (an HTTP/2 request past
+  // server.requestTimeout: 408, plugins/edge.ts) is what the client got and what is logged
+  if (res.writableFinished) return
   res.statusCode = status // what the hooks read; a status line already sent stays as it was
   request.auth.reason = reason
   if (res.listenerCount('error') > 0) res.emit('error', cause)
