@@ -4,11 +4,13 @@ import type { FastifyRequest } from 'fastify'
 import { pino, type Logger } from 'pino'
 import { Reason } from '../src/pipeline/auth-state.js'
 import { telemetryHub } from '../src/telemetry/hub.js'
+import { cappedMethod } from '../src/telemetry/method.js'
 
 /**
  * One structured line per request with the access decision (STYLE habit 9):
  * route, granted, reason, sub, status, ms. Never the token, a cookie or the query string
- * (which may carry secrets).
+ * (which may carry secrets). The method is the one sent, cut to 32 characters: over HTTP/2 it
+ * is any token, of any length (src/telemetry/method.ts).
  *
  * The line has a fixed shape, so it is serialized by hand and written to the logger's
  * destination (pino's asynchronous, buffered one), not through `log.info(obj)`, which cost
@@ -66,7 +68,8 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
       ',"granted":' + auth.granted +
       ',"reason":"' + (reason ?? auth.reason) + '"' + // reasons are fixed identifiers
       ',"sub":' + (sub === undefined || sub === '' ? 'null' : JSON.stringify(sub)) +
-      ',"method":"' + request.method + '"' +
+      // over HTTP/2 the method is any token the client chooses, at any length (fix-h2-method-in-logs)
+      ',"method":"' + cappedMethod(request.method) + '"' +
       ',"path":' + JSON.stringify(q === -1 ? url : url.slice(0, q)) +
       ',"status":' + status +
       ',"ms":' + (Math.round((now - request.acceptedAt) * 100) / 100) + '}\n'

@@ -30,6 +30,12 @@ export interface RequestObserver {
   upstreamHeaders?: (call: UpstreamCall) => void
   /** the response ended (error undefined) or failed, once per call */
   upstreamEnd?: (call: UpstreamCall, error: Error | undefined) => void
+  /**
+   * an upstream request of a proxied request that cannot be told apart from another in flight
+   * with the same id (a client's x-request-id): no UpstreamCall, but its headers may still be
+   * changed (tracing: the client's trace headers never go upstream as they came)
+   */
+  upstreamUnattributed?: (undici: UndiciRequest) => void
 }
 
 const CHANNELS = ['undici:request:create', 'undici:request:headers', 'undici:request:trailers', 'undici:request:error'] as const
@@ -66,7 +72,8 @@ export class TelemetryHub {
   add (observer: RequestObserver): void {
     this.#observers.push(observer)
     if (!this.#hooked) this.#hook()
-    const upstream = observer.upstreamStart !== undefined || observer.upstreamHeaders !== undefined || observer.upstreamEnd !== undefined
+    const upstream = observer.upstreamStart !== undefined || observer.upstreamHeaders !== undefined || observer.upstreamEnd !== undefined ||
+      observer.upstreamUnattributed !== undefined
     if (upstream) {
       if (this.#upstream.length === 0) this.#subscribe()
       this.#upstream.push(observer)
@@ -159,10 +166,14 @@ export class TelemetryHub {
     const id = headerValue(undici.headers, 'x-request-id')
     if (id === undefined) return
     const request = this.#inflight.get(id)
-    if (request === undefined || request === AMBIGUOUS) return
+    if (request === undefined) return
+    const observers = this.#upstream
+    if (request === AMBIGUOUS) {
+      for (let i = 0; i < observers.length; i++) observers[i]!.upstreamUnattributed?.(undici)
+      return
+    }
     const call = new UpstreamCall(request, undici, performance.now())
     undici[kCall] = call
-    const observers = this.#upstream
     for (let i = 0; i < observers.length; i++) observers[i]!.upstreamStart?.(call)
   }
 

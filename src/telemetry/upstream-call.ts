@@ -50,23 +50,29 @@ export class UpstreamCall {
    * (the rewriter passes unknown headers through, so a client's `traceparent` is there).
    * Called from `undici:request:create`, before undici writes anything.
    */
-  setHeader (name: string, value: string): void {
-    const headers = this.#undici.headers
-    let found = false
-    for (let i = 0; i < headers.length; i += 2) {
-      if (headers[i] !== name) continue
-      if (found) { headers.splice(i, 2); i -= 2; continue }
-      headers[i + 1] = value
-      found = true
-    }
-    if (!found) this.#undici.addHeader(name, value)
-  }
+  setHeader (name: string, value: string): void { setHeader(this.#undici, name, value) }
 
-  removeHeader (name: string): void {
-    const headers = this.#undici.headers
-    for (let i = headers.length - 2; i >= 0; i -= 2) {
-      if (headers[i] === name) headers.splice(i, 2)
-    }
+  removeHeader (name: string): void { removeHeader(this.#undici, name) }
+}
+
+/** `name` (lower case) set to `value` on an upstream request, every other copy removed */
+export function setHeader (undici: UndiciRequest, name: string, value: string): void {
+  const headers = undici.headers
+  let found = false
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] !== name) continue
+    if (found) { headers.splice(i, 2); i -= 2; continue }
+    headers[i + 1] = value
+    found = true
+  }
+  if (!found) undici.addHeader(name, value)
+}
+
+/** every copy of `name` (lower case) removed from an upstream request */
+export function removeHeader (undici: UndiciRequest, name: string): void {
+  const headers = undici.headers
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i] === name) headers.splice(i, 2)
   }
 }
 

@@ -161,8 +161,8 @@ t.test('two requests in flight with the same client x-request-id: neither upstre
   await gw.close()
   t.equal(upstream.requests.length, 3)
   // the first may have gone upstream before the others arrived (then it is unambiguous and
-  // gets its upstream span); the later ones cannot be told apart: their client's traceparent
-  // passes as it came, never another request's
+  // gets its upstream span); the later ones cannot be told apart: each goes up with its own
+  // client's trace ids rewritten by the gateway (fix-trace-headers-passed-raw), never another request's
   let rewritten = 0
   for (const sent of upstream.requests) {
     const client = clients[sent.url as keyof typeof clients]
