@@ -137,11 +137,15 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
 }
 
 /**
- * One RemoteKeySet per identity provider per process, kept across reloads while the
- * issuer's settings stay the same (a reload never refetches keys it already has). Sets no
- * configuration uses any more are closed once the new configuration is in (`retain`).
- * `onWithdrawn` runs whenever a set withdraws keys (their handles already dead): the gateway
- * closes the WebSockets opened with tokens they signed (LiveSockets.recheck).
+ * One RemoteKeySet per key source per process — where an identity provider's keys come from:
+ * its issuer, discovery or jwksUri, and allowInsecureHttp. A reload that keeps the source
+ * keeps the set and its keys, and reconfigures it with the new settings (algorithms, jwks.*,
+ * the name): a reload never refetches keys it already has, nor drops them
+ * (fix-reload-drops-issuer-keys). Requests still on the old Runtime share the set; new
+ * `algorithms` apply to them as well, at once. Sets no configuration uses any more are
+ * closed once the new configuration is in (`retain`). `onWithdrawn` runs whenever a set
+ * withdraws keys (their handles already dead): the gateway closes the WebSockets opened with
+ * tokens they signed (LiveSockets.recheck).
  */
 export class KeySetRegistry {
   readonly #sets = new Map<string, RemoteKeySet>()
@@ -155,13 +159,18 @@ export class KeySetRegistry {
   }
 
   get (issuer: IssuerConfig, shared: Pick<Shared, 'logger'>): RemoteKeySet {
-    const key = JSON.stringify([issuer.name, issuer.issuer, issuer.discovery, issuer.jwksUri, issuer.algorithms, issuer.jwks, issuer.allowInsecureHttp])
-    const existing = this.#sets.get(key)
-    if (existing !== undefined) return existing
-    const set = new RemoteKeySet(keySetOptionsFor(issuer, { logger: shared.logger.child({ issuer: issuer.name }) }))
+    const source = JSON.stringify([issuer.issuer, issuer.discovery, issuer.jwksUri ?? null, issuer.allowInsecureHttp])
+    // the set names its issuer in every line itself
+    const options = keySetOptionsFor(issuer, { logger: shared.logger })
+    const existing = this.#sets.get(source)
+    if (existing !== undefined) {
+      existing.reconfigure(options)
+      return existing
+    }
+    const set = new RemoteKeySet(options)
     set.onChange((change) => { if (change.removed.length > 0) this.#onWithdrawn() })
     if (this.#fetch) set.start()
-    this.#sets.set(key, set)
+    this.#sets.set(source, set)
     return set
   }
 

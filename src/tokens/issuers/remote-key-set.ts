@@ -24,7 +24,11 @@
  * - fetched at start() without blocking; an unreachable IdP never throws: `key()` answers
  *   undefined and `status` says why (state `failed`, `lastError.code`) until keys arrive;
  * - freshness = Cache-Control max-age (minus Age), else defaultRefreshIntervalMs, clamped to
- *   [minRefreshIntervalMs, maxRefreshIntervalMs]; the background refresh runs at 80 % of it;
+ *   [minRefreshIntervalMs, maxRefreshIntervalMs]; the background refresh runs at 80 % of it
+ *   (never sooner than minRefreshIntervalMs). The set counts as ready until that refresh has
+ *   had its whole deadline, even where it is due at the end of freshness itself (no-cache,
+ *   max-age ≤ minRefreshIntervalMs): a refresh on schedule is not "stale"
+ *   (fix-jwks-no-cache-flaps-readiness);
  * - every fetch (scheduled, retry, unknown kid) is one single flight; an unknown kid starts one
  *   only when the cooldown (cooldownMs, default minRefreshIntervalMs) has passed since the last
  *   attempt, success or not: a flood of random kids costs one fetch, and while the IdP is down
@@ -34,6 +38,9 @@
  *   state is `failed`. A document with no usable key counts as a failed refresh, not as
  *   "remove every key";
  * - a successful refresh replaces the set: a key no longer published stops verifying at once;
+ * - a reload keeps the set of an unchanged key source and `reconfigure()`s it: no refetch, no
+ *   key lost; new `algorithms` re-read the last good document at once
+ *   (fix-reload-drops-issuer-keys);
  * - time comes from an injected clock (default: monotonic, epoch-based) and timers from an
  *   injected scheduler, so tests drive hours in microseconds.
  */
@@ -44,7 +51,7 @@ import type { RemoteAlgorithm } from './algorithms.js'
 import { discover } from './discovery.js'
 import { IssuerKeysError, IssuerKeysErrorCode } from './errors.js'
 import { fetchJson, sharedKeyFetchDispatcher, type FetchLimits } from './fetch.js'
-import { parseJwks, type IgnoredKey, type RemoteKey } from './jwks.js'
+import { parseJwks, type IgnoredKey, type ParsedJwks, type RemoteKey } from './jwks.js'
 import { checkRemoteKeySetOptions, MAX_TIMER_MS, type KeySetLogger, type KeySetTimers, type RemoteKeySetOptions } from './options.js'
 
 /** Refresh when this fraction of the freshness lifetime has passed (retries get the rest). */
@@ -53,9 +60,9 @@ const REFRESH_AT_FRACTION = 0.8
 export const KeySetState = {
   /** first fetch not finished yet */
   pending: 'pending',
-  /** keys within their freshness lifetime */
+  /** keys within their freshness lifetime, or the refresh due then still within its deadline */
   ready: 'ready',
-  /** refresh overdue (failing, or running right now); the last good keys still verify */
+  /** refresh overdue (failing, or not done within its deadline); the last good keys still verify */
   stale: 'stale',
   /** no key to serve: never fetched successfully, or stale for longer than staleIfErrorMs */
   failed: 'failed',
@@ -73,7 +80,7 @@ export interface RemoteKeySetStatus {
   readonly kids: readonly string[]
   readonly lastAttemptAt: number | undefined
   readonly lastSuccessAt: number | undefined
-  /** end of freshness of the current keys */
+  /** end of freshness of the current keys (Cache-Control, clamped) */
   readonly expiresAt: number | undefined
   /** when the current keys stop verifying if no refresh succeeds */
   readonly staleUntil: number | undefined
@@ -132,17 +139,21 @@ class KeyIndex {
 }
 
 const identity = (k: RemoteKey): string => `${k.kid ?? ''}\u0000${k.thumbprint}\u0000${k.algorithms.join(',')}`
+/** the key material under its kid, whatever algorithms it serves */
+const material = (k: RemoteKey): string => `${k.kid ?? ''}\u0000${k.thumbprint}`
+const kids = (list: readonly RemoteKey[]): Array<string | null> => list.map(k => k.kid ?? null)
 
 /**
  * One issuer's key set. Make one per configured issuer per process and share it: every
  * method is safe to call from any number of concurrent requests.
  */
 export class RemoteKeySet {
-  readonly name: string
   readonly issuer: string
-  readonly #o: RemoteKeySetOptions
-  readonly #algorithms: readonly RemoteAlgorithm[]
-  readonly #cooldownMs: number
+  #name: string
+  /** what reconfigure() may change; the key source (issuer, discovery, jwksUri, allowInsecureHttp) never does */
+  #o: RemoteKeySetOptions
+  #algorithms: readonly RemoteAlgorithm[]
+  #cooldownMs: number
   readonly #clock: () => number
   readonly #timers: KeySetTimers
   readonly #log: KeySetLogger
@@ -151,7 +162,12 @@ export class RemoteKeySet {
   readonly #listeners = new Set<KeySetListener>()
 
   #index: KeyIndex | undefined
+  /** the last good JWKS as fetched and its max-age: new `algorithms` re-read it (reconfigure) */
+  #document: unknown
+  #maxAgeSec: number | undefined
   #expiresAt = 0
+  /** ready (not stale) until then: freshness, or the refresh due by then plus its deadline */
+  #readyUntil = 0
   #staleUntil = 0
   #jwksUri: URL | undefined
   #discoveryExpiresAt = 0
@@ -179,7 +195,7 @@ export class RemoteKeySet {
     const problems = checkRemoteKeySetOptions(options)
     if (problems.length > 0) throw new ConfigError(problems, `issuer ${JSON.stringify(options.name)}`)
     this.#o = { ...options, algorithms: [...options.algorithms] }
-    this.name = options.name
+    this.#name = options.name
     this.issuer = options.issuer
     this.#algorithms = options.algorithms as RemoteAlgorithm[]
     this.#cooldownMs = options.cooldownMs ?? options.minRefreshIntervalMs
@@ -189,6 +205,9 @@ export class RemoteKeySet {
     this.#dispatcher = options.dispatcher ?? sharedKeyFetchDispatcher()
     if (options.jwksUri !== undefined) this.#jwksUri = new URL(options.jwksUri)
   }
+
+  /** the issuer's name in gateway.yaml (a reload may rename it) */
+  get name (): string { return this.#name }
 
   /** Starts the first fetch and the refresh schedule; returns at once, never throws. */
   start (): void {
@@ -289,6 +308,44 @@ export class RemoteKeySet {
     this.#listeners.clear()
   }
 
+  /**
+   * A reload's settings for the same key source (issuer, discovery, jwksUri, allowInsecureHttp;
+   * another source needs another set). The keys, the last good document, the schedule's
+   * history and the counters stay: a reload neither refetches nor drops keys the set has
+   * (fix-reload-drops-issuer-keys). Timings are counted again from the last fetch under the
+   * new values: a fetch now if the new refresh interval is already over, the keys dropped now
+   * if the new staleIfError has already ended. New `algorithms` re-read the last good
+   * document at once: a key no pinned algorithm accepts any more stops verifying (its handle
+   * dies, listeners hear it), a key still accepted keeps its handle — tokens it verified stay
+   * valid and the WebSockets they opened stay open. The caller verifies with the new pins
+   * from the same moment (an ExternalIssuer refuses an unpinned `alg` before any key lookup).
+   * clock, timers, logger and dispatcher stay the constructor's. Throws ConfigError for
+   * unusable options, before changing anything.
+   */
+  reconfigure (options: RemoteKeySetOptions): void {
+    const problems = checkRemoteKeySetOptions(options)
+    if (problems.length > 0) throw new ConfigError(problems, `issuer ${JSON.stringify(options.name)}`)
+    const o = this.#o
+    if (options.issuer !== o.issuer || options.discovery !== o.discovery || options.jwksUri !== o.jwksUri ||
+      (options.allowInsecureHttp === true) !== (o.allowInsecureHttp === true)) {
+      throw new TypeError(`issuer ${JSON.stringify(options.name)}: another key source needs another RemoteKeySet`)
+    }
+    const repin = options.algorithms.join(',') !== this.#algorithms.join(',')
+    const now = this.#clock()
+    this.#expireIfDue(now) // under the old bound first: a reload never revives dropped keys
+    this.#o = { ...options, algorithms: [...options.algorithms] }
+    this.#name = options.name
+    this.#algorithms = this.#o.algorithms as RemoteAlgorithm[]
+    this.#cooldownMs = options.cooldownMs ?? options.minRefreshIntervalMs
+    if (this.#closed) return
+    if (this.#lastSuccessAt !== undefined) this.#setFreshness(this.#lastSuccessAt)
+    if (this.#lastError !== undefined) this.#nextFetchAt = this.#retryAt(now)
+    if (repin) this.#repin(now)
+    this.#expireIfDue(now)
+    this.#log.info({ issuer: this.name, algorithms: this.#algorithms, keys: this.#index?.keys.length ?? 0 }, 'external issuer: settings reloaded, keys kept')
+    this.#arm()
+  }
+
   #usable (now: number): KeyIndex | undefined {
     return this.#index !== undefined && now <= this.#staleUntil ? this.#index : undefined
   }
@@ -302,7 +359,7 @@ export class RemoteKeySet {
   }
 
   #state (now: number): KeySetState {
-    if (this.#usable(now) !== undefined) return now <= this.#expiresAt ? KeySetState.ready : KeySetState.stale
+    if (this.#usable(now) !== undefined) return now <= this.#readyUntil ? KeySetState.ready : KeySetState.stale
     return this.#lastError !== undefined || this.#lastSuccessAt !== undefined ? KeySetState.failed : KeySetState.pending
   }
 
@@ -310,6 +367,32 @@ export class RemoteKeySet {
   #lifetimeMs (maxAgeSec: number | undefined): number {
     const ms = maxAgeSec === undefined ? this.#o.defaultRefreshIntervalMs : maxAgeSec * 1000
     return Math.min(this.#o.maxRefreshIntervalMs, Math.max(this.#o.minRefreshIntervalMs, ms))
+  }
+
+  /** The longest one fetch cycle may take: with discovery, a discovery request may come first. */
+  #cycleDeadlineMs (): number {
+    return this.#o.fetchTimeoutMs * (this.#o.discovery ? 2 : 1)
+  }
+
+  /**
+   * Freshness of the keys fetched at `fetchedAt`, and (unless refreshes are failing) the next
+   * refresh. The refresh is due at 80 % of the lifetime but never sooner than
+   * minRefreshIntervalMs, so with no-cache or a short max-age it is due when freshness ends:
+   * the set stays ready until that refresh has had its deadline, and stale-if-error counts
+   * from there (with staleIfErrorMs 0 the keys must not vanish while it runs).
+   */
+  #setFreshness (fetchedAt: number): void {
+    const lifetimeMs = this.#lifetimeMs(this.#maxAgeSec)
+    const refreshInMs = Math.max(this.#o.minRefreshIntervalMs, Math.floor(lifetimeMs * REFRESH_AT_FRACTION))
+    this.#expiresAt = fetchedAt + lifetimeMs
+    this.#readyUntil = fetchedAt + Math.max(lifetimeMs, refreshInMs + this.#cycleDeadlineMs())
+    this.#staleUntil = this.#readyUntil + this.#o.staleIfErrorMs
+    if (this.#lastError === undefined) this.#nextFetchAt = fetchedAt + refreshInMs
+  }
+
+  /** after a failure: once the retry interval has passed, counted from the last attempt's start */
+  #retryAt (now: number): number {
+    return Math.max(now, (this.#lastAttemptAt ?? now) + this.#o.minRefreshIntervalMs)
   }
 
   /** The single flight: every caller while a fetch runs gets the same promise. Never rejects. */
@@ -348,7 +431,7 @@ export class RemoteKeySet {
     }
     try {
       const fetched = await fetchJson(jwksUri as URL, limits)
-      this.#apply(parseJwks(fetched.body, this.#algorithms, this.#o.maxKeys), fetched.maxAgeSec)
+      this.#apply(parseJwks(fetched.body, this.#algorithms, this.#o.maxKeys), fetched.body, fetched.maxAgeSec)
     } catch (err) {
       // the jwks_uri may have moved: ask the discovery document again next time
       this.#rediscover = this.#o.discovery
@@ -356,37 +439,85 @@ export class RemoteKeySet {
     }
   }
 
-  #apply (parsed: { keys: RemoteKey[], ignored: IgnoredKey[] }, maxAgeSec: number | undefined): void {
+  #apply (parsed: ParsedJwks, document: unknown, maxAgeSec: number | undefined): void {
     if (this.#closed) return
     const now = this.#clock()
     this.#expireIfDue(now)
-    const previous = this.#index?.keys ?? []
-    const reuse = new Map(previous.map(k => [identity(k), k]))
+    const reuse = new Map((this.#index?.keys ?? []).map(k => [identity(k), k]))
     // an unchanged key keeps its object, so identity-keyed caches in the verifier stay valid
     const keys = parsed.keys.map(k => reuse.get(identity(k)) ?? k)
-    const kept = new Set(keys)
-    const before = new Set(previous)
-    const added = keys.filter(k => !before.has(k))
-    const removed = previous.filter(k => !kept.has(k))
-
-    const lifetimeMs = this.#lifetimeMs(maxAgeSec)
-    this.#index = new KeyIndex(keys)
-    this.#expiresAt = now + lifetimeMs
-    this.#staleUntil = this.#expiresAt + this.#o.staleIfErrorMs
-    this.#nextFetchAt = now + Math.max(this.#o.minRefreshIntervalMs, Math.floor(lifetimeMs * REFRESH_AT_FRACTION))
+    this.#document = document
+    this.#maxAgeSec = maxAgeSec
     this.#lastSuccessAt = now
     this.#lastError = undefined
     this.#consecutiveFailures = 0
+    this.#setFreshness(now)
     this.#logIgnored(parsed.ignored)
 
-    const kids = (list: readonly RemoteKey[]): Array<string | null> => list.map(k => k.kid ?? null)
-    for (const k of removed) k.handle.alive = false
+    const lifetimeMs = this.#expiresAt - now
+    const { added, removed } = this.#install(keys)
     if (added.length > 0 || removed.length > 0) {
       this.#log.info({ issuer: this.name, keys: keys.length, added: kids(added), removed: kids(removed), lifetimeMs }, 'external issuer: keys updated')
       this.#emit({ added, removed, keys })
     } else {
       this.#log.debug({ issuer: this.name, keys: keys.length, lifetimeMs }, 'external issuer: keys unchanged')
     }
+  }
+
+  /**
+   * The last good document read again for new `algorithms` (reconfigure). A key still
+   * accepted keeps its object when its algorithms are the same, else its handle. When no key
+   * is accepted any more the set is empty, as after the stale-if-error bound, and a fetch is
+   * due (the IdP may publish a key for the new algorithms).
+   */
+  #repin (now: number): void {
+    if (this.#index === undefined) return // nothing to re-read: the next fetch uses the new pins
+    let parsed: ParsedJwks
+    try {
+      // the document passed maxKeys when it was fetched; a lower maxKeys applies to the next fetch
+      parsed = parseJwks(this.#document, this.#algorithms, Number.MAX_SAFE_INTEGER)
+    } catch (err) {
+      const e = err instanceof IssuerKeysError ? err : new IssuerKeysError(IssuerKeysErrorCode.invalidJwks, String(err), err)
+      this.#lastError = { code: e.code, message: e.message, at: now }
+      this.#nextFetchAt = this.#retryAt(now)
+      const { removed } = this.#install([])
+      this.#log.warn({ issuer: this.name, algorithms: this.#algorithms, removed: kids(removed), code: e.code },
+        'external issuer: no key of its JWKS is usable for the reloaded algorithms; its tokens are refused until a fetch brings one')
+      this.#emit({ added: [], removed, keys: [] })
+      return
+    }
+    const exact = new Map(this.#index.keys.map(k => [identity(k), k]))
+    const same = new Map(this.#index.keys.map(k => [material(k), k]))
+    const keys = parsed.keys.map(k => {
+      const kept = exact.get(identity(k))
+      if (kept !== undefined) return kept
+      const before = same.get(material(k))
+      if (before === undefined) return k
+      same.delete(material(k)) // one handle, one key: its withdrawal must kill it
+      return { ...k, handle: before.handle }
+    })
+    this.#logIgnored(parsed.ignored)
+    const { added, removed } = this.#install(keys)
+    if (added.length > 0 || removed.length > 0) {
+      this.#log.info({ issuer: this.name, keys: keys.length, added: kids(added), removed: kids(removed) }, 'external issuer: keys re-read for the reloaded algorithms')
+      this.#emit({ added, removed, keys })
+    }
+  }
+
+  /**
+   * Makes `keys` the set (none: no set). A key whose handle no key of the new set carries is
+   * dead before anyone hears of it; `added` and `removed` count handles, so a key re-pinned to
+   * other algorithms is neither.
+   */
+  #install (keys: readonly RemoteKey[]): { added: RemoteKey[], removed: RemoteKey[] } {
+    const previous = this.#index?.keys ?? []
+    const before = new Set(previous.map(k => k.handle))
+    const after = new Set(keys.map(k => k.handle))
+    const added = keys.filter(k => !before.has(k.handle))
+    const removed = previous.filter(k => !after.has(k.handle))
+    this.#index = keys.length === 0 ? undefined : new KeyIndex(keys)
+    for (const k of removed) k.handle.alive = false
+    return { added, removed }
   }
 
   #onFailure (err: unknown): void {
@@ -398,8 +529,7 @@ export class RemoteKeySet {
     this.#lastError = { code: e.code, message: e.message, at: now }
     this.#consecutiveFailures++
     this.#failures++
-    // retry once the cooldown is over, counted from this attempt's start
-    this.#nextFetchAt = Math.max(now, (this.#lastAttemptAt ?? now) + this.#o.minRefreshIntervalMs)
+    this.#nextFetchAt = this.#retryAt(now)
     this.#log.warn({
       issuer: this.name,
       code: e.code,
@@ -414,10 +544,8 @@ export class RemoteKeySet {
   /** Drops keys past the stale-if-error bound, once, and says so. */
   #expireIfDue (now: number): void {
     if (this.#index === undefined || now <= this.#staleUntil) return
-    const removed = this.#index.keys
-    this.#index = undefined
-    for (const k of removed) k.handle.alive = false
-    this.#log.error({ issuer: this.name, removed: removed.map(k => k.kid ?? null), lastError: this.#lastError?.code },
+    const { removed } = this.#install([])
+    this.#log.error({ issuer: this.name, removed: kids(removed), lastError: this.#lastError?.code },
       'external issuer: keys expired after failing refreshes; its tokens are refused until a fetch succeeds')
     this.#emit({ added: [], removed, keys: [] })
   }
