@@ -25,3 +25,15 @@ export function healthReport (checks: readonly HealthCheck[]): HealthReport {
   const status = checks.some(c => c.state === 'down') ? 'not_ready' : checks.some(c => c.state === 'degraded') ? 'degraded' : 'ready'
   return { status, reasons, checks: [...checks] }
 }
+
+/**
+ * What readiness reports from the moment a drain begins (SIGTERM/SIGINT), before any listener
+ * closes: a load balancer that polls /readyz takes the gateway out while in-flight requests
+ * finish, instead of sending traffic to a port that refuses it (fix-workers-drain-still-ready).
+ */
+export const DRAINING_CHECK: HealthCheck = Object.freeze({ name: 'shutdown', state: 'down', reason: 'draining' })
+
+/** whether these checks (one process's, a worker's answer to the primary) say it is draining */
+export function isDraining (checks: readonly HealthCheck[]): boolean {
+  return checks.some(c => c.name === DRAINING_CHECK.name && c.state === 'down')
+}

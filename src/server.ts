@@ -1,6 +1,7 @@
 import type { Http2Session } from 'node:http2'
 import type { Logger } from 'pino'
 import type { Gateway } from './app.js'
+import { DRAINING_CHECK } from './health.js'
 
 // Node's default accept backlog (511) overflows when a load balancer opens a thousand
 // connections at once; the dropped SYNs come back after 1 s and 3 s as latency (bench: 1,000
@@ -25,7 +26,8 @@ export interface Listening {
  * and logs why, and every later SIGHUP reloads. A cluster worker never routes it: the primary
  * reloads the fleet (src/workers.ts).
  *
- * This module imports nothing at run time, so the CLI can hold the signal before it loads the rest.
+ * This module imports nothing at run time but src/health.ts (which imports nothing), so the CLI
+ * can hold the signal before it loads the rest.
  */
 export interface ReloadSignal {
   /** from now on each SIGHUP calls `reload`; one that came before runs it once now */
@@ -88,6 +90,9 @@ export async function listen (gateway: Gateway, options: ListenOptions = {}): Pr
   let closing: Promise<void> | undefined
   const shutdown = (signal = 'shutdown'): Promise<void> => {
     closing ??= (async () => {
+      // not ready first, before any listener closes: /readyz (and portcullis_ready) say 503
+      // for the whole drain; a worker reports it to the primary, which counts it out
+      gateway.readiness.push(() => DRAINING_CHECK)
       logger.info({ signal }, 'draining: no new connections, waiting for in-flight requests')
       for (const session of sessions) session.close()
       let timer: NodeJS.Timeout | undefined

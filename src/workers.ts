@@ -4,7 +4,7 @@ import { AggregatorRegistry, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
 import type { Gateway, ReloadResult } from './app.js'
-import type { HealthCheck } from './health.js'
+import { DRAINING_CHECK, isDraining, type HealthCheck } from './health.js'
 import { ConfigError, type ConfigProblem } from './errors.js'
 import { reloadProblems } from './reload.js'
 import { deepFreeze } from './config/load.js'
@@ -63,6 +63,12 @@ const CONFIG_TIMEOUT_MS = 30_000
 /** a worker that dies this soon after it started counts as crash-looping */
 const EARLY_DEATH_MS = 5000
 const MAX_RESTART_DELAY_MS = 30_000
+/**
+ * A worker told to drain (SIGTERM) bounds its drain by server.shutdownTimeout; one still there
+ * this much later is killed (SIGKILL). Without a deadline a stopped (SIGSTOP) or wedged worker
+ * stays in the fleet for ever: counted, asked on every scrape, never replaced.
+ */
+const DRAIN_GRACE_MS = 5000
 
 export function isWorker (): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1'
@@ -132,6 +138,8 @@ interface Slot {
   earlyDeaths: number
   /** the configuration this worker was handed last (undefined: none yet) */
   config: GatewayConfig | undefined
+  /** set once it was told to drain: the SIGKILL if it has not exited by then */
+  killTimer?: NodeJS.Timeout | undefined
 }
 
 export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: number, shutdown: (signal?: string) => Promise<void>, workers: () => number[] }> {
@@ -153,12 +161,21 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     const worker = cluster.fork({ [WORKER_ENV]: '1' })
     const slot: Slot = { worker, startedAt: Date.now(), listening: false, earlyDeaths, config: undefined }
     slots.set(worker.id, slot)
+    // unheard, an 'error' (a send to a worker whose IPC channel just closed:
+    // ERR_IPC_CHANNEL_CLOSED) is thrown in the primary and ends the whole gateway, every worker
+    // with it. The code and name only: a message may quote what was being sent
+    worker.on('error', (err: NodeJS.ErrnoException) => {
+      logger.warn({ event: 'worker_ipc_error', pid: worker.process.pid, code: err.code, error: err.name }, 'a worker could not be reached over IPC')
+    })
+    // a worker whose channel closed is handed no connections and cannot be asked anything; it
+    // usually exits at once, and one that stays is drained, so that its exit replaces it
+    worker.on('disconnect', () => { if (!shuttingDown) retire(slot) })
     worker.on('message', (m: FromWorker) => {
       if (m?.type === 'config?') {
         // after any reload under way: a worker starting meanwhile gets its outcome
         serialized(async () => {
-          slot.config = config
-          worker.send({ type: 'config', config } satisfies ToWorker)
+          // a worker gone meanwhile is replaced by the exit handler
+          if (sendTo(worker, { type: 'config', config })) slot.config = config
         }).catch(handOutFailed)
         return
       }
@@ -175,6 +192,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       if (m?.type === 'reloaded' || m?.type === 'health' || m?.type === 'metrics') pending.get(m.id)?.resolve(m)
     })
     worker.on('exit', (code, signal) => {
+      clearTimeout(slot.killTimer)
       slots.delete(worker.id)
       if (shuttingDown) return
       // a worker died: replace it; a crash loop backs off instead of forking in a tight loop
@@ -186,14 +204,25 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     })
   }
 
-  /** asks the given workers (default: every live one); missing answers within the timeout are left out */
+  /**
+   * Sends to a worker whose IPC channel is open: false if it is closed; `failed` runs if the
+   * send fails later. With a callback a failed send is not an 'error' event.
+   */
+  const sendTo = (worker: Worker, m: ToWorker, failed: () => void = () => {}): boolean => {
+    if (!worker.isConnected()) return false
+    worker.send(m, (err: Error | null) => { if (err !== null) failed() })
+    return true
+  }
+
+  /** asks the given workers (default: every live one); missing answers within the timeout, and workers that cannot be sent to, are left out */
   const ask = async (make: (id: number) => ToWorker, targets = [...slots.values()].filter(s => s.listening), timeoutMs = IPC_TIMEOUT_MS): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
     return await Promise.all(targets.map(async (slot) => {
       const id = ++nextId
       const answer = await new Promise<FromWorker | undefined>((resolve) => {
-        const timer = setTimeout(() => { pending.delete(id); resolve(undefined) }, timeoutMs)
-        pending.set(id, { resolve: (m) => { clearTimeout(timer); pending.delete(id); resolve(m) } })
-        slot.worker.send(make(id))
+        const settle = (m: FromWorker | undefined): void => { clearTimeout(timer); pending.delete(id); resolve(m) }
+        const timer = setTimeout(() => settle(undefined), timeoutMs)
+        pending.set(id, { resolve: settle })
+        if (!sendTo(slot.worker, make(id), () => settle(undefined))) settle(undefined)
       })
       return { slot, pid: slot.worker.process.pid, answer }
     }))
@@ -215,10 +244,23 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     return answers
   }
 
+  /** drains a worker out of the fleet; its exit replaces it (the exit handler) */
+  const retire = (slot: Slot): void => {
+    // no longer handed reloads, asked for health and metrics, or counted
+    slot.listening = false
+    if (slot.worker.isDead() || slot.killTimer !== undefined) return
+    slot.worker.process.kill('SIGTERM')
+    slot.killTimer = setTimeout(() => {
+      if (slot.worker.isDead()) return
+      logger.error({ event: 'worker_killed', pid: slot.worker.process.pid, afterMs: config.server.shutdownTimeoutMs + DRAIN_GRACE_MS }, 'a worker told to drain did not exit; killing it')
+      slot.worker.process.kill('SIGKILL')
+    }, config.server.shutdownTimeoutMs + DRAIN_GRACE_MS)
+  }
+
   const replace = (a: { slot: Slot, pid: number | undefined }): void => {
     logger.error({ event: 'worker_replaced', pid: a.pid }, 'a worker did not confirm the configuration in force; replacing it')
     a.slot.config = undefined
-    a.slot.worker.process.kill('SIGTERM')
+    retire(a.slot)
   }
 
   // the fleet's reloads are counted and reported here, once each, as a single process's are
@@ -279,19 +321,27 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       const expected = config.server.workers
       const answers = await ask(id => ({ type: 'health', id }))
       const checks: HealthCheck[] = []
-      const live = answers.filter(a => a.answer?.type === 'health')
+      // from the moment SIGTERM arrives every worker drains and the public port closes: not
+      // ready for the whole drain, while this listener stays up until the last worker exits
+      // (it said 200 "1 of 2 workers answering" to a port refusing connections:
+      // fix-workers-drain-still-ready)
+      if (shuttingDown) checks.push(DRAINING_CHECK)
+      const answered = answers.flatMap(a => a.answer?.type === 'health' ? [{ pid: a.pid, checks: a.answer.checks }] : [])
+      // a worker draining on its own (an operator's SIGTERM) takes no more connections
+      const live = answered.filter(a => !isDraining(a.checks))
+      const draining = answered.filter(a => isDraining(a.checks)).map(a => a.pid)
       // the pod can serve while one worker is up: the primary only hands connections to listening workers
       checks.push({
         name: 'workers',
         state: live.length === 0 ? 'down' : live.length < expected ? 'degraded' : 'ok',
-        reason: live.length < expected ? `${live.length} of ${expected} workers answering` : undefined,
-        detail: { expected, pids: live.map(a => a.pid) },
+        reason: live.length < expected ? `${live.length} of ${expected} workers answering${draining.length > 0 ? `, ${draining.length} draining` : ''}` : undefined,
+        detail: { expected, pids: live.map(a => a.pid), ...(draining.length > 0 ? { draining } : {}) },
       })
       // each worker's own checks, worst state wins per name
       const byName = new Map<string, HealthCheck>()
       const rank = { ok: 0, degraded: 1, down: 2 }
       for (const a of live) {
-        for (const c of (a.answer as { checks: HealthCheck[] }).checks) {
+        for (const c of a.checks) {
           const prev = byName.get(c.name)
           if (prev === undefined || rank[c.state] > rank[prev.state]) byName.set(c.name, { ...c, detail: { ...c.detail, pid: a.pid } })
         }
@@ -340,7 +390,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
         s.worker.process.kill('SIGTERM')
       }))
       // each worker bounds its own drain by server.shutdownTimeout; a little more here
-      const timer = setTimeout(() => { for (const s of slots.values()) s.worker.process.kill('SIGKILL') }, config.server.shutdownTimeoutMs + 5000)
+      const timer = setTimeout(() => { for (const s of slots.values()) s.worker.process.kill('SIGKILL') }, config.server.shutdownTimeoutMs + DRAIN_GRACE_MS)
       await Promise.all(exits)
       clearTimeout(timer)
       await admin.close()
