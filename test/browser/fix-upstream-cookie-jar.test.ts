@@ -16,11 +16,8 @@
  */
 import t from 'tap'
 import { requireBrowser, launchBrowser, newContext, openPage } from '../fixtures/browser.js'
-import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { openStore } from '../../src/sessions/store.js'
-import { usersAdd } from '../../src/sessions/admin-commands.js'
-import { call, ok, startSite, type Settled } from './helpers.js'
+import { call, ok, startCookieGateway, startSite, type Settled } from './helpers.js'
 
 /**
  * the bomb: answers of 12 cookies of 1,000 bytes (an answer's header block stays under the
@@ -47,20 +44,12 @@ if (requireBrowser(t)) {
   })
   t.teardown(() => upstream.close())
   const app = await startSite(t)
-  const store = await openStore({ dataDir: 'memory://' })
-  const config = baseConfig(makeKey('EdDSA'), [
+  const { gw, password } = await startCookieGateway(t, app, [
     { name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' },
     { name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public' },
     { name: 'shared', prefix: '/shared', upstream: upstream.url, auth: 'public', cookies: 'pass' },
     { name: 'other', prefix: '/other', upstream: upstream.url, auth: 'public' },
-  ], {
-    tokens: { refresh: { transport: 'cookie' }, allowedOrigins: [app.origin] },
-    identity: { headers: { sub: 'x-user-id' } },
-  })
-  config.cors = { origins: [app.origin], credentials: true, maxAge: '10m' }
-  const gw = await startGateway(t, config, { store })
-  const password = 'pw-alice-0123456789'
-  await usersAdd(store, { name: 'alice', password, scopes: ['orders:read'] })
+  ])
   const browser = await launchBrowser(t)
   /** the Cookie header the upstream got for the last request to `path` */
   const cookieSent = (path: string): string => {

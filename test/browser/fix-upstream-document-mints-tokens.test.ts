@@ -14,9 +14,7 @@ import t from 'tap'
 import { requireBrowser, launchBrowser, newContext, openPage } from '../fixtures/browser.js'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { openStore } from '../../src/sessions/store.js'
-import { usersAdd } from '../../src/sessions/admin-commands.js'
-import { call, ok, startSite, type Settled } from './helpers.js'
+import { call, ok, startCookieGateway, startSite, type Settled } from './helpers.js'
 
 // the attacker's page: refresh as the gateway's origin, hand the token to its own route
 const ATTACK = `<!doctype html><meta charset="utf-8"><title>docs</title><script>
@@ -33,21 +31,13 @@ if (requireBrowser(t)) {
   })
   t.teardown(() => upstream.close())
   const app = await startSite(t)
-  const store = await openStore({ dataDir: 'memory://' })
-  const config = baseConfig(makeKey('EdDSA'), [
+  const { gw, password } = await startCookieGateway(t, app, [
     { name: 'api', prefix: '/api', upstream: upstream.url, auth: 'required' },
     { name: 'open', prefix: '/open', upstream: upstream.url, auth: 'public' },
     { name: 'loot', prefix: '/loot', upstream: upstream.url, auth: 'public' },
     // a route that serves pages the operator trusts like the app's own
     { name: 'trusted', prefix: '/trusted', upstream: upstream.url, auth: 'public', sandbox: false },
-  ], {
-    tokens: { refresh: { transport: 'cookie' }, allowedOrigins: [app.origin] },
-    identity: { headers: { sub: 'x-user-id' } },
-  })
-  config.cors = { origins: [app.origin], credentials: true, maxAge: '10m' }
-  const gw = await startGateway(t, config, { store })
-  const password = 'pw-alice-0123456789'
-  await usersAdd(store, { name: 'alice', password, scopes: ['orders:read'] })
+  ])
   const browser = await launchBrowser(t)
 
   t.test('a page on a sandboxed route cannot mint a token; one on a `sandbox: false` route can', async (t) => {

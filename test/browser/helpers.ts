@@ -117,6 +117,24 @@ export async function startSite (t: Tap): Promise<Site> {
 }
 
 /**
+ * A gateway in cookie mode for an app on its own origin (`app`: CORS with credentials, the
+ * app's origin allowed for the cookie endpoints), with `routes` as in gateway.yaml and a user
+ * alice (scope orders:read) — for suites that need routes of their own beside the app
+ */
+export async function startCookieGateway (t: Tap, app: Site, routes: Array<Record<string, unknown>>): Promise<{ gw: StartedGateway, store: Store, password: string }> {
+  const store = await openStore({ dataDir: 'memory://' })
+  const config = baseConfig(makeKey('EdDSA'), routes, {
+    tokens: { refresh: { transport: 'cookie' }, allowedOrigins: [app.origin] },
+    identity: { headers: { sub: 'x-user-id' } },
+  })
+  config.cors = { origins: [app.origin], credentials: true, maxAge: '10m' }
+  const gw = await startGateway(t, config, { store })
+  const password = 'pw-alice-0123456789'
+  await usersAdd(store, { name: 'alice', password, scopes: ['orders:read'] })
+  return { gw, store, password }
+}
+
+/**
  * lets the gateway's access log hand its pending lines over: a line waits at most
  * BATCH_INTERVAL_MS to join a batch, so a timer set now for longer fires after the batch's
  * (timers run in order of expiry), then a few turns for the write itself

@@ -1,11 +1,11 @@
 import t, { type Test } from 'tap'
 import { request as httpRequest, type ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { connect } from 'node:net'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { startGatewayProcess } from '../fixtures/process.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { tryConnect } from '../fixtures/raw-client.js'
 import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 import { healthReport, type HealthCheck } from '../../src/health.js'
 
@@ -36,15 +36,6 @@ function send (url: string, timeoutMs = 5000): Promise<Res | string> {
     req.setTimeout(timeoutMs, () => { req.destroy(Object.assign(new Error('timed out'), { code: 'TIMEOUT' })) })
     req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
     req.end()
-  })
-}
-
-/** how a bare TCP connect to the port ends: 'connected' or the error code */
-function tryConnect (port: number): Promise<string> {
-  return new Promise(resolve => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve('connected') })
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
   })
 }
 

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
 import { join, resolve } from 'node:path'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,6 +12,7 @@ import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { baseConfig, goodClaims, makeKey, PUBLIC_SCHEME, signWith } from '../fixtures/gateway.js'
 import type { TestKey } from '../fixtures/keys.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
+import { tryConnect } from '../fixtures/raw-client.js'
 
 // The real process, as an orchestrator runs it: `portcullis start`, then SIGTERM with
 // requests in flight. Timing here is the subject (drain, shutdown timeout), so it is real time.
@@ -121,15 +122,6 @@ function get (url: string, headers: Record<string, string> = {}): Promise<Result
     })
     req.on('error', reject)
     req.end()
-  })
-}
-
-/** how a bare TCP connect to the port ends: 'connected' or the error code */
-function tryConnect (port: number): Promise<string> {
-  return new Promise(resolve => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve('connected') })
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
   })
 }
 
