@@ -74,8 +74,11 @@ if (requireBrowser(t)) {
     const res = ok(t, await call<Settled<{ status: number }>>(tab, 'fetch', '/api/items'), 'the app\'s calls still work')
     t.equal(res.status, 200)
     ok(t, await call<Settled<void>>(tab, 'logout'), 'and so does logout')
-    const own = await page.goto(`${gw.url}/open/again`)
-    t.equal(own?.status(), 431, 'the route that filled the jar is the one that answers 431')
+    // over HTTP/1.1 a 431 with a JSON body; over HTTP/2 Node answers an oversized header block
+    // with a bare 431, which Chromium reports as a failed navigation
+    const own = await page.goto(`${gw.url}/open/again`).then((r) => r?.status(), (err: Error) => err.message)
+    t.match(String(own), /^431$|ERR_HTTP_RESPONSE_CODE_FAILURE/, 'the route that filled the jar is the one refused (431)')
+    t.notOk(upstream.requests.some((r) => r.url === '/open/again'), 'and its upstream never sees that request')
     await context.close()
   })
 
