@@ -10,7 +10,7 @@
  * maxTokenLifetime).
  *
  * So each such logout is counted, in the store (shared by every replica), in the login
- * throttle's table and state machine (throttle.ts `throttleStep`): per issuer and subject, and
+ * throttle's table, state machine and bookkeeping (throttle.ts `countAttempt`): per issuer and subject, and
  * per issuer. Beyond either limit the logout is refused whole — 429 `too_many_attempts` with
  * Retry-After, nothing revoked, nothing else ended — so a client knows its token was not
  * revoked, and the denylist grows by at most FOREIGN_REVOCATION_QUOTA.perIssuer entries per
@@ -18,9 +18,9 @@
  * The gateway's own tokens are not counted (a login bounds them).
  */
 import { createHash } from 'node:crypto'
-import type { StoreQueries, ThrottleRow } from './store.js'
+import type { StoreQueries } from './store.js'
 import { ThrottleKind } from './store.js'
-import { throttleStep, type ThrottleRule } from './throttle.js'
+import { countAttempt, type ThrottleRule } from './throttle.js'
 
 export const FOREIGN_REVOCATION_QUOTA = Object.freeze({
   /** revocations of one subject's tokens per window (one person, one client of the provider) */
@@ -49,20 +49,9 @@ function keyOf (prefix: 'i' | 's', ...parts: string[]): string {
  * cycle; a login's counters are other rows.
  */
 export async function countForeignRevocation (tx: StoreQueries, issuer: string, sub: string | undefined, nowMs: number): Promise<number | undefined> {
-  const at = new Date(nowMs)
   const kind = ThrottleKind.foreignRevocation
   const issuerKey = keyOf('i', issuer)
-  const subjectKey = keyOf('s', issuer, sub ?? '')
-  const rows = await tx.lockThrottleRows([{ kind, key: issuerKey }, { kind, key: subjectKey }], at, new Date(nowMs + FOREIGN_REVOCATION_QUOTA.windowSec * 1000))
-  const steps = rows.map((row) => throttleStep(row, row.key === issuerKey ? RULES.issuer : RULES.subject, nowMs))
-  let waitMs: number | undefined
-  const changed: ThrottleRow[] = []
-  for (const step of steps) {
-    if (step.allowed) continue
-    waitMs = Math.max(waitMs ?? 0, step.retryAfterMs)
-    if (step.changed) changed.push(step.row)
-  }
-  // refused: only a lock that starts now is written (the caller commits it, then refuses)
-  await tx.saveThrottleRows(waitMs === undefined ? steps.map((s) => s.row) : changed, at)
-  return waitMs === undefined ? undefined : Math.max(1, Math.ceil(waitMs / 1000))
+  const keys = [{ kind, key: issuerKey }, { kind, key: keyOf('s', issuer, sub ?? '') }]
+  const refusal = await countAttempt(tx, keys, (row) => row.key === issuerKey ? RULES.issuer : RULES.subject, nowMs, FOREIGN_REVOCATION_QUOTA.windowSec * 1000)
+  return refusal?.retryAfterSec
 }

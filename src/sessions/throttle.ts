@@ -115,6 +115,42 @@ export function throttleStep (current: ThrottleRow, rule: ThrottleRule, nowMs: n
   return { allowed: true, row: { ...counted, forgetAt: forgetAt(counted, rule.windowMs) } }
 }
 
+/** why countAttempt refused: the counter that holds the attempt back longest */
+export interface CountRefusal<K extends ThrottleKind> {
+  kind: K
+  retryAfterSec: number
+}
+
+/**
+ * Counts one attempt on each key, each under its rule, inside the caller's transaction (the
+ * rows locked in the order given: every transaction of one purpose takes them in one order, so
+ * none wait on each other in a cycle). Allowed by every counter: each is counted and saved.
+ * Refused by any: only a lock that starts now is saved, the other counters are untouched (a
+ * refused attempt counts nowhere), and the counter with the longest wait is named.
+ * Shared by the login throttle and the quota on foreign revocations (foreign-revocations.ts).
+ */
+export async function countAttempt<K extends ThrottleKind> (
+  tx: Pick<StoreQueries, 'lockThrottleRows' | 'saveThrottleRows'>,
+  keys: ReadonlyArray<{ kind: K, key: string }>,
+  ruleOf: (row: ThrottleRow) => ThrottleRule,
+  nowMs: number,
+  windowMs: number
+): Promise<CountRefusal<K> | undefined> {
+  const at = new Date(nowMs)
+  const rows = await tx.lockThrottleRows(keys, at, new Date(nowMs + windowMs))
+  const steps = rows.map((row) => ({ kind: row.kind as K, step: throttleStep(row, ruleOf(row), nowMs) }))
+  let worst: { kind: K, retryAfterMs: number } | undefined
+  for (const { kind, step } of steps) {
+    if (!step.allowed && (worst === undefined || step.retryAfterMs > worst.retryAfterMs)) worst = { kind, retryAfterMs: step.retryAfterMs }
+  }
+  if (worst === undefined) {
+    await tx.saveThrottleRows(steps.map(({ step }) => step.row), at)
+    return undefined
+  }
+  await tx.saveThrottleRows(steps.flatMap(({ step }) => !step.allowed && step.changed ? [step.row] : []), at)
+  return { kind: worst.kind, retryAfterSec: Math.max(1, Math.ceil(worst.retryAfterMs / 1000)) }
+}
+
 export class LoginThrottle {
   readonly #store: Store
   readonly #clock: () => number
@@ -153,29 +189,14 @@ export class LoginThrottle {
    */
   async admit (username: string, address: string | undefined): Promise<AdmitDecision> {
     const nowMs = this.#clock()
-    const at = new Date(nowMs)
     const ticket: AttemptTicket = { accountKey: LoginThrottle.accountKey(username), ipKey: throttleAddressKey(address) }
     // fixed kind order (account, ip, ip_total): every transaction locks rows in this order
     const keys: Array<{ kind: LoginThrottleKind, key: string }> = [{ kind: 'account', key: ticket.accountKey }]
     if (ticket.ipKey !== undefined) keys.push({ kind: 'ip', key: ticket.ipKey }, { kind: 'ip_total', key: ticket.ipKey })
-    const decision = await this.#store.transaction(async (tx): Promise<AdmitDecision> => {
-      const rows = await tx.lockThrottleRows(keys, at, new Date(nowMs + this.settings.windowSec * 1000))
-      // the rows of the keys above: login kinds only
-      const steps = rows.map((row) => ({ kind: row.kind as LoginThrottleKind, step: throttleStep(row, this.#rules[row.kind as LoginThrottleKind], nowMs) }))
-      let worst: { kind: LoginThrottleKind, retryAfterMs: number } | undefined
-      for (const { kind, step } of steps) {
-        if (!step.allowed && (worst === undefined || step.retryAfterMs > worst.retryAfterMs)) worst = { kind, retryAfterMs: step.retryAfterMs }
-      }
-      if (worst !== undefined) {
-        // refused: only a lock that starts now is written; the other counters are untouched
-        await tx.saveThrottleRows(steps.flatMap(({ step }) => !step.allowed && step.changed ? [step.row] : []), at)
-        return { allowed: false, retryAfterSec: Math.max(1, Math.ceil(worst.retryAfterMs / 1000)), limit: worst.kind }
-      }
-      await tx.saveThrottleRows(steps.map(({ step }) => step.row), at)
-      return { allowed: true, ticket }
-    })
+    const refusal = await this.#store.transaction(async (tx) =>
+      await countAttempt(tx, keys, (row) => this.#rules[row.kind as LoginThrottleKind], nowMs, this.settings.windowSec * 1000))
     this.#maybePrune(nowMs)
-    return decision
+    return refusal === undefined ? { allowed: true, ticket } : { allowed: false, retryAfterSec: refusal.retryAfterSec, limit: refusal.kind }
   }
 
   /**
