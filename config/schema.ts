@@ -18,10 +18,22 @@ export const ISSUER_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', '
 /** the name routes use for the gateway's own tokens (`tokens:`) in `routes[].issuers` */
 export const SELF_ISSUER = 'self'
 
-const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$'
-function Duration (defaultValue?: string) {
+export const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$'
+/**
+ * Every duration is finite and has a maximum, checked with the schema (the `maxDuration`
+ * keyword, src/config/load.ts) so that `check` and `start` agree (fix-duration-overflow).
+ * A Node timer waits at most 2^31 − 1 ms (~24.8 days) and fires after 1 ms beyond it: a route
+ * timeout of 30d answered every request 504 within 3 ms, a reconcile interval of 30d reloaded
+ * the denylist every millisecond. Durations that only enter date arithmetic (session and
+ * refresh lifetimes, an IdP's token lifetime, login lockouts) may be longer, not endless:
+ * 999999999d made every login a 500 (a Date past ±8.64e15 ms is invalid).
+ */
+const MAX_TIMER_DURATION = '24d'
+const MAX_LIFETIME_DURATION = '3650d'
+function Duration (defaultValue?: string, maxDuration: string = MAX_TIMER_DURATION) {
   return Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Number({ minimum: 0 })], {
     description: 'a duration such as 500ms, 30s, 10m, 12h, 14d (or a number of seconds)',
+    maxDuration,
     ...(defaultValue === undefined ? {} : { default: defaultValue }),
   })
 }
@@ -111,8 +123,8 @@ const Tokens = Obj({
   accessTokenTtl: Duration('10m'),
   // longest exp − iat accepted on verification (≤ 1h); default: accessTokenTtl
   maxTokenLifetime: Type.Optional(Duration()),
-  refreshTokenTtl: Duration('14d'),
-  sessionMaxAge: Duration('30d'),
+  refreshTokenTtl: Duration('14d', MAX_LIFETIME_DURATION),
+  sessionMaxAge: Duration('30d', MAX_LIFETIME_DURATION),
   // tolerance for exp/nbf/iat between machines' clocks (max 5m)
   clockSkew: Duration('30s'),
   // longest accepted Authorization token; longer → 401 before any parsing
@@ -148,7 +160,7 @@ const Issuer = Obj({
   scopeClaim: Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 8 })], { default: 'scope' }),
   clockSkew: Duration('30s'),
   // longest exp − iat accepted (IdPs differ: Keycloak 5m, Entra ~1h, Auth0 24h)
-  maxTokenLifetime: Duration('24h'),
+  maxTokenLifetime: Duration('24h', MAX_LIFETIME_DURATION),
   // claims a token must carry besides exp and iss (jti is needed to revoke one token)
   requiredClaims: Type.Array(Type.String({ minLength: 1 }), { default: ['sub', 'iat'] }),
   // fetching and caching the issuer's keys
@@ -213,10 +225,10 @@ const Login = Obj({
     perIp: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 50 }),
     // all attempts, successful ones included, per client address per window (credential stuffing)
     perIpTotal: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 300 }),
-    window: Duration('15m'),
+    window: Duration('15m', MAX_LIFETIME_DURATION),
     // first lockout; each further lockout within a window doubles it, up to maxLockout
-    lockout: Duration('1m'),
-    maxLockout: Duration('1h'),
+    lockout: Duration('1m', MAX_LIFETIME_DURATION),
+    maxLockout: Duration('1h', MAX_LIFETIME_DURATION),
     // rows kept at most (oldest pruned first)
     maxEntries: Type.Integer({ minimum: 1000, maximum: 10_000_000, default: 100_000 }),
   }, { default: {} }),

@@ -1,3 +1,6 @@
+/** the longest a Node timer waits: setTimeout's own limit (2^31 − 1 ms, ~24.8 days); beyond it, it fires after 1 ms */
+export const MAX_TIMER_MS = 2_147_483_647
+
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
 
 /** `10m` → 600000; a bare number is seconds. Input was validated by the schema. */

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { LineCounter, parseDocument, isNode, visit, type Document, type YAMLError } from 'yaml'
-import { configSchema } from '../../config/schema.js'
+import { configSchema, DURATION_PATTERN } from '../../config/schema.js'
+import { durationMs } from './duration.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
 import { normalize } from './normalize.js'
@@ -19,6 +20,18 @@ export interface LoadOptions {
 }
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: false, verbose: true })
+const DURATION = new RegExp(DURATION_PATTERN)
+// every Duration's upper bound (config/schema.ts, fix-duration-overflow); a number of seconds
+// must also be finite (YAML reads 1e400 and .inf as Infinity)
+ajv.addKeyword({
+  keyword: 'maxDuration',
+  schemaType: 'string',
+  validate: (max: string, data: unknown): boolean => {
+    if (typeof data === 'number') return Number.isFinite(data) && data * 1000 <= durationMs(max)
+    if (typeof data !== 'string' || !DURATION.test(data)) return true // the pattern's problem
+    return durationMs(data) <= durationMs(max)
+  },
+})
 const validate = ajv.compile(configSchema)
 
 /**
@@ -137,6 +150,8 @@ function ajvProblem (e: ErrorObject): ConfigProblem {
       return { path, message: `must be one of ${(e.params.allowedValues as unknown[]).map(v => JSON.stringify(v)).join(', ')}` }
     case 'pattern':
       return { path, message: 'has an invalid format' }
+    case 'maxDuration':
+      return { path, message: `must be a duration of at most ${String((e.parentSchema as { maxDuration?: string } | undefined)?.maxDuration)}` }
     case 'anyOf': {
       const description = (e.parentSchema as { description?: string } | undefined)?.description
       return { path, message: description === undefined ? 'is not a valid value' : `must be ${description}` }

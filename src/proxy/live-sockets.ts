@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../config/duration.js'
 import type { Denylist } from '../pipeline/denylist.js'
 import type { VerifiedToken } from '../tokens/verified-token.js'
 
@@ -160,7 +161,11 @@ export class LiveSockets {
     const token = live.token
     if (token === undefined) return
     const delayMs = Math.max(0, token.expMs + token.skewMs - this.#clock())
-    live.timer = setTimeout(() => { this.#end(live, 'the access token expired') }, delayMs)
+    // a timer waits at most 2^31 − 1 ms and fires after 1 ms beyond it: a token living longer
+    // (an identity provider's, under a long maxTokenLifetime) is re-armed instead of closed
+    live.timer = delayMs > MAX_TIMER_MS
+      ? setTimeout(() => { this.#expireAt(live) }, MAX_TIMER_MS)
+      : setTimeout(() => { this.#end(live, 'the access token expired') }, delayMs)
     live.timer.unref()
   }
 

@@ -7,6 +7,7 @@ import type { IssuerConfig } from '../../config/types.js'
 import type { ConfigProblem } from '../../errors.js'
 import { ALLOWED_ALGORITHMS, isAllowedAlgorithm } from './algorithms.js'
 import { remoteUrlProblem } from './fetch.js'
+import { MAX_TIMER_MS } from '../../config/duration.js'
 
 /**
  * Recommended values (config/schema.ts should take its defaults from here, so they live once).
@@ -30,8 +31,7 @@ export const REMOTE_KEY_SET_DEFAULTS = {
   maxKeys: 100,
 } as const
 
-/** setTimeout's own limit (2^31 − 1 ms, ~24.8 days) */
-export const MAX_TIMER_MS = 2_147_483_647
+export { MAX_TIMER_MS }
 
 export interface KeySetLogger {
   debug: (obj: object, msg: string) => void
