@@ -269,8 +269,13 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     // read when the server starts listening; the option of that name is ignored there (30 s)
     server.connectionsCheckingInterval = CONNECTIONS_CHECKING_INTERVAL_MS
     server.requestTimeout = initial.server.requestTimeoutMs
-    server.headersTimeout = Math.min(server.headersTimeout, initial.server.requestTimeoutMs)
   }
+  // Fastify leaves headersTimeout at Node's 60 s, and with headersTimeout above requestTimeout
+  // Node's connection check let a request whose headers had arrived run on to 60 s: a body
+  // trickled a byte at a time held its upstream connection far past server.requestTimeout
+  // (fix-http1-body-timeout), on every listener
+  const nodeServer = app.server as unknown as { headersTimeout: number }
+  nodeServer.headersTimeout = Math.min(nodeServer.headersTimeout, initial.server.requestTimeoutMs)
   app.server.on('connect', refuseConnect)
   await app.register(errorsPlugin, { realm: initial.server.realm })
   await app.register(edgePlugin, { holder, requestTimeoutMs: initial.server.requestTimeoutMs })
