@@ -2,6 +2,7 @@ import { METHODS, ServerResponse, type IncomingMessage } from 'node:http'
 import { constants as h2, type Http2ServerRequest } from 'node:http2'
 import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ErrorCode, GATEWAY_ERROR_HEADER, REQUEST_TIMEOUT_MESSAGE, type GatewayError } from '../src/errors.js'
 import { checkRequest } from '../src/pipeline/edge.js'
@@ -20,6 +21,7 @@ import { kUpgrade, type PendingUpgrade } from '../src/proxy/websocket.js'
  */
 export default fp(async function edge (app, opts: { holder: RuntimeHolder, requestTimeoutMs: number }) {
   const { holder, requestTimeoutMs } = opts
+  const answeredLog = answeredLogger(app.log)
   // set on every request by the hook below, before anything reads them
   app.decorateRequest('runtime', undefined as unknown as Runtime)
   app.decorateRequest('auth', undefined as unknown as AuthState)
@@ -39,7 +41,7 @@ export default fp(async function edge (app, opts: { holder: RuntimeHolder, reque
       done(err as GatewayError)
       return
     }
-    if (request.raw.httpVersionMajor === 2 && !request.raw.complete && requestTimeoutMs > 0) untilWhole(request, reply.raw, requestTimeoutMs)
+    if (request.raw.httpVersionMajor === 2 && !request.raw.complete && requestTimeoutMs > 0) untilWhole(request, reply, requestTimeoutMs, answeredLog)
     done()
   })
 
@@ -102,13 +104,17 @@ const REQUEST_TIMEOUT_BODY = JSON.stringify({ statusCode: 408, code: ErrorCode.r
  * may stop sending); an answer already under way is cut off (CANCEL). Only HTTP/2 requests
  * whose body is still coming pay for the timer.
  */
-function untilWhole (request: { raw: IncomingMessage, acceptedAt: number, id: string, auth: AuthState }, res: ServerResponse, timeoutMs: number): void {
+function untilWhole (request: FastifyRequest, reply: FastifyReply, timeoutMs: number, answeredLog: FastifyBaseLogger): void {
   const req = request.raw as unknown as Http2ServerRequest
+  const res = reply.raw
   const timer = setTimeout(() => {
     if (req.complete || res.destroyed) return
     request.auth.reason = ErrorCode.requestTimeout
     const stream = req.stream
     if (res.headersSent) { stream.close(h2.NGHTTP2_CANCEL); return }
+    // answered here, behind Fastify's back: its body reader and the proxy exchange still end the
+    // request with reply.send() once the stream is reset
+    request.log = reply.log = answeredLog
     res.writeHead(408, {
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(REQUEST_TIMEOUT_BODY),
@@ -121,6 +127,24 @@ function untilWhole (request: { raw: IncomingMessage, acceptedAt: number, id: st
   const clear = (): void => { clearTimeout(timer) }
   req.once('end', clear)
   res.once('close', clear)
+}
+
+/**
+ * The logger of a request the edge has answered itself (the HTTP/2 408 above). Fastify's body
+ * reader and the proxy exchange still end such a request with reply.send(), and each logged
+ * "Reply was already sent" at warn with a stack: a client could write 128 such lines per
+ * connection every requestTimeout (fix-h2-timeout-logs-stacks). Those lines, and only those,
+ * are dropped; made once, at boot.
+ */
+function answeredLogger (log: FastifyBaseLogger): FastifyBaseLogger {
+  const view = Object.create(log) as FastifyBaseLogger
+  const alreadySent = (obj: unknown): boolean =>
+    (obj as { err?: { code?: unknown } } | null)?.err?.code === 'FST_ERR_REP_ALREADY_SENT' ||
+    (typeof obj === 'string' && obj.startsWith('Reply was already sent'))
+  Object.defineProperty(view, 'warn', {
+    value: (obj: unknown, ...rest: unknown[]): void => { if (!alreadySent(obj)) (log.warn as (...a: unknown[]) => void)(obj, ...rest) },
+  })
+  return view
 }
 
 /** the method an HTTP/2 request with a method Fastify does not know is routed under: one the gateway never forwards, without a body */

@@ -349,6 +349,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #fail (error: GatewayError): void {
     this.#done = true
     this.#clearTimers()
+    // answered already: the edge's HTTP/2 408 (plugins/edge.ts) reset the stream under way
+    if (this.#res.headersSent) return
     this.#reply.send(error)
   }
 
