@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { LineCounter, parseDocument, isNode, visit, type Document, type YAMLError } from 'yaml'
@@ -8,6 +7,7 @@ import { durationMs } from './duration.js'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { resolvePlaceholders } from './env.js'
 import { normalize } from './normalize.js'
+import { fileProblem, isFileName, MAX_CONFIG_FILE_BYTES, readBoundedFile } from './read-file.js'
 import type { GatewayConfig } from './types.js'
 
 export interface LoadOptions {
@@ -67,11 +67,14 @@ const YAML_SYNTAX: Partial<Record<YAMLError['code'], string>> = {
 
 /** Reads, resolves, validates and freezes a gateway.yaml. Throws ConfigError listing every problem. */
 export function loadConfigFile (file: string, options: LoadOptions = {}): GatewayConfig {
+  // the same rule as for the files the configuration names (read-file.ts): bounded, regular, and
+  // a value that is no file name is never quoted, not even in the heading
+  if (!isFileName(file)) throw new ConfigError([{ path: '', message: fileProblem(file, undefined) }], 'the configuration file')
   let text: string
   try {
-    text = readFileSync(file, 'utf8')
+    text = readBoundedFile(file, MAX_CONFIG_FILE_BYTES).toString('utf8')
   } catch (err) {
-    throw new ConfigError([{ path: '', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }], file)
+    throw new ConfigError([{ path: '', message: fileProblem(file, err) }], file)
   }
   return loadConfigText(text, { baseDir: dirname(resolve(file)), ...options }, file)
 }
@@ -81,7 +84,9 @@ export function loadConfigText (text: string, options: LoadOptions = {}, source 
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const problems: ConfigProblem[] = []
-  for (const e of doc.errors) {
+  // yaml reports an unknown tag (`token: !secret abc`), an ambiguous alias or an unknown directive
+  // as a warning, and loads the value as if it were not there: here a warning is a problem too
+  for (const e of [...doc.errors, ...doc.warnings]) {
     // linePos is only filled in with prettyErrors; the offset always is
     const at = lineCounter.linePos(e.pos[0])
     problems.push({ path: '', message: `${YAML_SYNTAX[e.code] ?? 'a YAML syntax error'} (column ${at.col})`, line: e.linePos?.[0]?.line ?? at.line })

@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { ConfigProblem } from '../../errors.js'
+import { fileProblem, isFileName, readBoundedFile } from '../read-file.js'
 
 /**
  * What every `checkX()` gets: where relative files resolve, and the list it reports into.
@@ -24,14 +24,27 @@ export function problem (ctx: CheckContext, path: string, message: string): void
   ctx.problems.push({ path, message })
 }
 
-/** a file relative to the config file; a problem at `path` when unreadable */
-export function readConfigFile (ctx: CheckContext, file: string, path: string): string | undefined {
-  try {
-    return readFileSync(resolve(ctx.baseDir, file), 'utf8')
-  } catch (err) {
-    problem(ctx, path, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+/**
+ * A file relative to the config file, a regular file of at most `maxBytes` (read-file.ts); a
+ * problem at `path` when it cannot be used. `instead` names the inline sibling of the field
+ * (`use privateKey`) for a value that is key text rather than a file name.
+ */
+export function readConfigBytes (ctx: CheckContext, file: string, path: string, maxBytes: number, instead?: string): Buffer | undefined {
+  if (!isFileName(file)) {
+    problem(ctx, path, fileProblem(file, undefined, instead))
     return undefined
   }
+  try {
+    return readBoundedFile(resolve(ctx.baseDir, file), maxBytes)
+  } catch (err) {
+    problem(ctx, path, fileProblem(file, err, instead))
+    return undefined
+  }
+}
+
+/** readConfigBytes as UTF-8 text (PEM files) */
+export function readConfigFile (ctx: CheckContext, file: string, path: string, maxBytes: number, instead?: string): string | undefined {
+  return readConfigBytes(ctx, file, path, maxBytes, instead)?.toString('utf8')
 }
 
 /** loopback hosts, where plain http cannot be intercepted on the network */

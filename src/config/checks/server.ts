@@ -2,6 +2,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import { durationMs, durationSec } from '../duration.js'
+import { MAX_CERT_CHAIN_FILE_BYTES, MAX_KEY_FILE_BYTES, readBoundedFile, readFailure } from '../read-file.js'
 import type { CorsConfig, GatewayConfig, TlsConfig } from '../types.js'
 import { problem, readConfigFile, type CheckContext, type Raw } from './context.js'
 
@@ -12,7 +13,7 @@ export const MIN_ADMIN_TOKEN_CHARS = 32
 export function checkServer (s: Raw, databaseUrl: string, ctx: CheckContext): GatewayConfig['server'] {
   checkTrustProxy(s.trustProxy, ctx)
   const tls = s.tls === undefined ? undefined : checkTls(s.tls, ctx)
-  if (s.http2 === true && tls === undefined) {
+  if (s.http2 === true && s.tls === undefined) {
     problem(ctx, '/server/http2', 'HTTP/2 needs server.tls (browsers speak h2 only over TLS, and HTTP/1.1 stays offered through ALPN)')
   }
   let workers = s.workers === 'auto' ? ctx.cores : Number(s.workers)
@@ -54,9 +55,10 @@ function checkTrustProxy (value: boolean | string[], ctx: CheckContext): void {
 }
 
 function checkTls (t: Raw, ctx: CheckContext): TlsConfig | undefined {
-  const certPem = readConfigFile(ctx, t.certFile, '/server/tls/certFile')
-  const keyPem = readConfigFile(ctx, t.keyFile, '/server/tls/keyFile')
-  const caPem = t.caFile === undefined ? undefined : readConfigFile(ctx, t.caFile, '/server/tls/caFile')
+  // certFile may hold the leaf with its intermediates, caFile a whole bundle: the larger cap
+  const certPem = readConfigFile(ctx, t.certFile, '/server/tls/certFile', MAX_CERT_CHAIN_FILE_BYTES)
+  const keyPem = readConfigFile(ctx, t.keyFile, '/server/tls/keyFile', MAX_KEY_FILE_BYTES)
+  const caPem = t.caFile === undefined ? undefined : readConfigFile(ctx, t.caFile, '/server/tls/caFile', MAX_CERT_CHAIN_FILE_BYTES)
   if (certPem === undefined || keyPem === undefined || (t.caFile !== undefined && caPem === undefined)) return undefined
   try {
     const cert = new X509Certificate(certPem)
@@ -95,6 +97,8 @@ export function checkDatabase (d: Raw, ctx: CheckContext): GatewayConfig['databa
   const lockTimeoutMs = durationMs(d.lockTimeout)
   if (statementTimeoutMs < 100) problem(ctx, '/database/statementTimeout', 'must be at least 100ms')
   if (lockTimeoutMs < 100) problem(ctx, '/database/lockTimeout', 'must be at least 100ms')
+  checkPostgresUrl(d.url, '/database/url', ctx)
+  checkPostgresUrl(d.listenUrl, '/database/listenUrl', ctx)
   if (d.listenUrl !== '' && d.url === '') problem(ctx, '/database/listenUrl', 'needs database.url (the embedded store has no LISTEN connection)')
   // memory:// is PGlite's in-memory database, not a path to resolve (fix-data-dir-memory-url)
   const dataDir: string = d.dataDir === MEMORY_DATA_DIR ? d.dataDir : resolve(ctx.baseDir, d.dataDir)
@@ -102,6 +106,39 @@ export function checkDatabase (d: Raw, ctx: CheckContext): GatewayConfig['databa
     problem(ctx, '/database/dataDir', `must be a directory, or ${MEMORY_DATA_DIR} for sessions that last as long as the process`)
   }
   return { url: d.url, listenUrl: d.listenUrl, dataDir, poolSize: d.poolSize, statementTimeoutMs, lockTimeoutMs }
+}
+
+/** the files node-postgres reads for a URL's TLS parameters (pg-connection-string), and their caps */
+const PG_URL_FILES = { sslcert: MAX_CERT_CHAIN_FILE_BYTES, sslkey: MAX_KEY_FILE_BYTES, sslrootcert: MAX_CERT_CHAIN_FILE_BYTES } as const
+
+/**
+ * `mysql://…` or `not a url` passed `check` and failed only at start, with no path. A problem
+ * never quotes the URL: it holds the database password. Empty means the embedded store.
+ */
+function checkPostgresUrl (value: string, path: string, ctx: CheckContext): void {
+  if (value === '') return
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    problem(ctx, path, 'is not a URL: give postgres://USER:PASSWORD@HOST:5432/DATABASE (or nothing, for the embedded store)')
+    return
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    problem(ctx, path, 'must be a postgres:// or postgresql:// URL (or empty, for the embedded store)')
+    return
+  }
+  // node-postgres reads these files with readFileSync at each new connection, relative to the
+  // working directory: a FIFO would block the event loop, and its error quotes the name
+  for (const [param, maxBytes] of Object.entries(PG_URL_FILES)) {
+    const file = url.searchParams.get(param)
+    if (file === null || file === '') continue
+    try {
+      readBoundedFile(file, maxBytes)
+    } catch (err) {
+      problem(ctx, path, `cannot read the file of its ${param} parameter: ${readFailure(err)}`)
+    }
+  }
 }
 
 export function checkCors (c: Raw | undefined, ctx: CheckContext): CorsConfig | undefined {

@@ -1,8 +1,11 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { durationSec } from '../duration.js'
+import { MAX_KEY_FILE_BYTES } from '../read-file.js'
 import { MIN_RSA_BITS, rsaExponentAcceptable } from '../../tokens/issuers/algorithms.js'
 import { ALGORITHMS, type Algorithm, type GatewayConfig, type KeyConfig } from '../types.js'
-import { guarded, problem, readConfigFile, type CheckContext, type Raw } from './context.js'
+import { guarded, problem, readConfigBytes, readConfigFile, type CheckContext, type Raw } from './context.js'
 
 /**
  * `tokens:` — the gateway's own tokens: algorithm, keys, lifetimes. Insecure settings are
@@ -78,16 +81,16 @@ export function checkKeys (ctx: CheckContext, keys: Raw[], alg: Algorithm | unde
     const key: KeyConfig = { kid: k.kid }
     if (alg === 'HS256') {
       if (k.privateKeyFile !== undefined || k.privateKey !== undefined || k.publicKeyFile !== undefined || k.publicKey !== undefined) {
-        problem(ctx, path, 'HS256 keys take only `secret`')
+        problem(ctx, path, 'HS256 keys take only `secretFile` or `secret`')
       }
-      if (typeof k.secret !== 'string' || Buffer.byteLength(k.secret) < MIN_HS256_SECRET_BYTES) {
-        problem(ctx, `${path}/secret`, `an HS256 secret must be at least ${MIN_HS256_SECRET_BYTES} bytes`)
-      } else key.secret = k.secret
+      const secret = readSecret(ctx, k, path)
+      if (secret !== undefined) key.secret = secret
     } else if (alg !== undefined) {
       if (k.secret !== undefined) problem(ctx, `${path}/secret`, `${alg} uses key pairs, not a secret`)
+      if (k.secretFile !== undefined) problem(ctx, `${path}/secretFile`, `${alg} uses key pairs, not a secret`)
       const before = ctx.problems.length
-      const privatePem = readPem(ctx, k.privateKey, k.privateKeyFile, `${path}/privateKeyFile`)
-      const publicPem = readPem(ctx, k.publicKey, k.publicKeyFile, `${path}/publicKeyFile`)
+      const privatePem = readPem(ctx, k.privateKey, k.privateKeyFile, `${path}/privateKeyFile`, 'use privateKey')
+      const publicPem = readPem(ctx, k.publicKey, k.publicKeyFile, `${path}/publicKeyFile`, 'use publicKey')
       if (privatePem === undefined && publicPem === undefined && ctx.problems.length === before) {
         problem(ctx, path, 'needs privateKeyFile or privateKey (or publicKeyFile/publicKey for a verify-only key)')
       }
@@ -108,13 +111,70 @@ export function checkKeys (ctx: CheckContext, keys: Raw[], alg: Algorithm | unde
   return out
 }
 
-function readPem (ctx: CheckContext, inline: string | undefined, file: string | undefined, path: string): string | undefined {
+function readPem (ctx: CheckContext, inline: string | undefined, file: string | undefined, path: string, instead: string): string | undefined {
   if (inline !== undefined && file !== undefined) {
     problem(ctx, path, 'give the key inline or as a file, not both')
     return undefined
   }
   if (inline !== undefined) return inline
-  return file === undefined ? undefined : readConfigFile(ctx, file, path)
+  return file === undefined ? undefined : readConfigFile(ctx, file, path, MAX_KEY_FILE_BYTES, instead)
+}
+
+/**
+ * An HS256 secret, from `secretFile` (what `portcullis keys generate --alg HS256` writes) or
+ * inline. `secret: /etc/portcullis/keys/k1.secret` made the path itself the HMAC key, and
+ * anyone who can read the configuration could sign tokens: a secret that names a file is refused.
+ */
+function readSecret (ctx: CheckContext, k: Raw, path: string): string | undefined {
+  if (k.secret !== undefined && k.secretFile !== undefined) {
+    problem(ctx, path, 'give the secret inline or as a file (secretFile), not both')
+    return undefined
+  }
+  if (k.secretFile !== undefined) {
+    const bytes = readConfigBytes(ctx, k.secretFile, `${path}/secretFile`, MAX_KEY_FILE_BYTES, 'use secret')
+    if (bytes === undefined) return undefined
+    let text: string
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+    } catch {
+      problem(ctx, `${path}/secretFile`, 'must hold text, e.g. as written by `portcullis keys generate --alg HS256` or `openssl rand -base64 48`')
+      return undefined
+    }
+    // the newline an editor or `keys generate` ends the file with is not part of the secret
+    return checkSecret(ctx, text.replace(/\r?\n$/, ''), `${path}/secretFile`, 'the file must hold')
+  }
+  if (typeof k.secret !== 'string') {
+    problem(ctx, `${path}/secret`, `needs secretFile or secret: an HS256 secret of at least ${MIN_HS256_SECRET_BYTES} bytes`)
+    return undefined
+  }
+  if (namesAFile(ctx, k.secret)) {
+    problem(ctx, `${path}/secret`, 'names a file: use secretFile (secret is the key itself)')
+    return undefined
+  }
+  return checkSecret(ctx, k.secret, `${path}/secret`, 'an HS256 secret must be')
+}
+
+function checkSecret (ctx: CheckContext, secret: string, path: string, subject: string): string | undefined {
+  // an HMAC keyed with a PEM — a public key above all — is the algorithm confusion of RFC 8725 §2.1
+  if (/-----(BEGIN|END) /.test(secret)) {
+    problem(ctx, path, 'is PEM text: HS256 takes a random secret; a key pair needs EdDSA, ES256, RS256 or PS256')
+    return undefined
+  }
+  if (Buffer.byteLength(secret) < MIN_HS256_SECRET_BYTES) {
+    problem(ctx, path, `${subject} at least ${MIN_HS256_SECRET_BYTES} bytes`)
+    return undefined
+  }
+  return secret
+}
+
+/**
+ * A secret that names an existing file (absolute, or relative to the configuration), or looks
+ * like a path to one (`/etc/…/k1.secret`, `./k1.secret`: where `check` runs the file may not
+ * exist). Random secrets (base64, hex) have no `.` and do not start with `./`.
+ */
+function namesAFile (ctx: CheckContext, secret: string): boolean {
+  if (/^(\/|\.\.?\/|~\/)\S*\.[A-Za-z0-9]{1,12}$/.test(secret)) return true
+  return secret !== '' && !/[\r\n\0]/.test(secret) && existsSync(resolve(ctx.baseDir, secret))
 }
 
 function parseKey (ctx: CheckContext, pem: string, isPrivate: boolean, path: string): KeyObject | undefined {
