@@ -49,13 +49,17 @@ const Name = Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })
 const Obj = <T extends Record<string, TSchema>>(properties: T, options: { default?: unknown, description?: string } = {}) =>
   Type.Object(properties, { additionalProperties: false, ...options })
 
+export const KID_PATTERN = '^[A-Za-z0-9._-]{1,64}$'
 const KeyEntry = Obj({
-  kid: Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$' }),
+  kid: Type.String({ pattern: KID_PATTERN }),
   privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
   privateKey: Type.Optional(Type.String({ minLength: 1 })), // PEM text, e.g. ${JWT_PRIVATE_KEY}
   publicKeyFile: Type.Optional(Type.String({ minLength: 1 })), // verify-only key (rotation out)
   publicKey: Type.Optional(Type.String({ minLength: 1 })),
-  secret: Type.Optional(Type.String()), // HS256 only, ≥ 32 bytes
+  // HS256 only: a file holding the secret (what `keys generate --alg HS256` writes), or the
+  // secret itself; ≥ 32 bytes (checks/tokens.ts)
+  secretFile: Type.Optional(Type.String({ minLength: 1 })),
+  secret: Type.Optional(Type.String()),
 })
 
 const Server = Obj({
@@ -102,7 +106,8 @@ const Admin = Obj({
 }, { default: {} })
 
 const Database = Obj({
-  // postgres://…; empty → the embedded store (PGlite) under dataDir
+  // postgres:// or postgresql:// URL; empty → the embedded store (PGlite) under dataDir.
+  // Checked in checks/server.ts, not by a pattern: it holds a password, never quoted in a problem
   url: Type.String({ default: '' }),
   dataDir: Type.String({ default: './data' }),
   poolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),

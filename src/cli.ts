@@ -2,10 +2,11 @@
 // Only what the entry needs is imported here; each command loads the rest when it runs.
 // Loading all of it takes ~0.8 s, and `start` must hold SIGHUP before that: a reload signal
 // sent while the modules loaded ended the gateway (fix-sighup-during-startup).
-import { realpathSync } from 'node:fs'
-import { pathToFileURL } from 'node:url'
+import { existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs'
+import { basename, isAbsolute, join, resolve, sep } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { ConfigError, formatProblem, GatewayError } from './errors.js'
+import { ConfigError, ErrorCode, formatProblem, GatewayError } from './errors.js'
 import type { Algorithm, GatewayConfig } from './config/types.js'
 import { holdReloadSignal, listen, type ReloadSignal } from './server.js'
 import type { Store } from './sessions/store.js'
@@ -22,12 +23,15 @@ usage:
                                                and warnings about overlapping routes
   portcullis explain [-c gateway.yaml] METHOD URL [--token T | --claims JSON] [-H "name: value"]…
                      [--peer ADDR] [--json]    what the gateway would do with this request (route,
-                                               rule, decision, upstream URL and headers); no network
+                                               rule, decision, upstream URL and headers); no network;
+                                               --token - reads the token from stdin
   portcullis reload  [-c gateway.yaml] [--pid PID]
                                                load the file again in the running gateway (admin API,
-                                               or SIGHUP to PID); on any problem the old one stays
+                                               or SIGHUP to PID, which must be a \`portcullis start\`);
+                                               on any problem the old one stays
   portcullis keys generate --alg EdDSA --kid k1 --out DIR
-                                               write a new signing key (PEM) or HS256 secret
+                                               write a new signing key (PEM) or HS256 secret; never
+                                               overwrites, refuses a group/world-writable DIR
   portcullis migrate [-c gateway.yaml]         apply database migrations (start does it too)
   portcullis users add NAME [--scopes "a b"] [--claim k=v]… [--password-stdin]
   portcullis users list | disable NAME | enable NAME | passwd NAME | scopes NAME --scopes "a b" (--scopes "" clears)
@@ -73,8 +77,13 @@ const commands: Record<string, Command> = {
     const { values } = parseArgs({ args, allowPositionals: false, options: { config: { type: 'string', short: 'c', default: 'gateway.yaml' }, pid: { type: 'string' } } })
     if (values.pid !== undefined) {
       // a gateway without an admin token: signal it; the outcome is in its log
-      process.kill(Number(values.pid), 'SIGHUP')
-      process.stdout.write(`sent SIGHUP to ${values.pid}; the gateway logs the outcome\n`)
+      const target = gatewayPid(values.pid)
+      if ('refused' in target) {
+        process.stderr.write(`reload: ${target.refused}\n`)
+        return 2
+      }
+      process.kill(target.pid, 'SIGHUP')
+      process.stdout.write(`sent SIGHUP to ${target.pid}; the gateway logs the outcome\n`)
       return 0
     }
     const config = await readConfig(['-c', values.config])
@@ -195,6 +204,12 @@ const commands: Record<string, Command> = {
       process.stdout.write(`wrote ${files.privateFile}${files.publicFile === undefined ? '' : ` and ${files.publicFile}`}\n`)
       return 0
     } catch (err) {
+      // a kid the config refuses or a directory others may write to: 2, as a usage error; a
+      // key already there stays 1 (EEXIST), as it always was, for the scripts that rely on it
+      if (err instanceof GatewayError && err.code === ErrorCode.invalidUserInput) {
+        process.stderr.write(`keys generate: ${err.message}\n`)
+        return 2
+      }
       process.stderr.write(`cannot write the key: ${(err as Error).message}\n`)
       return 1
     }
@@ -269,6 +284,63 @@ async function startPrimary (config: GatewayConfig, loadConfig: () => GatewayCon
     },
     close: async () => { await store?.close() },
   })
+}
+
+/** the largest pid_t (a signed 32-bit int); Linux's own pid_max is at most 2^22 */
+const MAX_PID = 2_147_483_647
+
+/**
+ * `reload --pid P`: the PID to send SIGHUP to, or why not (fix-cli-inputs-unchecked). `P` was
+ * once `Number(P)` unchecked, and kill(2) reads 0 and negative numbers as process groups:
+ * `--pid ""` (an empty pid file) became 0 and hung up the caller's whole process group, `-1`
+ * would hang up every process the caller may signal, `abc` crashed with a TypeError. So P is
+ * a decimal number of 2 or more (1 is init, never ours to hang up; the container image's
+ * gateway, PID 1 there, is reloaded from outside the container or by the admin API), and
+ * the process must be a gateway: its /proc/P/cmdline is node running a portcullis
+ * CLI with `start` after it. A portcullis CLI is the `portcullis` bin, or a `cli.js`/`cli.ts`
+ * that is this very file (a relative path read against /proc/P/cwd) or lies in a
+ * `portcullis` directory (another installation). `start` is required because every other
+ * command — `users`, `migrate`, this `reload` — ends on a SIGHUP; only `start` holds it.
+ * Without /proc (macOS, the BSDs) nothing can be confirmed, and a wrong PID costs someone
+ * else's process, so it is refused with the way round it (kill -HUP, the admin API). A PID
+ * reused between the check and the signal is a race left open: Node has no pidfd.
+ */
+export function gatewayPid (text: string, procDir = '/proc'): { pid: number } | { refused: string } {
+  const pid = /^[1-9][0-9]{0,9}$/.test(text) ? Number(text) : Number.NaN
+  if (!(pid <= MAX_PID)) return { refused: `--pid ${JSON.stringify(text.slice(0, 40))} is not a process id (a decimal number of 2 or more)` }
+  if (pid === 1) return { refused: '--pid 1 is the init process, never signalled (a gateway that is PID 1 of a container: docker kill --signal HUP, or the admin API)' }
+  if (pid === process.pid) return { refused: `--pid ${pid} is this command itself` }
+  if (!existsSync(join(procDir, 'self'))) {
+    return { refused: `cannot confirm that ${pid} is a portcullis gateway without ${procDir}: send the signal yourself (kill -HUP ${pid}) or reload through the admin API (admin.token)` }
+  }
+  let argv: string[]
+  try {
+    argv = readFileSync(join(procDir, String(pid), 'cmdline'), 'utf8').split('\0').filter(a => a !== '')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return { refused: code === 'ENOENT' ? `no process ${pid}` : `cannot read ${join(procDir, String(pid), 'cmdline')} (${code ?? 'error'}) to confirm that ${pid} is a portcullis gateway` }
+  }
+  const cwd = (): string | undefined => { try { return readlinkSync(join(procDir, String(pid), 'cwd')) } catch { return undefined } }
+  const script = argv.findIndex((a, i) => i > 0 && isPortcullisCli(a, cwd))
+  if (!/^node(js)?[0-9.]*(\.exe)?$/.test(basename(argv[0] ?? '')) || script === -1 || !argv.slice(script + 1).includes('start')) {
+    // its program only: the rest of a command line can hold another program's secrets
+    return { refused: `process ${pid} (${JSON.stringify(basename(argv[0] ?? '').slice(0, 40))}) is not a portcullis gateway (\`portcullis start\`), not signalled` }
+  }
+  return { pid }
+}
+
+function isPortcullisCli (arg: string, cwd: () => string | undefined): boolean {
+  const name = basename(arg)
+  if (name === 'portcullis') return true
+  if (name !== 'cli.js' && name !== 'cli.ts') return false
+  if (arg.split(sep).includes('portcullis')) return true
+  const base = isAbsolute(arg) ? '' : cwd()
+  if (base === undefined) return false
+  try {
+    return realpathSync(resolve(base, arg)) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
 }
 
 /** how long `portcullis reload` waits for the answer (a fleet waits up to 10 s for its workers) */

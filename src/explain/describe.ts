@@ -1,13 +1,11 @@
-import { type OutgoingHttpHeaders } from 'node:http'
 import { HTTP_METHODS, type GatewayConfig } from '../config/types.js'
 import { ErrorCode, GatewayError } from '../errors.js'
 import { ruleFor, describeRule } from '../check.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { type CompiledRoute, type Runtime } from '../runtime.js'
 import type { Explanation, Refusal } from './explain.js'
-import { CLAIMS_PLACEHOLDER } from './request.js'
 
-/** What `explain` shows: the route and rule, refusals, the closest prefixes, redaction. */
+/** What `explain` shows: the route and rule, refusals, the closest prefixes (redaction: redact.ts). */
 
 export function describeRoute (ex: Explanation, runtime: Runtime, route: CompiledRoute | undefined, method: string): void {
   if (route === undefined) return
@@ -73,41 +71,4 @@ function editDistance (a: string, b: string): number {
     prev = row
   }
   return prev[b.length] as number
-}
-
-// a JWT (JWS compact: base64url header starting `{"`, payload, signature)
-const JWT_SHAPE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g
-
-/**
- * Secrets never printed: credentials after their scheme, the refresh cookie's value (and any
- * cookie value that looks like a token), anything shaped like a JWT. The assertion is a
- * placeholder from the start.
- */
-export function redact (config: GatewayConfig, name: string, value: string): string {
-  const n = name.toLowerCase()
-  if (n === 'authorization' || n === 'proxy-authorization') {
-    const space = value.indexOf(' ')
-    if (value.endsWith(` ${CLAIMS_PLACEHOLDER}`)) return `${value.slice(0, space)} <claims given>`
-    return space === -1 ? '<redacted>' : `${value.slice(0, space)} <redacted>`
-  }
-  if (n === 'cookie') {
-    const refresh = config.tokens.refresh.cookieName
-    return value.split(';').map(pair => {
-      const eq = pair.indexOf('=')
-      if (eq === -1) return pair
-      const cookieName = pair.slice(0, eq).trim()
-      const cookieValue = pair.slice(eq + 1)
-      return cookieName === refresh || new RegExp(JWT_SHAPE.source).test(cookieValue) ? `${pair.slice(0, eq)}=<redacted>` : pair
-    }).join(';')
-  }
-  return value.replace(JWT_SHAPE, '<redacted token>')
-}
-
-export function flatten (config: GatewayConfig, headers: OutgoingHttpHeaders): Array<[string, string]> {
-  const out: Array<[string, string]> = []
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined) continue
-    for (const v of Array.isArray(value) ? value : [value]) out.push([name, redact(config, name, String(v))])
-  }
-  return out
 }

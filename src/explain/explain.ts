@@ -16,7 +16,8 @@ import { PoolRegistry } from '../proxy/pools.js'
 import { compileRuntime, KeySetRegistry, type CompiledRoute, type Runtime } from '../runtime.js'
 import { GENERATED_REQUEST_ID, type PipelineRequest, RecordingReply, WS_HANDSHAKE, forwarded, gatewayEndpoint, incomingMessage, isUpgrade, requestHeaders, splitUrl, transportHeaders, withAllow } from './request.js'
 import { credentialsOf, verifyOffline } from './credentials.js'
-import { closestRoutes, describeRoute, flatten, reasonText, redact, refusal } from './describe.js'
+import { closestRoutes, describeRoute, reasonText, refusal } from './describe.js'
+import { HeaderRedactor } from './redact.js'
 
 /**
  * `portcullis explain`: what the gateway would do with one request, without sending it and
@@ -112,8 +113,9 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   const method = input.method
   const { target, host, notes } = splitUrl(input.url)
   const raw = requestHeaders(input, host)
+  const redactor = new HeaderRedactor(config)
   const ex: Explanation = {
-    request: { method, target, headers: raw.map(([n, v]) => [n, redact(config, n, v)]) },
+    request: { method, target, headers: raw.map(([n, v]) => [n, redactor.request(n, v)]) },
     edge: { passed: true },
     endpoint: undefined,
     route: undefined,
@@ -226,7 +228,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   if (upgrade) for (const h of WS_HANDSHAKE) delete headers[h]
   else transportHeaders(headers, method, msg.headers)
   const origin = upgrade ? upstream.origin.replace(/^http/, 'ws') : upstream.origin
-  ex.upstream = { method, url: origin + upstream.path.map(target), headers: flatten(config, headers) }
+  ex.upstream = { method, url: origin + upstream.path.map(target), headers: redactor.flatten(headers) }
   ex.decision = { outcome: 'proxied', status: undefined, reason: state.reason, message: reasonText(state.reason) }
   if (upgrade) ex.notes.push('a WebSocket upgrade: ws writes its own handshake headers (sec-websocket-key, -version, upgrade, connection) and offers the client\'s subprotocols minus portcullis and the bearer one')
   if (facts.peerAddress === DEFAULT_PEER && input.peerAddress === undefined) ex.notes.push(`the client address is taken as ${DEFAULT_PEER} (--peer ADDR to change it)`)

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { HTTP_METHODS } from '../config/types.js'
 import { readConfigOrReport } from '../check.js'
@@ -67,7 +68,25 @@ export function formatExplanation (ex: Explanation): string {
   return lines.join('\n') + '\n'
 }
 
-export const EXPLAIN_USAGE = 'usage: portcullis explain [-c gateway.yaml] METHOD URL [--token T | --claims JSON] [-H "name: value"]… [--peer ADDR] [--json]\n'
+export const EXPLAIN_USAGE = 'usage: portcullis explain [-c gateway.yaml] METHOD URL [--token T | --token - | --claims JSON] [-H "name: value"]… [--peer ADDR] [--json]\n' +
+  '       (--token -: the token from standard input, kept out of `ps` and shell history)\n'
+
+// far above any token a gateway accepts (tokens.maxTokenBytes refuses those as the gateway
+// does); beyond it stdin is not a token, and is not read into memory whole
+const MAX_STDIN_TOKEN_BYTES = 1_048_576
+
+/** `--token -`: the whole of stdin, surrounding whitespace (the newline of `echo`, a CRLF) dropped */
+async function readTokenFromStdin (input: Readable): Promise<string | undefined> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of input) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk as Buffer
+    size += b.length
+    if (size > MAX_STDIN_TOKEN_BYTES) return undefined
+    chunks.push(b)
+  }
+  return Buffer.concat(chunks).toString('utf8').trim()
+}
 
 /** exit 0: proxied (or a preflight answered); 1: refused or not proxied; 2: usage or configuration */
 export async function explainCommand (args: string[], nowMs = Date.now()): Promise<number> {
@@ -95,13 +114,19 @@ export async function explainCommand (args: string[], nowMs = Date.now()): Promi
   // any method a client can send (an RFC 9110 token); those the gateway never forwards are explained as refused
   if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/.test(method)) return usage(`explain: METHOD must be an HTTP method such as ${HTTP_METHODS.join(', ')}`)
   if (values.token !== undefined && values.claims !== undefined) return usage('explain: give --token or --claims, not both')
+  let token = values.token
+  if (token === '-') {
+    token = await readTokenFromStdin(process.stdin)
+    if (token === undefined) return usage(`explain: --token -: more than ${MAX_STDIN_TOKEN_BYTES} bytes on standard input, not a token`)
+    if (token === '') return usage('explain: --token -: no token on standard input')
+  }
   const headers: Array<[string, string]> = []
   for (const line of values.header ?? []) {
     const colon = line.indexOf(':')
     if (colon <= 0) return usage(`explain: -H ${JSON.stringify(line)}: expected "name: value"`)
     headers.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()])
   }
-  if ((values.token !== undefined || values.claims !== undefined) && headers.some(([n]) => n.toLowerCase() === 'authorization')) {
+  if ((token !== undefined || values.claims !== undefined) && headers.some(([n]) => n.toLowerCase() === 'authorization')) {
     return usage('explain: --token/--claims set Authorization; do not give it with -H too')
   }
   let claims: Record<string, unknown> | undefined
@@ -117,7 +142,7 @@ export async function explainCommand (args: string[], nowMs = Date.now()): Promi
   if (config === undefined) return 2
   const { runtime, close } = offlineRuntime(config, () => nowMs)
   try {
-    const ex = await explainRequest(runtime, { method, url: positionals[1] as string, headers, token: values.token, claims, peerAddress: values.peer }, nowMs)
+    const ex = await explainRequest(runtime, { method, url: positionals[1] as string, headers, token, claims, peerAddress: values.peer }, nowMs)
     // --json: absent parts as null, so every key is always there for a script
     process.stdout.write(values.json ? JSON.stringify(ex, (_key, value: unknown) => value === undefined ? null : value, 2) + '\n' : formatExplanation(ex))
     return ex.decision.outcome === 'proxied' || ex.decision.outcome === 'answered' ? 0 : 1
