@@ -115,7 +115,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   const raw = requestHeaders(input, host)
   const redactor = new HeaderRedactor(config)
   const ex: Explanation = {
-    request: { method, target, headers: raw.map(([n, v]) => [n, redactor.request(n, v)]) },
+    request: { method, target: redactor.url(target), headers: raw.map(([n, v]) => [n, redactor.request(n, v)]) },
     edge: { passed: true },
     endpoint: undefined,
     route: undefined,
@@ -228,7 +228,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   if (upgrade) for (const h of WS_HANDSHAKE) delete headers[h]
   else transportHeaders(headers, method, msg.headers)
   const origin = upgrade ? upstream.origin.replace(/^http/, 'ws') : upstream.origin
-  ex.upstream = { method, url: origin + upstream.path.map(target), headers: redactor.flatten(headers) }
+  ex.upstream = { method, url: redactor.url(origin + upstream.path.map(target)), headers: redactor.flatten(headers) }
   ex.decision = { outcome: 'proxied', status: undefined, reason: state.reason, message: reasonText(state.reason) }
   if (upgrade) ex.notes.push('a WebSocket upgrade: ws writes its own handshake headers (sec-websocket-key, -version, upgrade, connection) and offers the client\'s subprotocols minus portcullis and the bearer one')
   if (facts.peerAddress === DEFAULT_PEER && input.peerAddress === undefined) ex.notes.push(`the client address is taken as ${DEFAULT_PEER} (--peer ADDR to change it)`)

@@ -73,6 +73,25 @@ export class HeaderRedactor {
     return value.replace(JWT_SHAPE, '<redacted token>')
   }
 
+  /**
+   * A request target or upstream URL: the value of a query parameter whose name says it holds a
+   * secret (`access_token` — RFC 6750 §2.3, refused on authenticated routes but passed on public
+   * ones —, `api_key`, `sig`…) and anything shaped like a JWT. Parameter names stay.
+   */
+  url (value: string): string {
+    const q = value.indexOf('?')
+    const query = q === -1
+      ? ''
+      : '?' + value.slice(q + 1).split('&').map(pair => {
+        const eq = pair.indexOf('=')
+        if (eq === -1) return pair
+        let name: string
+        try { name = decodeURIComponent(pair.slice(0, eq)) } catch { name = pair.slice(0, eq) }
+        return isSecretName(name.toLowerCase()) || /^sig$/i.test(name) ? `${pair.slice(0, eq)}=${REDACTED}` : pair
+      }).join('&')
+    return (q === -1 ? value : value.slice(0, q) + query).replace(JWT_SHAPE, '<redacted token>')
+  }
+
   /** the upstream's headers as name/value pairs, redacted */
   flatten (headers: OutgoingHttpHeaders): Array<[string, string]> {
     const out: Array<[string, string]> = []

@@ -94,6 +94,17 @@ t.test('fix-explain-prints-credentials: nor on a granted one, where the upstream
   t.equal(upstream['x-forwarded-host'], 'api.test')
 })
 
+t.test('fix-explain-prints-credentials: nor a credential in the query, on the request line or the upstream URL', async (t) => {
+  // a public route passes `access_token` on (it is refused only where a token is read)
+  const { runtime, close } = offlineRuntime(loadConfigText(stringify(baseConfig(key, [{ name: 'pub', prefix: '/pub', upstream: 'http://127.0.0.1:9', auth: 'public' }])), { env: {} }))
+  t.teardown(close)
+  const ex = await explainRequest(runtime, { method: 'GET', url: `/pub/x?access_token=SECRET_QUERY_TOKEN&api_key=SECRET_QUERY_KEY&sig=SECRET_SAS&page=2&t=${token}`, headers: [] }, Date.now())
+  t.equal(ex.decision.outcome, 'proxied', 'proxied')
+  for (const secret of ['SECRET_QUERY_TOKEN', 'SECRET_QUERY_KEY', 'SECRET_SAS', token.split('.')[1] as string]) t.notOk(printed(ex).includes(secret), `${secret.slice(0, 20)} is not printed`)
+  t.equal(ex.request.target, '/pub/x?access_token=<redacted>&api_key=<redacted>&sig=<redacted>&page=2&t=<redacted token>', 'names and other parameters as sent')
+  t.match(ex.upstream!.url, /\/pub\/x\?access_token=<redacted>&api_key=<redacted>&sig=<redacted>&page=2&t=<redacted token>$/, 'the upstream URL alike')
+})
+
 interface Run { code: number | null, stdout: string, stderr: string }
 
 function cli (args: string[], stdin: string): Promise<Run> {
