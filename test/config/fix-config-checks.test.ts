@@ -10,6 +10,7 @@ import { makeKey } from '../fixtures/keys.js'
 
 const ed = makeKey('EdDSA')
 const hs = makeKey('HS256')
+const es = makeKey('ES256')
 
 function minimal (): Record<string, any> {
   return {
@@ -67,6 +68,9 @@ const rows: Row[] = [
   // listeners
   { name: 'http2 without tls', edit: c => { c.server = { http2: true } }, paths: ['/server/http2'] },
   { name: 'tls files that do not exist', edit: c => { c.server = { tls: { certFile: './nope.pem', keyFile: './nope.key' } } }, paths: ['/server/tls/certFile', '/server/tls/keyFile'], match: /ENOENT/ },
+  // two keys in one PEM: the first was taken silently (stop 43 review); EC PARAMETERS before an EC key is one key
+  { name: 'a private key entry holding two keys', edit: c => { c.tokens.keys[0].privateKey = ed.privatePem + makeKey('EdDSA').privatePem }, paths: ['/tokens/keys/0/privateKey'], match: /2 keys/ },
+  { name: 'an EC key after its EC PARAMETERS block', edit: c => { c.tokens.algorithm = 'ES256'; c.tokens.keys[0].privateKey = '-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n' + es.privatePem }, paths: [] },
   // a TLS section with a bad file is its own problem, not also "HTTP/2 needs server.tls" (stop 43 review)
   { name: 'http2 with tls files that do not exist', edit: c => { c.server = { http2: true, tls: { certFile: './nope.pem', keyFile: './nope.key' } } }, paths: ['/server/tls/certFile', '/server/tls/keyFile'], match: /ENOENT/ },
   { name: 'workers 2 on the embedded store', edit: c => { c.server = { workers: 2 } }, paths: ['/server/workers'], match: /PostgreSQL/ },

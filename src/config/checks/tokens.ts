@@ -177,7 +177,18 @@ function namesAFile (ctx: CheckContext, secret: string): boolean {
   return secret !== '' && !/[\r\n\0]/.test(secret) && existsSync(resolve(ctx.baseDir, secret))
 }
 
+// the PEM blocks that hold a key (RFC 7468); `EC PARAMETERS` before an EC key (openssl ecparam
+// -genkey) is no second key
+const KEY_BLOCK = /-----BEGIN ((ENCRYPTED |RSA |EC |DSA )?PRIVATE KEY|(RSA )?PUBLIC KEY|CERTIFICATE)-----/g
+
 function parseKey (ctx: CheckContext, pem: string, isPrivate: boolean, path: string): KeyObject | undefined {
+  // a file of two keys was taken silently by its first (a stop 43 review finding): which one
+  // signs must not depend on the order someone concatenated files in
+  const blocks = pem.match(KEY_BLOCK)?.length ?? 0
+  if (blocks > 1) {
+    problem(ctx, path, `holds ${blocks} keys (PEM blocks): give one key per entry`)
+    return undefined
+  }
   try {
     return isPrivate ? createPrivateKey(pem) : createPublicKey(pem)
   } catch {
