@@ -1,5 +1,5 @@
-import { availableParallelism } from 'node:os'
 import type { ConfigProblem } from '../errors.js'
+import { usableCores } from './cpus.js'
 import { SELF_ISSUER, type GatewayConfig } from './types.js'
 import type { CheckContext, Raw } from './checks/context.js'
 import { checkTokens } from './checks/tokens.js'
@@ -12,7 +12,7 @@ export interface NormalizeContext {
   baseDir: string
   source: string
   hash: string
-  /** for `workers: auto`; default: this machine's */
+  /** for `workers: auto`; default: the cores this process may use (its CPU quota in a container) */
   cores?: number
 }
 
@@ -24,7 +24,7 @@ export interface NormalizeContext {
  * problem was found.
  */
 export function normalize (raw: Raw, nc: NormalizeContext, problems: ConfigProblem[]): GatewayConfig | undefined {
-  const ctx: CheckContext = { baseDir: nc.baseDir, source: nc.source, problems, cores: nc.cores ?? availableParallelism() }
+  const ctx: CheckContext = { baseDir: nc.baseDir, source: nc.source, problems, cores: nc.cores ?? usableCores() }
   let broken = false
   // a section that throws keeps the problems it found before (its guarded parts did their job)
   function section<T> (fn: () => T): T | undefined {
