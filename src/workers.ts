@@ -10,7 +10,7 @@ import { reloadProblems } from './reload.js'
 import { deepFreeze } from './config/load.js'
 import { GatewayMetrics } from './metrics/gateway-metrics.js'
 import { reloadFailedEvent, SecurityEvents } from './security-events.js'
-import { holdReloadSignal, type ReloadSignal } from './server.js'
+import { holdReloadSignal, releaseEarlyStop, STOP_SIGNALS, type ReloadSignal } from './server.js'
 import errorsPlugin from '../plugins/errors.js'
 import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import healthPlugin from '../plugins/health.js'
@@ -38,14 +38,25 @@ import { ADMIN_MAX_PARAM_LENGTH } from '../plugins/admin-api.js'
  * switched back and a worker that cannot confirm either is replaced, so every worker serves
  * the configuration the primary reports (fix-workers-one-configuration). Reloads run one at a
  * time; a worker that starts during one gets the outcome.
+ *
+ * Workers drain when the primary tells them (`drain`), never on a SIGTERM or SIGINT of their
+ * own (src/server.ts `holdWorkerStop`): a signal to the whole process group reached each worker
+ * twice and killed it mid-drain (fix-second-signal-kills-drain). A worker that has listened and
+ * does not exit 0 during a shutdown is logged (`worker_not_drained`) and the primary exits 1.
+ *
+ * The primary asks every listening worker for its health each second; one that answers nothing
+ * for UNRESPONSIVE_AFTER_MS (a stuck event loop) is drained and replaced
+ * (fix-frozen-worker-stalls-readiness).
  */
 
 /** messages between the primary and its workers (structured clone: `serialization: 'advanced'`) */
-type ToWorker =
+export type ToWorker =
   | { type: 'config', config: GatewayConfig }
   | { type: 'reload', id: number, config: GatewayConfig }
   | { type: 'health', id: number }
   | { type: 'metrics', id: number }
+  /** drain and exit (src/server.ts); `signal`: why, for the worker's log */
+  | { type: 'drain', signal: string }
 type FromWorker =
   | { type: 'config?' }
   | { type: 'listening', port: number }
@@ -55,7 +66,26 @@ type FromWorker =
   | { type: 'metrics', id: number, metrics: object[] }
 
 export const WORKER_ENV = 'PORTCULLIS_WORKER'
-const IPC_TIMEOUT_MS = 2000
+/**
+ * How long the primary waits for a worker's health or metrics answer. A worker answers in about
+ * a millisecond (readiness is in memory); one that has not in 500 ms has a stuck event loop. It
+ * was 2 s, and one frozen worker made every /readyz take 2.0 s, which fails a probe with
+ * deploy/kubernetes's timeoutSeconds: 2 (fix-frozen-worker-stalls-readiness).
+ */
+const WORKER_ANSWER_TIMEOUT_MS = 500
+/**
+ * How often the primary asks every listening worker for its health, unasked by any probe: a
+ * worker that is never probed (/readyz and /metrics ask only when scraped) would never be found
+ * stuck. The timer is unref'd: it never keeps the primary alive.
+ */
+const HEARTBEAT_INTERVAL_MS = 1000
+/**
+ * A listening worker that has answered no health question for this long is drained and
+ * replaced, as one that does not confirm a reload is. Three heartbeats: a garbage collection or
+ * a reload's compile (10,000 routes: well under a second) pauses a loop for much less, and
+ * retiring a worker that was only slow costs a graceful drain and a restart, not a request.
+ */
+const UNRESPONSIVE_AFTER_MS = 3000
 /** a reload compiles the whole configuration (10,000 routes: well under a second) */
 const RELOAD_TIMEOUT_MS = 10_000
 /** how long a starting worker waits for its configuration */
@@ -64,7 +94,7 @@ const CONFIG_TIMEOUT_MS = 30_000
 const EARLY_DEATH_MS = 5000
 const MAX_RESTART_DELAY_MS = 30_000
 /**
- * A worker told to drain (SIGTERM) bounds its drain by server.shutdownTimeout; one still there
+ * A worker told to drain bounds its drain by server.shutdownTimeout; one still there
  * this much later is killed (SIGKILL). Without a deadline a stopped (SIGSTOP) or wedged worker
  * stays in the fleet for ever: counted, asked on every scrape, never replaced.
  */
@@ -91,7 +121,8 @@ export async function configFromPrimary (): Promise<GatewayConfig> {
 }
 
 /**
- * In a worker: answer the primary's reload, health and metrics requests. The gateway's admin
+ * In a worker: answer the primary's reload, health and metrics requests (its `drain` is
+ * src/server.ts's, which holds the shutdown). The gateway's admin
  * listener is not started in workers (the primary owns the admin port), and a SIGHUP of its
  * own changes nothing: the CLI holds the signal before anything else (src/server.ts
  * `holdReloadSignal`) and a worker never routes it — the primary reloads the fleet, so a
@@ -140,6 +171,12 @@ interface Slot {
   config: GatewayConfig | undefined
   /** set once it was told to drain: the SIGKILL if it has not exited by then */
   killTimer?: NodeJS.Timeout | undefined
+  /** it has listened (connections may have been handed to it), even if retired since */
+  listened: boolean
+  /** health questions missed in a row (/readyz, the heartbeat) */
+  missed: number
+  /** when the first of those was asked (undefined: it answered the last one) */
+  unansweredSinceMs: number | undefined
 }
 
 export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: number, shutdown: (signal?: string) => Promise<void>, workers: () => number[] }> {
@@ -159,7 +196,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   cluster.setupPrimary({ serialization: 'advanced' })
   const fork = (earlyDeaths: number): void => {
     const worker = cluster.fork({ [WORKER_ENV]: '1' })
-    const slot: Slot = { worker, startedAt: Date.now(), listening: false, earlyDeaths, config: undefined }
+    const slot: Slot = { worker, startedAt: Date.now(), listening: false, earlyDeaths, config: undefined, listened: false, missed: 0, unansweredSinceMs: undefined }
     slots.set(worker.id, slot)
     // unheard, an 'error' (a send to a worker whose IPC channel just closed:
     // ERR_IPC_CHANNEL_CLOSED) is thrown in the primary and ends the whole gateway, every worker
@@ -171,6 +208,10 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     // usually exits at once, and one that stays is drained, so that its exit replaces it
     worker.on('disconnect', () => { if (!shuttingDown) retire(slot) })
     worker.on('message', (m: FromWorker) => {
+      // any message, a late health answer included, shows its event loop runs: a worker that is
+      // only slow (answers after WORKER_ANSWER_TIMEOUT_MS) is never taken for a stuck one
+      slot.missed = 0
+      slot.unansweredSinceMs = undefined
       if (m?.type === 'config?') {
         // after any reload under way: a worker starting meanwhile gets its outcome
         serialized(async () => {
@@ -181,6 +222,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       }
       if (m?.type === 'listening') {
         slot.listening = true
+        slot.listened = true
         // a reload finished while this worker started: it is handed the configuration in force
         serialized(async () => {
           if (slot.config === config || worker.isDead()) return
@@ -215,7 +257,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   }
 
   /** asks the given workers (default: every live one); missing answers within the timeout, and workers that cannot be sent to, are left out */
-  const ask = async (make: (id: number) => ToWorker, targets = [...slots.values()].filter(s => s.listening), timeoutMs = IPC_TIMEOUT_MS): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
+  const ask = async (make: (id: number) => ToWorker, targets = [...slots.values()].filter(s => s.listening), timeoutMs = WORKER_ANSWER_TIMEOUT_MS): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
     return await Promise.all(targets.map(async (slot) => {
       const id = ++nextId
       const answer = await new Promise<FromWorker | undefined>((resolve) => {
@@ -249,7 +291,9 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     // no longer handed reloads, asked for health and metrics, or counted
     slot.listening = false
     if (slot.worker.isDead() || slot.killTimer !== undefined) return
-    slot.worker.process.kill('SIGTERM')
+    // told, not signalled: a worker ignores SIGTERM (src/server.ts holdWorkerStop). One whose
+    // channel closed cannot be told, and is killed at the deadline
+    sendTo(slot.worker, { type: 'drain', signal: 'retired' })
     slot.killTimer = setTimeout(() => {
       if (slot.worker.isDead()) return
       logger.error({ event: 'worker_killed', pid: slot.worker.process.pid, afterMs: config.server.shutdownTimeoutMs + DRAIN_GRACE_MS }, 'a worker told to drain did not exit; killing it')
@@ -261,6 +305,36 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
     logger.error({ event: 'worker_replaced', pid: a.pid }, 'a worker did not confirm the configuration in force; replacing it')
     a.slot.config = undefined
     retire(a.slot)
+  }
+
+  // health answers the listening workers missed (portcullis_worker_health_misses_total)
+  let healthMisses = 0
+  /** asks every listening worker for its health (/readyz, the heartbeat), keeping count of the answers each one misses */
+  const askHealth = async (): Promise<Array<{ slot: Slot, pid: number | undefined, answer: FromWorker | undefined }>> => {
+    const askedAt = Date.now()
+    const answers = await ask(id => ({ type: 'health', id }))
+    for (const a of answers) {
+      if (a.answer !== undefined) {
+        a.slot.missed = 0
+        a.slot.unansweredSinceMs = undefined
+      } else if (a.slot.listening) { // not retired, nor gone, meanwhile
+        a.slot.missed++
+        a.slot.unansweredSinceMs ??= askedAt
+        healthMisses++
+      }
+    }
+    return answers
+  }
+  /** the heartbeat: a listening worker silent for UNRESPONSIVE_AFTER_MS is drained and replaced */
+  const checkWorkers = async (): Promise<void> => {
+    await askHealth()
+    for (const slot of slots.values()) {
+      if (shuttingDown || !slot.listening || slot.unansweredSinceMs === undefined) continue
+      const silentMs = Date.now() - slot.unansweredSinceMs
+      if (silentMs < UNRESPONSIVE_AFTER_MS) continue
+      logger.error({ event: 'worker_unresponsive', pid: slot.worker.process.pid, silentMs, missed: slot.missed }, 'a worker answered no health check (a stuck event loop); draining and replacing it')
+      retire(slot)
+    }
   }
 
   // the fleet's reloads are counted and reported here, once each, as a single process's are
@@ -319,7 +393,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   await admin.register(healthPlugin, {
     checks: async () => {
       const expected = config.server.workers
-      const answers = await ask(id => ({ type: 'health', id }))
+      const answers = await askHealth()
       const checks: HealthCheck[] = []
       // from the moment SIGTERM arrives every worker drains and the public port closes: not
       // ready for the whole drain, while this listener stays up until the last worker exits
@@ -327,15 +401,17 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
       // fix-workers-drain-still-ready)
       if (shuttingDown) checks.push(DRAINING_CHECK)
       const answered = answers.flatMap(a => a.answer?.type === 'health' ? [{ pid: a.pid, checks: a.answer.checks }] : [])
-      // a worker draining on its own (an operator's SIGTERM) takes no more connections
+      // a worker draining (told by this primary) takes no more connections
       const live = answered.filter(a => !isDraining(a.checks))
       const draining = answered.filter(a => isDraining(a.checks)).map(a => a.pid)
+      // a worker that missed its answer is named: it may be stuck, and is replaced if it stays so
+      const silent = answers.filter(a => a.answer === undefined && a.slot.listening).map(a => a.pid)
       // the pod can serve while one worker is up: the primary only hands connections to listening workers
       checks.push({
         name: 'workers',
         state: live.length === 0 ? 'down' : live.length < expected ? 'degraded' : 'ok',
-        reason: live.length < expected ? `${live.length} of ${expected} workers answering${draining.length > 0 ? `, ${draining.length} draining` : ''}` : undefined,
-        detail: { expected, pids: live.map(a => a.pid), ...(draining.length > 0 ? { draining } : {}) },
+        reason: live.length < expected ? `${live.length} of ${expected} workers answering${draining.length > 0 ? `, ${draining.length} draining` : ''}${silent.map(pid => `, worker ${pid ?? '?'} not answering`).join('')}` : undefined,
+        detail: { expected, pids: live.map(a => a.pid), ...(draining.length > 0 ? { draining } : {}), ...(silent.length > 0 ? { notAnswering: silent } : {}) },
       })
       // each worker's own checks, worst state wins per name
       const byName = new Map<string, HealthCheck>()
@@ -355,6 +431,7 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   // unlogged and uncounted (fix-workers-admin-audit)
   new Gauge({ name: 'portcullis_workers', help: 'Worker processes listening on the public port.', registers: [own.registry], collect () { this.set([...slots.values()].filter(s => s.listening).length) } }) // eslint-disable-line no-new
   new Gauge({ name: 'portcullis_worker_restarts_total', help: 'Workers replaced after they died.', registers: [own.registry], collect () { this.set(restarts) } }) // eslint-disable-line no-new
+  new Gauge({ name: 'portcullis_worker_health_misses_total', help: `Health questions a listening worker did not answer within ${WORKER_ANSWER_TIMEOUT_MS} ms.`, registers: [own.registry], collect () { this.set(healthMisses) } }) // eslint-disable-line no-new
   admin.get('/metrics', async (_request, reply) => {
     // a worker that does not answer in time is left out of this scrape
     const answers = await ask(id => ({ type: 'metrics', id }))
@@ -378,30 +455,72 @@ export async function runPrimary (opts: PrimaryOptions): Promise<{ adminPort: nu
   for (let i = 0; i < config.server.workers; i++) fork(0)
   const adminPort = (admin.server.address() as { port: number }).port
   logger.info({ workers: config.server.workers, adminPort }, 'portcullis primary: workers started')
+  // one heartbeat at a time: a round waits up to WORKER_ANSWER_TIMEOUT_MS
+  let beating = false
+  const heartbeat = setInterval(() => {
+    if (shuttingDown || beating) return
+    beating = true
+    checkWorkers().catch(() => {}).finally(() => { beating = false })
+  }, HEARTBEAT_INTERVAL_MS)
+  heartbeat.unref()
 
   let closing: Promise<void> | undefined
+  // workers that had listened and died during the shutdown instead of draining
+  let notDrained = 0
   const shutdown = (signal = 'shutdown'): Promise<void> => {
     closing ??= (async () => {
       shuttingDown = true
+      clearInterval(heartbeat)
       logger.info({ signal, workers: slots.size }, 'draining every worker')
       const exits = [...slots.values()].map(s => new Promise<void>(resolve => {
         if (s.worker.isDead()) { resolve(); return }
-        s.worker.once('exit', () => resolve())
-        s.worker.process.kill('SIGTERM')
+        s.worker.once('exit', (code: number | null, killedBy: string | null) => {
+          // its requests in flight were lost (a signal of its own killed it before workers
+          // ignored them: fix-second-signal-kills-drain; a crash; the deadline below)
+          if (s.listened && (killedBy !== null || code !== 0)) {
+            notDrained++
+            logger.warn({ event: 'worker_not_drained', pid: s.worker.process.pid, code, signal: killedBy }, 'a worker died during the shutdown instead of draining')
+          }
+          resolve()
+        })
+        // told, not signalled (a worker ignores SIGTERM); one that cannot be told (its channel
+        // closed) is killed at the deadline
+        sendTo(s.worker, { type: 'drain', signal })
       }))
       // each worker bounds its own drain by server.shutdownTimeout; a little more here
-      const timer = setTimeout(() => { for (const s of slots.values()) s.worker.process.kill('SIGKILL') }, config.server.shutdownTimeoutMs + DRAIN_GRACE_MS)
+      const afterMs = config.server.shutdownTimeoutMs + DRAIN_GRACE_MS
+      const timer = setTimeout(() => {
+        for (const s of slots.values()) {
+          if (s.worker.isDead()) continue
+          logger.error({ event: 'worker_killed', pid: s.worker.process.pid, afterMs }, 'a worker told to drain did not exit; killing it')
+          s.worker.process.kill('SIGKILL')
+        }
+      }, afterMs)
       await Promise.all(exits)
       clearTimeout(timer)
       await admin.close()
       await opts.close?.()
-      logger.info('stopped')
+      if (notDrained > 0) logger.error({ notDrained }, 'stopped; workers died instead of draining, with the requests they had in flight')
+      else logger.info('stopped')
       logger.flush()
     })()
     return closing
   }
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => { shutdown(signal).then(() => process.exit(0), () => process.exit(1)) })
+  // every repeat is handled: with process.once a second SIGTERM or Ctrl-C got Node's default
+  // action and ended the primary mid-drain. A repeat changes nothing; SIGQUIT (Node's default
+  // action) and SIGKILL still end the process at once (fix-second-signal-kills-drain)
+  let repeatLogged = false
+  releaseEarlyStop()
+  for (const signal of STOP_SIGNALS) {
+    process.on(signal, () => {
+      if (closing === undefined) {
+        shutdown(signal).then(() => process.exit(notDrained > 0 ? 1 : 0), () => process.exit(1))
+        return
+      }
+      if (repeatLogged) return
+      repeatLogged = true
+      logger.warn({ signal }, 'already draining every worker: a repeated SIGTERM or SIGINT changes nothing (SIGQUIT or SIGKILL ends the primary at once)')
+    })
   }
   (opts.reloadSignal ?? holdReloadSignal()).route(reload, logger)
   return { adminPort, shutdown, workers: () => [...slots.values()].map(s => s.worker.process.pid ?? 0) }

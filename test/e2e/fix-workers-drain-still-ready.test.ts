@@ -15,9 +15,8 @@ import { healthReport, type HealthCheck } from '../../src/health.js'
 // kept sending traffic for up to server.shutdownTimeout + 5 s. Readiness now reports
 // `shutdown: draining` (down, so 503 not_ready) from the moment the drain begins, and the
 // primary's admin listener keeps saying so until the last worker has exited.
-// One process: its admin listener closes with the public one (Fastify answers 503 to a request
-// that arrives while it closes), so probes already failed there; what is new is that readiness
-// itself turns not ready first, before either listener closes.
+// One process: readiness turns not ready first, and its admin listener stays up (saying so)
+// until the public one has closed (src/server.ts).
 
 const avail = pgAvailability()
 const DRAINING = { name: 'shutdown', state: 'down', reason: 'draining' }
