@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ConfigError, ErrorCode, formatProblem, GatewayError } from './errors.js'
 import type { Algorithm, GatewayConfig } from './config/types.js'
-import { holdReloadSignal, listen, type ReloadSignal } from './server.js'
+import { holdEarlyStop, holdReloadSignal, listen, type ReloadSignal } from './server.js'
 import type { Store } from './sessions/store.js'
 import type { AdminOptions } from './sessions/admin-commands.js'
 import type { ReloadResult } from './app.js'
@@ -53,6 +53,8 @@ const commands: Record<string, Command> = {
     // gateway starts is remembered and reloads once it listens (a worker's is dropped: the
     // primary reloads the fleet)
     const reloadSignal = holdReloadSignal()
+    // and until it listens, a SIGTERM or SIGINT ends it at once, even as PID 1 of a container
+    holdEarlyStop()
     const { configFromPrimary, isWorker, serveAsWorker } = await import('./workers.js')
     const worker = isWorker()
     // a worker runs the configuration its primary read, never the file (src/workers.ts)
