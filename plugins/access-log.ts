@@ -30,6 +30,14 @@ export const MAX_PENDING_CHARS = 12_288
 /** under load, lines wait at most this long to join a batch (tests wait it out) */
 export const BATCH_INTERVAL_MS = 5
 
+/**
+ * The longest path a decision line carries, in characters; a longer one ends in `…`. A path is
+ * the client's (up to ~16 KB): with a slow stdout each such line was kept whole
+ * (fix-log-buffer-unbounded); the route, not the tail, is what the line is read for.
+ */
+export const MAX_LOGGED_PATH_CHARS = 1024
+const capped = (path: string): string => path.length > MAX_LOGGED_PATH_CHARS ? path.slice(0, MAX_LOGGED_PATH_CHARS) + '…' : path
+
 export default fp(async function accessLog (app, opts: { logger: Logger }) {
   const { logger } = opts
   if (!logger.isLevelEnabled('info')) return
@@ -70,7 +78,7 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
       ',"sub":' + (sub === undefined || sub === '' ? 'null' : JSON.stringify(sub)) +
       // over HTTP/2 the method is any token the client chooses, at any length (fix-h2-method-in-logs)
       ',"method":"' + cappedMethod(request.method) + '"' +
-      ',"path":' + JSON.stringify(q === -1 ? url : url.slice(0, q)) +
+      ',"path":' + JSON.stringify(q === -1 ? capped(url) : capped(url.slice(0, q))) +
       ',"status":' + status +
       ',"ms":' + (Math.round((now - request.acceptedAt) * 100) / 100) + '}\n'
     )

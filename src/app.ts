@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from './config/types.js'
-import { createLogger } from './logger.js'
+import { createLogger, droppedLogWrites } from './logger.js'
 import { Denylist } from './pipeline/denylist.js'
 import { HeaderRewriter } from './pipeline/headers.js'
 import { socketRefusal } from './pipeline/pipeline.js'
@@ -310,6 +310,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
       : { state: sessions.feed.status.state, stalenessMs: sessions.feed.health().stalenessMs, reloads: sessions.feed.status.reloads },
     configHash: () => holder.current.config.hash,
     reloads: () => reloads,
+    logDrops: droppedLogWrites,
   })
   if (sessions !== undefined && initial.admin.token !== '') {
     await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store, selfIssuer: () => holder.current.config.tokens.issuer, trustedIssuers: () => holder.current.config.issuers.map(i => i.issuer), events })

@@ -53,6 +53,8 @@ export interface MetricsSources {
   configHash?: () => string
   /** reload attempts so far (app.ts keeps them: `Gateway.reloads`) */
   reloads?: () => { readonly succeeded: number, readonly failed: number }
+  /** log writes dropped because stdout was not read (src/logger.ts) */
+  logDrops?: () => number
 }
 
 export interface GatewayMetricsOptions {
@@ -256,6 +258,20 @@ export class GatewayMetrics {
             if (r === undefined) return
             this.inc({ result: 'success' }, mirror.delta('success', r.succeeded))
             this.inc({ result: 'failure' }, mirror.delta('failure', r.failed))
+          },
+        })
+        break
+      }
+      case 'logDrops': {
+        const mirror = new Mirror()
+        // eslint-disable-next-line no-new
+        new Counter({
+          name: 'portcullis_log_writes_dropped_total',
+          help: 'Log writes dropped because the log destination was full (stdout not read); each write holds one or more lines.',
+          registers,
+          collect () {
+            const n = s.logDrops?.()
+            if (n !== undefined) this.inc(mirror.delta('dropped', n))
           },
         })
         break
