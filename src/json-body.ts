@@ -25,6 +25,11 @@ export function readJsonBodiesStrictly (scope: FastifyInstance): void {
         done(err, undefined)
         return
       }
+      const tooBig = shapeProblem(value)
+      if (tooBig !== undefined) {
+        done(badRequest(ErrorCode.badRequest, tooBig), undefined)
+        return
+      }
       let name: string | undefined
       try {
         // secure-json-parse drops a leading byte order mark; momoa refuses one, and a body the
@@ -41,6 +46,31 @@ export function readJsonBodiesStrictly (scope: FastifyInstance): void {
       else done(badRequest(ErrorCode.duplicateJsonMember, `the body names ${JSON.stringify(name.slice(0, 64))} twice in one object`), undefined)
     })
   })
+}
+
+/**
+ * The most values (objects, arrays, members, elements) a body the gateway reads may hold, and
+ * how deep. Its bodies are a few members (a login, a refresh, an admin request); momoa's syntax
+ * tree of a 64 KB body of 32,000 values cost 33 ms, before the login throttle counted anything,
+ * and every endpoint paid it (30 requests/s held a core: fix-json-body-cpu). Counted on what
+ * JSON.parse built, stopping at the limit, so the check costs what a real body costs.
+ */
+const MAX_BODY_VALUES = 1_000
+const MAX_BODY_DEPTH = 16
+
+function shapeProblem (value: unknown): string | undefined {
+  let count = 0
+  const pending: Array<[unknown, number]> = [[value, 0]]
+  for (let item = pending.pop(); item !== undefined; item = pending.pop()) {
+    const [v, depth] = item
+    if (++count > MAX_BODY_VALUES) return `the body holds more than ${MAX_BODY_VALUES} values`
+    if (typeof v !== 'object' || v === null) continue
+    if (depth >= MAX_BODY_DEPTH) return 'the body is nested too deeply'
+    const children: unknown[] = Array.isArray(v) ? v : Object.values(v)
+    if (count + pending.length + children.length > MAX_BODY_VALUES) return `the body holds more than ${MAX_BODY_VALUES} values`
+    for (const child of children) pending.push([child, depth + 1])
+  }
+  return undefined
 }
 
 /** the first name an object of `text` (valid JSON) holds twice, at any depth; throws RangeError when nested too deeply */
