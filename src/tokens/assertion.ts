@@ -3,6 +3,7 @@ import { createSigner } from 'fast-jwt'
 import { ErrorCode, invalidToken, type GatewayError } from '../errors.js'
 import type { KeySet } from './keys.js'
 import type { VerifiedToken } from './verified-token.js'
+import { estimateBytes, MAX_ENTRY_BYTES } from './verify-cache.js'
 
 /** the `typ` of an assertion: never mistaken for an access token (at+jwt) by the gateway or an upstream */
 export const ASSERTION_TYP = 'portcullis-assertion+jwt'
@@ -18,6 +19,15 @@ const CORE_CLAIMS = new Set(['iss', 'aud', 'sub', 'scope', 'token_iss', 'iat', '
 // an assertion is re-signed once less than this share of its lifetime is left, so an
 // upstream never receives one about to expire in flight
 const RENEW_AT_REMAINING = 0.2
+/**
+ * The assertion cache's estimated bytes for each token maxTokens counts (30 MiB at the
+ * default 20,000): an entry holds the token's text and an assertion per audience, each up to
+ * ~8 KB, and the count alone let 20,000 of 8 KB tokens hold 300 MB more on a route with an
+ * assertion (fix-verify-cache-unbounded-bytes). A typical entry (the gateway's own token and
+ * one assertion) weighs ~1.5 KiB; an identity provider's 3–5 KiB. With the verify cache's
+ * (verify-cache.ts), the two hold at most 90 MiB by default.
+ */
+const BUDGET_BYTES_PER_TOKEN = 1536
 
 export interface AssertionLimits {
   /**
@@ -29,7 +39,10 @@ export interface AssertionLimits {
    * is refused (tooLargeToForward). The caller deducts the assertion header's name. Default 8192.
    */
   maxBytes?: number | undefined
-  /** distinct tokens whose assertions are kept for reuse; the oldest leave first. Default 10,000. */
+  /**
+   * distinct tokens whose assertions are kept for reuse, and with BUDGET_BYTES_PER_TOKEN what
+   * they may weigh together; the oldest leave first. Default 10,000.
+   */
   maxTokens?: number | undefined
 }
 
@@ -50,7 +63,9 @@ interface Signed { jwt: string | undefined, renewAtMs: number }
  * verify cache admits a token on its second use (and may be off), so the same token arrives
  * as two or more objects; keyed by object, every token was signed at least twice, and on
  * every request with the cache off (test/e2e/assertion-gateway.test.ts). The map is bounded
- * like the verify cache: a ring of keys, the oldest insertion leaves first.
+ * like the verify cache, by count and by estimated bytes: a ring of keys written at `#next`,
+ * left from `#oldest`, the oldest insertion leaving first. An entry's weight is estimated when
+ * it is signed into (never on a reuse), from what it holds, so it is not kept beside it.
  */
 export class AssertionSigner {
   readonly #sign: (payload: Record<string, unknown>) => string
@@ -61,6 +76,9 @@ export class AssertionSigner {
   readonly #signed = new Map<string, Map<string, Signed>>()
   readonly #ring: Array<string | undefined>
   #next = 0
+  #oldest = 0
+  #bytes = 0
+  readonly #budgetBytes: number
   /** signatures made, for the metrics (and the test that they are reused) */
   signatures = 0
   /** assertions that left claims out to stay within maxBytes */
@@ -78,12 +96,13 @@ export class AssertionSigner {
     this.#clock = clock
     this.#maxBytes = limits.maxBytes ?? 8192
     this.#ring = new Array<string | undefined>(Math.max(1, limits.maxTokens ?? 10_000)).fill(undefined)
+    this.#budgetBytes = Math.max(MAX_ENTRY_BYTES, this.#ring.length * BUDGET_BYTES_PER_TOKEN)
   }
 
   /** the assertion about `token` for `audience`; reused while it has life left */
   assertion (token: VerifiedToken, audience: string): string {
     const nowMs = this.#clock()
-    let byAudience = this.#signed.get(token.text)
+    const byAudience = this.#signed.get(token.text)
     const cached = byAudience?.get(audience)
     if (cached !== undefined && nowMs < cached.renewAtMs) {
       if (cached.jwt === undefined) throw tooLargeToForward()
@@ -115,11 +134,7 @@ export class AssertionSigner {
     let identityBytes = 0
     for (const [name, value] of token.identity) identityBytes += name.length + value.length
     const jwt = this.#signWithin(payload, this.#maxBytes - identityBytes)
-    if (byAudience === undefined) {
-      byAudience = new Map()
-      this.#remember(token.text, byAudience)
-    }
-    byAudience.set(audience, { jwt, renewAtMs: (exp - (exp - iat) * RENEW_AT_REMAINING) * 1000 })
+    this.#keep(token.text, byAudience, audience, { jwt, renewAtMs: (exp - (exp - iat) * RENEW_AT_REMAINING) * 1000 })
     if (jwt === undefined) throw tooLargeToForward()
     return jwt
   }
@@ -127,12 +142,45 @@ export class AssertionSigner {
   /** how many tokens have assertions kept for reuse */
   get size (): number { return this.#signed.size }
 
-  #remember (token: string, byAudience: Map<string, Signed>): void {
-    const oldest = this.#ring[this.#next]
-    if (oldest !== undefined) this.#signed.delete(oldest)
-    this.#ring[this.#next] = token
-    this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1
-    this.#signed.set(token, byAudience)
+  /** the estimated bytes the kept assertions and their tokens' texts keep alive */
+  get bytes (): number { return this.#bytes }
+
+  /**
+   * Keeps `signed` for reuse. An entry heavier than MAX_ENTRY_BYTES is not kept (a token of
+   * 40 KB, or one whose assertions for many audiences add up): its assertion is signed again
+   * on each use, as a new token's is. Room is made by evicting the oldest entries, which may be
+   * this token's own when it is the oldest; it then comes back as a new one on its next use.
+   */
+  #keep (token: string, byAudience: Map<string, Signed> | undefined, audience: string, signed: Signed): void {
+    if (byAudience === undefined) {
+      const entry = new Map([[audience, signed]])
+      const bytes = weigh(token, entry)
+      if (bytes > MAX_ENTRY_BYTES) return
+      while (this.#ring[this.#next] !== undefined || this.#bytes + bytes > this.#budgetBytes) this.#evictOldest()
+      this.#ring[this.#next] = token
+      this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1
+      this.#bytes += bytes
+      this.#signed.set(token, entry)
+      return
+    }
+    // another audience, or a renewal (whose stale assertion this replaces)
+    const before = weigh(token, byAudience)
+    byAudience.set(audience, signed)
+    let after = weigh(token, byAudience)
+    if (after > MAX_ENTRY_BYTES) {
+      byAudience.delete(audience)
+      after = weigh(token, byAudience)
+    }
+    this.#bytes += after - before
+    while (this.#bytes > this.#budgetBytes) this.#evictOldest()
+  }
+
+  #evictOldest (): void {
+    const token = this.#ring[this.#oldest] as string
+    this.#bytes -= weigh(token, this.#signed.get(token) as Map<string, Signed>)
+    this.#signed.delete(token)
+    this.#ring[this.#oldest] = undefined
+    this.#oldest = this.#oldest + 1 === this.#ring.length ? 0 : this.#oldest + 1
   }
 
   /**
@@ -174,6 +222,11 @@ export class AssertionSigner {
     this.trimmed++
     return jwt
   }
+}
+
+/** an assertion cache entry's estimated bytes: the token's text and its assertions by audience */
+function weigh (token: string, byAudience: ReadonlyMap<string, Signed>): number {
+  return estimateBytes([token, byAudience], MAX_ENTRY_BYTES)
 }
 
 /**
