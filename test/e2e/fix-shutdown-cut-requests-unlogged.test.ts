@@ -1,11 +1,9 @@
 import t, { type Test } from 'tap'
-import { request as httpRequest, type ServerResponse } from 'node:http'
-import { request as httpsRequest } from 'node:https'
 import { baseConfig, makeKey } from '../fixtures/gateway.js'
-import { startUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
+import { heldUpstream, type RecordingUpstream } from '../fixtures/upstream.js'
 import { startGatewayProcess, type GatewayProcess } from '../fixtures/process.js'
 import { pgAvailability, startPostgres } from '../fixtures/pg.js'
-import { tryConnect } from '../fixtures/raw-client.js'
+import { requestOnce, tryConnect, type FreshResponse } from '../fixtures/raw-client.js'
 import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 
 // Operations review 2, F5: the requests still in flight when server.shutdownTimeout expired
@@ -20,31 +18,9 @@ import { PROCESS_WAIT_MS, until } from '../fixtures/until.js'
 
 const avail = pgAvailability()
 
-interface Res { status: number, body: string }
-
+type Res = FreshResponse
 /** one request on a fresh connection; the error code when there is no answer */
-function send (url: string, timeoutMs = PROCESS_WAIT_MS): Promise<Res | string> {
-  return new Promise((resolve) => {
-    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { agent: false }, (res) => {
-      let body = ''
-      res.on('data', (c: Buffer) => { body += c.toString() })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      res.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-    })
-    req.setTimeout(timeoutMs, () => { req.destroy(Object.assign(new Error('timed out'), { code: 'TIMEOUT' })) })
-    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-    req.end()
-  })
-}
-
-/** an upstream that holds every response until `release()` (ended at teardown) */
-async function heldUpstream (t: Test): Promise<RecordingUpstream & { release: () => void }> {
-  const held: ServerResponse[] = []
-  const upstream = await startUpstream((rec, res) => { held.push(res) })
-  const release = (): void => { for (const res of held.splice(0)) if (!res.destroyed) res.end(JSON.stringify({ done: true })) }
-  t.teardown(async () => { release(); await upstream.close() })
-  return { ...upstream, release }
-}
+const send = async (url: string, timeoutMs = PROCESS_WAIT_MS): Promise<Res | string> => await requestOnce(url, timeoutMs)
 
 const logLines = (gw: GatewayProcess): Array<Record<string, unknown>> => gw.output().split('\n').flatMap(l => { try { return [JSON.parse(l) as Record<string, unknown>] } catch { return [] } })
 
