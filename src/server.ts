@@ -187,7 +187,9 @@ export async function listen (gateway: Gateway, options: ListenOptions = {}): Pr
       // hold the public listener open until the timeout. gateway.close() then closes the rest.
       const closed = (async () => {
         gateway.live.close()
-        await app.close()
+        // settled, not awaited bare: an onClose hook that fails (a trace export to a collector
+        // that is away) must not stop the rest from closing; gateway.close() settles it alike
+        await Promise.allSettled([app.close()])
         await gateway.close()
       })()
       let timer: NodeJS.Timeout | undefined
