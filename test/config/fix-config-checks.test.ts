@@ -1,8 +1,8 @@
 import t from 'tap'
 import { stringify } from 'yaml'
 import { loadConfigText } from '../../src/config/load.js'
-import { ConfigError, type ConfigProblem } from '../../src/errors.js'
 import { makeKey } from '../fixtures/keys.js'
+import { problemsOf } from '../fixtures/config-problems.js'
 
 // Regression tests for the configuration holes of issue 9 (items 6 and 9) and the checks of
 // the settings added this round. One row per case: the edit, and the problem paths it must
@@ -16,16 +16,6 @@ function minimal (): Record<string, any> {
   return {
     tokens: { issuer: 'https://auth.test', audience: 'api.test', algorithm: 'EdDSA', keys: [{ kid: 'k1', privateKey: ed.privatePem }] },
     routes: [{ name: 'api', prefix: '/api', upstream: 'http://127.0.0.1:4001', auth: 'required' }],
-  }
-}
-
-function problemsOf (doc: Record<string, any>): ConfigProblem[] {
-  try {
-    loadConfigText(stringify(doc), { env: {}, baseDir: '/srv/gw', cores: 4 })
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems]
-    throw err
   }
 }
 

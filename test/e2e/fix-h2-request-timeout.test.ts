@@ -14,11 +14,10 @@
  */
 import t from 'tap'
 import { connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { testCertificate } from '../fixtures/tls.js'
 import { h2Request } from '../fixtures/h2-client.js'
+import { bodyEndUpstream } from '../fixtures/upstream.js'
 import { openStore } from '../../src/sessions/store.js'
 
 const REQUEST_TIMEOUT_MS = 1_000
@@ -28,20 +27,11 @@ const POOL = 2
 
 const cert = testCertificate(t)
 // headers at once (the exchange has started), the rest when the body ends
-const upstream = createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'text/plain' })
-  res.flushHeaders()
-  let n = 0
-  req.on('data', (c: Buffer) => { n += c.length })
-  req.on('end', () => res.end(`got ${n}`))
-})
-await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-t.teardown(() => { upstream.closeAllConnections(); upstream.close() })
-const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+const upstream = await bodyEndUpstream(t)
 const store = await openStore({ dataDir: 'memory://' })
 t.teardown(() => store.close())
 const gw = await startGateway(t, baseConfig(makeKey('EdDSA'), [
-  { name: 'upload', prefix: '/upload', upstream: upstreamUrl, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s' },
+  { name: 'upload', prefix: '/upload', upstream: upstream.url, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s' },
 ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true, requestTimeout: `${REQUEST_TIMEOUT_MS}ms` } }), { store })
 
 const session = (): ClientHttp2Session => {

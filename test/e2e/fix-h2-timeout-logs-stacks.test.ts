@@ -11,12 +11,11 @@
  */
 import t from 'tap'
 import { connect, type ClientHttp2Session } from 'node:http2'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { baseConfig, makeKey, startGateway } from '../fixtures/gateway.js'
 import { testCertificate } from '../fixtures/tls.js'
+import { bodyEndUpstream } from '../fixtures/upstream.js'
 import { openStore } from '../../src/sessions/store.js'
 
 const REQUEST_TIMEOUT_MS = 1_000
@@ -31,17 +30,12 @@ const logger = pino({ level: 'info' }, new Writable({
 }))
 
 const cert = testCertificate(t)
-const upstream = createServer((req, res) => {
-  req.resume()
-  req.on('end', () => res.end('done'))
-})
-await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-t.teardown(() => { upstream.closeAllConnections(); upstream.close() })
-const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+// answers when the body ends, headers and all: until then the gateway can still answer 408 itself
+const upstream = await bodyEndUpstream(t, { headersAtOnce: false })
 const store = await openStore({ dataDir: 'memory://' })
 t.teardown(() => store.close())
 const gw = await startGateway(t, baseConfig(makeKey('EdDSA'), [
-  { name: 'upload', prefix: '/upload', upstream: upstreamUrl, auth: 'public' },
+  { name: 'upload', prefix: '/upload', upstream: upstream.url, auth: 'public' },
 ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true, requestTimeout: `${REQUEST_TIMEOUT_MS}ms` } }), { store, logger })
 
 const session: ClientHttp2Session = connect(`https://127.0.0.1:${gw.port}`, { ca: cert.certPem, servername: 'localhost' })

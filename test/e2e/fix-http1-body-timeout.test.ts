@@ -13,10 +13,9 @@
  * that answers its headers at once and the rest when the body ends, raw clients that trickle.
  */
 import t from 'tap'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { baseConfig, makeKey, startGateway, raw } from '../fixtures/gateway.js'
 import { RawClient } from '../fixtures/raw-client.js'
+import { bodyEndUpstream } from '../fixtures/upstream.js'
 import { openStore } from '../../src/sessions/store.js'
 
 const REQUEST_TIMEOUT_MS = 1_000
@@ -24,20 +23,11 @@ const REQUEST_TIMEOUT_MS = 1_000
 const SLACK_MS = 3_000
 const POOL = 2
 
-const upstream = createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'text/plain' })
-  res.flushHeaders()
-  let n = 0
-  req.on('data', (c: Buffer) => { n += c.length })
-  req.on('end', () => res.end(`got ${n}`))
-})
-await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-t.teardown(() => { upstream.closeAllConnections(); upstream.close() })
-const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+const upstream = await bodyEndUpstream(t)
 const store = await openStore({ dataDir: 'memory://' })
 t.teardown(() => store.close())
 const gw = await startGateway(t, baseConfig(makeKey('EdDSA'), [
-  { name: 'upload', prefix: '/upload', upstream: upstreamUrl, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s' },
+  { name: 'upload', prefix: '/upload', upstream: upstream.url, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s' },
 ], { server: { requestTimeout: `${REQUEST_TIMEOUT_MS}ms` } }), { store })
 
 interface Trickled { client: RawClient, startMs: number, stop: () => void }
