@@ -320,7 +320,7 @@ async function scaleChecks (ctx: Ctx, database: string | undefined, notes: strin
     name: '1 MB request + response bodies',
     base: { id: 'bare-1MB', kind: 'bare', bigBody: true },
     variant: { id: 'portcullis-EdDSA-1MB', kind: 'portcullis', alg: 'EdDSA', database, bigBody: true },
-    note: 'portcullis ÷ bare, both streaming a 1 MiB POST body to the upstream and its 1 MiB echo back',
+    note: 'portcullis ÷ bare, a 1 MiB POST body to the upstream (portcullis reads it whole first, requestBuffering; bare streams it) and its 1 MiB echo back',
     bodyBytes: 1024 * 1024,
     reference: { id: 'direct-1MB', kind: 'direct', bigBody: true },
   })

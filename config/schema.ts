@@ -82,6 +82,9 @@ const Server = Obj({
   // a client that stops reading its response for this long is disconnected (and its
   // upstream request aborted), so it cannot hold an upstream connection
   writeTimeout: Duration('30s'),
+  // bytes of request bodies a process may hold while it reads them whole before forwarding
+  // (routes[].requestBuffering); a body that would pass it → 503 gateway_busy
+  requestBufferBytes: Type.Integer({ minimum: 65_536, maximum: 1_099_511_627_776, default: 67_108_864 }),
   // processes sharing the public port: `auto` = one per core; 1 = a single process
   workers: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], { description: '"auto" or a number of processes', default: 1 }),
   // HTTPS on the public listener; absent: plain HTTP (terminate TLS in front)
@@ -298,6 +301,9 @@ const Route = Obj({
   connections: Type.Integer({ minimum: 1, maximum: 10_000, default: 128 }),
   // request body cap, counted on the stream (chunked or not); over it → 413
   maxBodyBytes: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, default: 10_485_760 }),
+  // read the whole request body before taking an upstream connection, so a client that sends
+  // slowly holds no upstream connection; false: stream it as it arrives (large uploads)
+  requestBuffering: Type.Boolean({ default: true }),
   // send the client's Host upstream instead of the upstream's own
   preserveHost: Type.Boolean({ default: false }),
   // the route's answers carry `Content-Security-Policy: sandbox`: a page an upstream serves on

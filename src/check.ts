@@ -63,11 +63,11 @@ export function readConfigOrReport (file: string): GatewayConfig | undefined {
 
 /** how each route treats slow, busy and large exchanges (issue 8's settings) */
 export function limitsTable (config: GatewayConfig): string {
-  const rows = [['ROUTE', 'TIMEOUT', 'IDLE', 'QUEUE', 'CONNECTIONS', 'MAX BODY', 'HOST', 'CORS', 'WEBSOCKET', 'PAGES', 'COOKIES', 'ISSUERS', 'ASSERTION']]
+  const rows = [['ROUTE', 'TIMEOUT', 'IDLE', 'QUEUE', 'CONNECTIONS', 'MAX BODY', 'BODY', 'HOST', 'CORS', 'WEBSOCKET', 'PAGES', 'COOKIES', 'ISSUERS', 'ASSERTION']]
   for (const r of config.routes) {
     rows.push([
       r.name, duration(r.timeoutMs), duration(r.idleTimeoutMs), String(r.queueLimit), String(r.connections), bytes(r.maxBodyBytes),
-      r.preserveHost ? 'client' : 'upstream', config.cors !== undefined && r.cors ? 'on' : '-', r.websocket ? 'yes' : '-',
+      r.requestBuffering ? 'buffered' : 'streamed', r.preserveHost ? 'client' : 'upstream', config.cors !== undefined && r.cors ? 'on' : '-', r.websocket ? 'yes' : '-',
       r.sandbox ? 'sandboxed' : 'trusted', r.cookies, r.auth === 'public' ? '-' : r.issuers.join(','), r.assertionAudience ?? '-',
     ])
   }
@@ -80,7 +80,7 @@ export function listenerLine (config: GatewayConfig): string {
   const scheme = s.tls === undefined ? 'http' : 'https'
   const trust = s.trustProxy === true ? 'every peer' : s.trustProxy === false ? 'none' : s.trustProxy.join(', ')
   return `listener: ${scheme}://${s.host}:${s.port}${s.http2 ? ' (HTTP/2 and HTTP/1.1)' : ''}, workers ${s.workers}, ` +
-    `writeTimeout ${duration(s.writeTimeoutMs)}, requestTimeout ${duration(s.requestTimeoutMs)}, trusted proxies: ${trust}`
+    `writeTimeout ${duration(s.writeTimeoutMs)}, requestTimeout ${duration(s.requestTimeoutMs)}, request buffers ${bytes(s.requestBufferBytes)}, trusted proxies: ${trust}`
 }
 
 function duration (ms: number): string {

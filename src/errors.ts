@@ -68,6 +68,8 @@ export const ErrorCode = {
   upstreamUnavailable: 'upstream_unavailable',
   upstreamTimeout: 'upstream_timeout',
   upstreamBusy: 'upstream_busy',
+  /** the request bodies being read whole (routes[].requestBuffering) fill server.requestBufferBytes */
+  gatewayBusy: 'gateway_busy',
   // sessions (auth endpoints, admin API, CLI)
   invalidCredentials: 'invalid_credentials',
   invalidGrant: 'invalid_grant',

@@ -18,6 +18,7 @@ import type { Denylist } from './pipeline/denylist.js'
 import { PoolRegistry, type UpstreamPool } from './proxy/pools.js'
 import { UpstreamPath } from './proxy/upstream-path.js'
 import { compileCookieRule } from './proxy/upstream-cookies.js'
+import { BodyBudget } from './proxy/body-budget.js'
 import type { UpstreamTarget, UpstreamTiming } from './proxy/exchange.js'
 import { webSocketServer, type WebSocketTarget } from './proxy/websocket.js'
 import type { LiveSockets } from './proxy/live-sockets.js'
@@ -89,6 +90,8 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
   const refreshCookie = config.identity.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName.toLowerCase()
   const routes = new RouteTable<CompiledRoute>()
   const pools = new Set<UpstreamPool>()
+  // one budget for the bodies this configuration's routes read whole (proxy/body-budget.ts)
+  const bodies = new BodyBudget(config.server.requestBufferBytes)
   for (const route of config.routes) {
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)
@@ -102,6 +105,7 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
       idleTimeoutMs: route.idleTimeoutMs,
       queueLimit: route.queueLimit,
       maxBodyBytes: route.maxBodyBytes,
+      bodyBudget: route.requestBuffering ? bodies : undefined,
       upstreamHost: route.preserveHost ? undefined : route.upstreamHost,
       writeTimeoutMs: config.server.writeTimeoutMs,
       rewriter,

@@ -49,6 +49,7 @@ export function normalize (raw: Raw, nc: NormalizeContext, problems: ConfigProbl
     issuers: [SELF_ISSUER, ...((raw.issuers ?? []) as Raw[]).map(i => String(i.name))],
     assertion: raw.identity?.assertion !== undefined,
     cors: raw.cors !== undefined,
+    requestBufferBytes: Number(raw.server?.requestBufferBytes ?? Infinity),
   }, ctx))
   if (broken || problems.length > 0 || tokens === undefined || database === undefined || server === undefined || admin === undefined ||
     issuers === undefined || identity === undefined || telemetry === undefined || login === undefined || revocation === undefined || routes === undefined) {

@@ -61,6 +61,8 @@ export interface RouteConfig {
   queueLimit: number
   connections: number
   maxBodyBytes: number
+  /** the body is read whole before the request takes an upstream connection */
+  requestBuffering: boolean
   preserveHost: boolean
   /** answers carry `Content-Security-Policy: sandbox` (pages the upstream serves get an opaque origin) */
   sandbox: boolean
@@ -135,6 +137,8 @@ export interface GatewayConfig {
     shutdownTimeoutMs: number
     bodyLimitBytes: number
     writeTimeoutMs: number
+    /** the most bytes of request bodies read whole (routes[].requestBuffering) a process holds */
+    requestBufferBytes: number
     /** resolved: `auto` → the number of cores */
     workers: number
     tls: TlsConfig | undefined

@@ -1,4 +1,4 @@
-import { ErrorCode, GatewayError } from '../errors.js'
+import { ErrorCode, GatewayError, REQUEST_TIMEOUT_MESSAGE } from '../errors.js'
 
 /** the route's timeout ran out before the upstream's response headers arrived */
 export class UpstreamTimeoutError extends Error {
@@ -77,6 +77,16 @@ export function upstreamError (err: Error): GatewayError {
 
 export function payloadTooLarge (cause?: unknown): GatewayError {
   return new GatewayError(ErrorCode.payloadTooLarge, 413, 'the request body is larger than this route accepts', { cause })
+}
+
+/** a buffered body did not arrive whole within the route's timeout (the client's slowness, not the upstream's) */
+export function requestTimedOut (): GatewayError {
+  return new GatewayError(ErrorCode.requestTimeout, 408, REQUEST_TIMEOUT_MESSAGE)
+}
+
+/** the bodies being buffered already hold server.requestBufferBytes */
+export function gatewayBusy (): GatewayError {
+  return new GatewayError(ErrorCode.gatewayBusy, 503, 'the gateway is busy; retry shortly', { retryAfterSec: 1 })
 }
 
 export function upstreamBusy (): GatewayError {

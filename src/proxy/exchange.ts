@@ -9,11 +9,12 @@ import type { Dispatcher } from 'undici'
 import type { GatewayError } from '../errors.js'
 import type { HeaderRewriter, RequestFacts } from '../pipeline/headers.js'
 import type { UpstreamPool } from './pools.js'
+import type { BodyBudget } from './body-budget.js'
 import type { UpstreamPath } from './upstream-path.js'
 import { Reason } from '../pipeline/auth-state.js'
 import { closeAfterAnswer } from '../pipeline/edge.js'
 import { earlyHintsHeaders, responseHeaderList, trailerHeaders, transferCodingRefused, writableHeaderList, type ResponseRules } from './response-headers.js'
-import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, payloadTooLarge, reportUnfinished, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError, UpstreamTransferCodingError } from './errors.js'
+import { BodyTooLargeError, CLIENT_CLOSED_STATUS, ClientGoneError, gatewayBusy, payloadTooLarge, reportUnfinished, requestTimedOut, upstreamBusy, upstreamError, upstreamErrorCode, UpstreamTimeoutError, UpstreamTransferCodingError } from './errors.js'
 
 // 103 Early Hints relayed per exchange: hints are optional, and an upstream sending them
 // without end must not fill the gateway's memory with writes a client does not read
@@ -22,6 +23,7 @@ const MAX_EARLY_HINTS = 2
 // methods are the safe ones a pipelined request may be forwarded with at once (start())
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 const STALE_SOCKET = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
+const EMPTY = Buffer.alloc(0)
 
 /** on a client connection: the unsafe requests waiting for the responses before theirs (dispatchInTurn) */
 const kWaitingInTurn = Symbol('portcullis.waitingInTurn')
@@ -53,6 +55,12 @@ export interface UpstreamTarget {
   idleTimeoutMs: number
   queueLimit: number
   maxBodyBytes: number
+  /**
+   * routes[].requestBuffering: a body is read whole, counted in this budget
+   * (server.requestBufferBytes), before the request takes an upstream connection; undefined:
+   * streamed as it arrives
+   */
+  bodyBudget: BodyBudget | undefined
   /** the Host header for the upstream; undefined: the client's (preserveHost) */
   upstreamHost: string | undefined
   /** a client that does not read for this long is dropped */
@@ -90,7 +98,9 @@ export function forward (target: UpstreamTarget, request: FastifyRequest, reply:
  * - between body chunks the route's idleTimeout applies (undici bodyTimeout), so SSE and long
  *   polls are not cut at the route timeout;
  * - a client that stops reading for server.writeTimeout is disconnected, which aborts the
- *   upstream request and frees its connection (undici pauses its body timer while we pause).
+ *   upstream request and frees its connection (undici pauses its body timer while we pause);
+ * - a client that sends its body slowly holds no upstream connection: on a route with
+ *   requestBuffering the body is read whole first (#readWhole).
  */
 class Exchange implements Dispatcher.DispatchHandler {
   readonly #target: UpstreamTarget
@@ -103,6 +113,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #retryable: boolean
   #controller: Dispatcher.DispatchController | undefined = undefined
   #headersTimer: NodeJS.Timeout | undefined = undefined
+  #budget: BodyBudget | undefined = undefined
   #writeTimer: NodeJS.Timeout | undefined = undefined
   /** response headers written to the client */
   #started = false
@@ -116,6 +127,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   #sentAt = 0
   /** 103 Early Hints relayed so far */
   #hints = 0
+  /** the body is being read whole before forwarding (routes[].requestBuffering) */
+  #reading = false
+  /** bytes of the body read whole, counted in the budget until given back (#release) */
+  #heldBytes = 0
 
   constructor (target: UpstreamTarget, request: FastifyRequest, reply: FastifyReply, ctx: ForwardContext) {
     this.#target = target
@@ -154,6 +169,15 @@ class Exchange implements Dispatcher.DispatchHandler {
     if ((this.#request.raw as { [kExpectsContinue]?: boolean })[kExpectsContinue] === true && this.#options.body !== null) {
       this.#res.writeContinue()
     }
+    const budget = this.#target.bodyBudget
+    if (budget !== undefined && this.#options.body !== null) {
+      this.#readWhole(budget)
+      return
+    }
+    this.#forward(now)
+  }
+
+  #forward (now: number): void {
     // HTTP/1.1 pipelining: Node gives a response its socket only once the responses before it
     // on the connection have finished. RFC 9112 §9.3.2 allows pipelined requests to run in
     // parallel only when all are safe: an unsafe one waits for its turn, as nginx reads the next
@@ -166,6 +190,81 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     this.#dispatch(now)
+  }
+
+  /**
+   * routes[].requestBuffering: the body is read whole — up to the route's maxBodyBytes (413),
+   * within the process's server.requestBufferBytes (503 gateway_busy) — before the request
+   * takes an upstream connection or a place in the route's queue. A client trickling its body
+   * held an upstream connection until server.requestTimeout (30 s by default): a few hundred
+   * such clients, anonymous on a public route, took a route's whole pool and everyone else got
+   * 503 upstream_busy (fix-slow-body-holds-upstream; nginx's proxy_request_buffering). A body
+   * not whole within the route's timeout is the client's delay: 408 request_timeout. The
+   * request's own stream is read (listeners, not an async iterator, whose early return would
+   * destroy the socket before the refusal is written); its declared length is not trusted, the
+   * bytes are counted.
+   */
+  #readWhole (budget: BodyBudget): void {
+    const req = this.#request.raw
+    const maxBytes = this.#target.maxBodyBytes
+    // one buffer, grown by doubling as bytes arrive (never to a declared length: a client that
+    // declares 10 MiB and sends a byte holds a byte). Its whole capacity is counted — at most
+    // twice what arrived — and nothing else is kept: holding each chunk instead held a Buffer
+    // object (~100 bytes of heap) per chunk, so a body in 1-byte chunks held 100 times what the
+    // budget counted
+    let body = EMPTY
+    let length = 0
+    this.#reading = true
+    const stop = (): void => {
+      this.#reading = false
+      req.removeListener('data', onData)
+      req.removeListener('end', onEnd)
+      req.removeListener('error', onError)
+      req.pause()
+    }
+    const onData = (chunk: Buffer): void => {
+      if (this.#done) { stop(); return }
+      const needed = length + chunk.length
+      if (needed > maxBytes) { stop(); this.#fail(payloadTooLarge()); return }
+      if (needed > body.length) {
+        const capacity = Math.min(maxBytes, Math.max(needed, 2 * body.length))
+        if (!budget.take(capacity - body.length)) { stop(); this.#fail(gatewayBusy()); return }
+        this.#heldBytes = capacity
+        // every byte sent on is one written here (subarray below): nothing of the unset rest leaves
+        const grown = Buffer.allocUnsafe(capacity)
+        body.copy(grown, 0, 0, length)
+        body = grown
+      }
+      chunk.copy(body, length)
+      length = needed
+    }
+    const onEnd = (): void => {
+      stop()
+      if (this.#done) return
+      this.#options.body = body.subarray(0, length)
+      // the route's queue may have filled while the body came
+      const pool = this.#target.pool
+      if (pool.inFlight >= pool.connections + this.#target.queueLimit) { this.#fail(upstreamBusy()); return }
+      // outside Fastify's handler now: a throw here would be nobody's
+      try {
+        this.#forward(performance.now())
+      } catch (err) {
+        this.#fail(upstreamError(err as Error))
+      }
+    }
+    // the client went away mid-body ('close' on the response reports it too)
+    const onError = (): void => { stop(); if (!this.#done) this.#clientGone() }
+    this.#budget = budget
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onError)
+  }
+
+  /** the buffered body's bytes leave the budget once the upstream has answered, or nothing will be sent */
+  #release (): void {
+    if (this.#heldBytes === 0) return
+    this.#budget?.give(this.#heldBytes)
+    this.#heldBytes = 0
   }
 
   /** forwarded once the responses before this one on the connection have finished; never if it closes first */
@@ -195,6 +294,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   #settled (): void {
+    this.#release()
     if (!this.#dispatched) return
     this.#dispatched = false
     this.#target.pool.inFlight--
@@ -203,6 +303,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #timedOut (): void {
     this.#headersTimer = undefined
     if (this.#started || this.#done) return
+    // still reading a buffered body: the client is slow, not the upstream
+    if (this.#reading) { this.#fail(requestTimedOut()); return }
     this.#fail(upstreamError(new UpstreamTimeoutError()))
     this.#controller?.abort(new UpstreamTimeoutError())
   }
@@ -210,6 +312,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #clientGone (): void {
     this.#done = true
     this.#clearTimers()
+    this.#release()
     const gone = new ClientGoneError()
     this.#controller?.abort(gone)
     this.#unfinished(CLIENT_CLOSED_STATUS, Reason.clientClosed, gone)
@@ -238,6 +341,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.#target.timing?.upstreamHeaders(this.#target.route, (performance.now() - this.#sentAt) / 1000)
     if (this.#done) { controller.abort(new ClientGoneError()); return }
+    // a long response (SSE after a POST) does not keep its request's body counted
+    this.#release()
     clearTimeout(this.#headersTimer)
     this.#headersTimer = undefined
     const te = headers['transfer-encoding']
@@ -349,6 +454,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #fail (error: GatewayError): void {
     this.#done = true
     this.#clearTimers()
+    this.#release()
     // answered already: the edge's HTTP/2 408 (plugins/edge.ts) reset the stream under way
     if (this.#res.headersSent) return
     this.#reply.send(error)

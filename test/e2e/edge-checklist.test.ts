@@ -64,6 +64,7 @@ t.test('request rules (src/pipeline/headers.ts)', async (t) => {
   const gw = await startGateway(t, baseConfig(key, [
     { name: 'api', prefix: '/api', upstream: up.url, auth: 'required' },
     { name: 'open', prefix: '/open', upstream: up.url, auth: 'public' },
+    { name: 'streamed', prefix: '/streamed', upstream: up.url, auth: 'public', requestBuffering: false },
   ], { identity: { headers: { sub: 'x-user-id', scope: 'x-user-scopes', tenant: 'x-tenant' } } }))
   const bearer = `Bearer ${signWith(key, goodClaims({ sub: 'alice', scope: 'orders:read' }))}`
   const send = async (headers: Array<[string, string]>, path = '/api/x', method = 'GET', body = ''): Promise<Recorded> => {
@@ -97,11 +98,21 @@ t.test('request rules (src/pipeline/headers.ts)', async (t) => {
   })
 
   t.test('R1: a chunked request body reaches the upstream with the gateway\'s own framing', async (t) => {
-    const before = up.requests.length
-    const res = await rawRequest(gw.url, requestBytes('POST', '/open/x', [['Host', 'a.example'], ['Transfer-Encoding', 'chunked']], '3\r\nabc\r\n0\r\n\r\n'))
+    // read whole first (requestBuffering, the default): sent with its length
+    let before = up.requests.length
+    let res = await rawRequest(gw.url, requestBytes('POST', '/open/x', [['Host', 'a.example'], ['Transfer-Encoding', 'chunked']], '3\r\nabc\r\n0\r\n\r\n'))
     t.equal(res.status, 200)
     t.equal(up.requests[before]?.body.toString(), 'abc')
-    t.equal(count(up.requests[before]!.rawHeaders, 'transfer-encoding'), 1, 'one Transfer-Encoding, undici\'s')
+    t.equal(count(up.requests[before]!.rawHeaders, 'transfer-encoding'), 0, 'buffered: no Transfer-Encoding')
+    t.equal(count(up.requests[before]!.rawHeaders, 'content-length'), 1, 'buffered: one Content-Length, undici\'s')
+    t.equal(up.requests[before]?.headers['content-length'], '3')
+    // streamed (requestBuffering: false): chunked again, by undici
+    before = up.requests.length
+    res = await rawRequest(gw.url, requestBytes('POST', '/streamed/x', [['Host', 'a.example'], ['Transfer-Encoding', 'chunked']], '3\r\nabc\r\n0\r\n\r\n'))
+    t.equal(res.status, 200)
+    t.equal(up.requests[before]?.body.toString(), 'abc')
+    t.equal(count(up.requests[before]!.rawHeaders, 'transfer-encoding'), 1, 'streamed: one Transfer-Encoding, undici\'s')
+    t.equal(count(up.requests[before]!.rawHeaders, 'content-length'), 0, 'streamed: no Content-Length')
   })
 
   t.test('R2: Host is the upstream\'s own; the client\'s is x-forwarded-host', async (t) => {

@@ -48,7 +48,9 @@ t.test('a declared length over the cap: 413 and the upstream sees nothing', asyn
 
 t.test('a chunked body over the cap: 413, and the upstream never has more than the cap', async (t) => {
   const up = await countingUpstream(t)
-  const gw = await startGateway(t, baseConfig(key, [{ name: 'up', prefix: '/up', upstream: up.url, auth: 'public', maxBodyBytes: CAP }]))
+  // streamed: the upstream sees the body as it comes (a route that reads bodies whole sends none
+  // over the cap at all: fix-slow-body-holds-upstream)
+  const gw = await startGateway(t, baseConfig(key, [{ name: 'up', prefix: '/up', upstream: up.url, auth: 'public', maxBodyBytes: CAP, requestBuffering: false }]))
 
   // all at once, in chunks of 300 bytes
   const res = await rawRequest(gw.url, requestBytes('POST', '/up/all', [['Host', 'a.example'], ['Transfer-Encoding', 'chunked']], chunked(Array(8).fill('y'.repeat(300)))))

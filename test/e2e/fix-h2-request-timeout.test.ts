@@ -31,7 +31,8 @@ const upstream = await bodyEndUpstream(t)
 const store = await openStore({ dataDir: 'memory://' })
 t.teardown(() => store.close())
 const gw = await startGateway(t, baseConfig(makeKey('EdDSA'), [
-  { name: 'upload', prefix: '/upload', upstream: upstream.url, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s' },
+  // the streamed path: a route that reads bodies whole gives a slow one no upstream connection at all (fix-slow-body-holds-upstream)
+  { name: 'upload', prefix: '/upload', upstream: upstream.url, auth: 'public', connections: POOL, queueLimit: 0, timeout: '30s', requestBuffering: false },
 ], { server: { tls: { certFile: cert.certFile, keyFile: cert.keyFile }, http2: true, requestTimeout: `${REQUEST_TIMEOUT_MS}ms` } }), { store })
 
 const session = (): ClientHttp2Session => {

@@ -78,6 +78,7 @@ function route (overrides: Partial<RouteConfig>): RouteConfig {
     queueLimit: 1000,
     connections: 1,
     maxBodyBytes: 1_048_576,
+    requestBuffering: true,
     preserveHost: false,
     sandbox: true,
     cookies: 'route',

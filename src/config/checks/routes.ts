@@ -18,6 +18,8 @@ export interface RouteContext {
   assertion: boolean
   /** `cors:` is configured */
   cors: boolean
+  /** server.requestBufferBytes */
+  requestBufferBytes: number
 }
 
 export function checkRoutes (routes: Raw[], rc: RouteContext, ctx: CheckContext): RouteConfig[] {
@@ -90,6 +92,10 @@ function checkRoute (r: Raw, path: string, rc: RouteContext, ctx: CheckContext):
   if (r.cors === false && !rc.cors) {
     problem(ctx, `${path}/cors`, 'cors: false has no effect without a top-level cors: section')
   }
+  // a WebSocket route's maxBodyBytes caps its messages, which are never buffered
+  if (r.requestBuffering === true && r.websocket !== true && r.maxBodyBytes > rc.requestBufferBytes) {
+    problem(ctx, `${path}/maxBodyBytes`, `${String(r.maxBodyBytes)} is more than server.requestBufferBytes (${rc.requestBufferBytes}): a body this large could never be read whole; lower it, raise server.requestBufferBytes, or set requestBuffering: false (bodies are then streamed as they arrive)`)
+  }
   const timeoutMs = durationMs(r.timeout)
   const idleTimeoutMs = durationMs(r.idleTimeout)
   if (timeoutMs === 0) problem(ctx, `${path}/timeout`, 'must be more than 0')
@@ -110,6 +116,7 @@ function checkRoute (r: Raw, path: string, rc: RouteContext, ctx: CheckContext):
     queueLimit: r.queueLimit,
     connections: r.connections,
     maxBodyBytes: r.maxBodyBytes,
+    requestBuffering: r.requestBuffering,
     preserveHost: r.preserveHost,
     sandbox: r.sandbox,
     cookies: r.cookies,

@@ -36,6 +36,7 @@ export function checkServer (s: Raw, databaseUrl: string, ctx: CheckContext): Ga
     shutdownTimeoutMs: durationMs(s.shutdownTimeout),
     bodyLimitBytes: s.bodyLimitBytes,
     writeTimeoutMs,
+    requestBufferBytes: s.requestBufferBytes,
     workers,
     tls,
     http2: s.http2,
