@@ -13,6 +13,7 @@ import { trustFunction } from './pipeline/trust.js'
 import { compileRuntime, KeySetRegistry, type Runtime, type RuntimeHolder, type Shared } from './runtime.js'
 import { PoolRegistry } from './proxy/pools.js'
 import { LiveSockets } from './proxy/live-sockets.js'
+import { HeldBodyBytes } from './proxy/body-budget.js'
 import errorsPlugin, { sendError, toGatewayError } from '../plugins/errors.js'
 import adminHostPlugin, { adminFrameworkErrors } from '../plugins/admin-host.js'
 import edgePlugin from '../plugins/edge.js'
@@ -216,7 +217,8 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
   const live = new LiveSockets(denylist, clock)
   // a key an identity provider withdraws closes the WebSockets its tokens opened
   const keySets = new KeySetRegistry({ onWithdrawn: () => { live.recheck() } })
-  const shared: Shared = { pools: new PoolRegistry(), keySets, denylist, live, trust, clock, logger, timing: metrics, lifetimes: new LifetimeHistory() }
+  const bodyBytes = new HeldBodyBytes()
+  const shared: Shared = { pools: new PoolRegistry(), keySets, denylist, live, trust, clock, logger, timing: metrics, lifetimes: new LifetimeHistory(), bodyBytes }
   const holder: RuntimeHolder = { current: compileRuntime(initial, shared) }
   const inForce = (config: GatewayConfig): void => { shared.lifetimes?.apply(config.tokens.maxTokenLifetimeSec, Math.floor(clock() / 1000), config.tokens.clockSkewSec) }
   inForce(initial)
@@ -311,6 +313,7 @@ export async function buildGateway (initial: GatewayConfig, deps: GatewayDeps = 
     configHash: () => holder.current.config.hash,
     reloads: () => reloads,
     logDrops: droppedLogWrites,
+    bodyBytes: () => bodyBytes.bytes,
   })
   if (sessions !== undefined && initial.admin.token !== '') {
     await admin.register(adminApiPlugin, { token: initial.admin.token, service: sessions.service, store: sessions.store, selfIssuer: () => holder.current.config.tokens.issuer, trustedIssuers: () => holder.current.config.issuers.map(i => i.issuer), events })

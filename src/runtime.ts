@@ -18,7 +18,7 @@ import type { Denylist } from './pipeline/denylist.js'
 import { PoolRegistry, type UpstreamPool } from './proxy/pools.js'
 import { UpstreamPath } from './proxy/upstream-path.js'
 import { compileCookieRule } from './proxy/upstream-cookies.js'
-import { BodyBudget } from './proxy/body-budget.js'
+import { BodyBudget, type HeldBodyBytes } from './proxy/body-budget.js'
 import type { UpstreamTarget, UpstreamTiming } from './proxy/exchange.js'
 import { webSocketServer, type WebSocketTarget } from './proxy/websocket.js'
 import type { LiveSockets } from './proxy/live-sockets.js'
@@ -77,6 +77,8 @@ export interface Shared {
   logger: Logger
   /** the upstream calls' figures (the metrics); undefined: not measured (explain) */
   timing?: UpstreamTiming | undefined
+  /** the bytes of request bodies being read whole in this process; undefined: this configuration's alone (explain) */
+  bodyBytes?: HeldBodyBytes | undefined
   /** the own tokens' lifetime limits of earlier configurations; undefined: this one's alone (explain) */
   lifetimes?: LifetimeHistory | undefined
 }
@@ -90,8 +92,8 @@ export function compileRuntime (config: GatewayConfig, shared: Shared): Runtime 
   const refreshCookie = config.identity.forwardRefreshCookie ? undefined : config.tokens.refresh.cookieName.toLowerCase()
   const routes = new RouteTable<CompiledRoute>()
   const pools = new Set<UpstreamPool>()
-  // one budget for the bodies this configuration's routes read whole (proxy/body-budget.ts)
-  const bodies = new BodyBudget(config.server.requestBufferBytes)
+  // the limit on the bodies this configuration's routes read whole, on the process's count (proxy/body-budget.ts)
+  const bodies = new BodyBudget(config.server.requestBufferBytes, shared.bodyBytes)
   for (const route of config.routes) {
     const pool = shared.pools.get(route.upstreamOrigin, route.connections)
     pools.add(pool)

@@ -55,6 +55,8 @@ export interface MetricsSources {
   reloads?: () => { readonly succeeded: number, readonly failed: number }
   /** log writes dropped because stdout was not read (src/logger.ts) */
   logDrops?: () => number
+  /** bytes of request bodies being read whole before forwarding (src/proxy/body-budget.ts) */
+  bodyBytes?: () => number
 }
 
 export interface GatewayMetricsOptions {
@@ -232,6 +234,9 @@ export class GatewayMetrics {
       }
       case 'denylist':
         gauge('portcullis_denylist_entries', 'Revocation entries held in memory.', () => s.denylist?.size ?? 0, 'max')
+        break
+      case 'bodyBytes':
+        gauge('portcullis_request_body_buffer_bytes', 'Bytes of request bodies being read whole before forwarding (routes[].requestBuffering), at most server.requestBufferBytes per process.', () => s.bodyBytes?.() ?? 0)
         break
       case 'ready':
         gauge('portcullis_ready', '1 when the gateway is ready (the /readyz checks), else 0.', () => s.ready?.() === true ? 1 : 0, 'min')

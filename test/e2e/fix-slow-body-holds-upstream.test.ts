@@ -182,6 +182,27 @@ t.test('requestBuffering: false streams the body as it arrives (the upstream hol
   r.stop()
 })
 
+t.test('every byte held is given back: after clients that finished, left, timed out and were refused, the gauge reads 0', async (t) => {
+  // a storm of each way a buffered body ends, at once
+  const gone = await Promise.all(Array.from({ length: 20 }, async (_, i) => await trickle(`/upload/gone-${i}`, 5000, 500 + i)))
+  const outcomes = await Promise.all([
+    ...Array.from({ length: 20 }, async (_, i) => (await raw(gw.url, `/upload/done-${i}`, { method: 'POST', body: 'd'.repeat(1000 + i) })).status),
+    ...Array.from({ length: 5 }, async (_, i) => (await raw(gw.url, `/quick/over-${i}`, { method: 'POST', body: 'o'.repeat(5000) })).status),
+    ...Array.from({ length: 3 }, async (_, i) => { const r = await trickle(`/quick/late-${i}`); return (await r.client.response({ timeoutMs: 1000 + SLACK_MS })).status }),
+  ])
+  t.ok(outcomes.slice(0, 20).every((s) => s === 200 || s === 503), 'finished (or refused while the budget was full)')
+  t.same(outcomes.slice(20, 25), [413, 413, 413, 413, 413], 'over maxBodyBytes')
+  t.same(outcomes.slice(25), [408, 408, 408], 'timed out')
+  for (const r of gone) r.stop()
+  await Promise.all(gone.map(async (r) => await r.client.closed))
+  const held = async (): Promise<number> => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+    return Number(/^portcullis_request_body_buffer_bytes (\d+)/m.exec(text)?.[1] ?? NaN)
+  }
+  await until('the held bytes to return to 0', async () => await held() === 0)
+  t.equal(await held(), 0, 'portcullis_request_body_buffer_bytes 0')
+})
+
 t.test('over HTTP/2: a trickled stream holds no upstream connection either', async (t) => {
   const cert = testCertificate(t)
   const h2 = await startGateway(t, baseConfig(makeKey('EdDSA'), [routes[0]], {
