@@ -84,7 +84,7 @@ const Server = Obj({
   writeTimeout: Duration('30s'),
   // bytes of request bodies a process may hold while it reads them whole before forwarding
   // (routes[].requestBuffering); a body that would pass it → 503 gateway_busy
-  requestBufferBytes: Type.Integer({ minimum: 65_536, maximum: 1_099_511_627_776, default: 67_108_864 }),
+  requestBufferBytes: Type.Integer({ minimum: 65_536, maximum: 1_099_511_627_776, default: 134_217_728 }),
   // processes sharing the public port: `auto` = one per core; 1 = a single process
   workers: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], { description: '"auto" or a number of processes', default: 1 }),
   // HTTPS on the public listener; absent: plain HTTP (terminate TLS in front)

@@ -207,11 +207,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   #readWhole (budget: BodyBudget): void {
     const req = this.#request.raw
     const maxBytes = this.#target.maxBodyBytes
-    // one buffer, grown by doubling as bytes arrive (never to a declared length: a client that
-    // declares 10 MiB and sends a byte holds a byte). Its whole capacity is counted — at most
-    // twice what arrived — and nothing else is kept: holding each chunk instead held a Buffer
-    // object (~100 bytes of heap) per chunk, so a body in 1-byte chunks held 100 times what the
-    // budget counted
+    // one buffer, grown by doubling as bytes arrive, up to the declared length (never to it at
+    // once: a client that declares 10 MiB and sends a byte holds a byte). Its whole capacity is
+    // counted — at most twice what arrived, exactly a declared body once whole — and nothing
+    // else is kept: holding each chunk instead held a Buffer object (~100 bytes of heap) per
+    // chunk, so a body in 1-byte chunks held 100 times what the budget counted
+    const declared = req.headers['content-length'] === undefined ? Infinity : Number(req.headers['content-length'])
     let body = EMPTY
     let length = 0
     this.#reading = true
@@ -227,7 +228,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       const needed = length + chunk.length
       if (needed > maxBytes) { stop(); this.#fail(payloadTooLarge()); return }
       if (needed > body.length) {
-        const capacity = Math.min(maxBytes, Math.max(needed, 2 * body.length))
+        const capacity = Math.min(maxBytes, Math.max(needed, Math.min(2 * body.length, declared)))
         if (!budget.take(capacity - body.length)) { stop(); this.#fail(gatewayBusy()); return }
         this.#heldBytes = capacity
         // every byte sent on is one written here (subarray below): nothing of the unset rest leaves

@@ -51,7 +51,7 @@ function problemsOf (doc: unknown, env: Record<string, string> = {}): ConfigProb
 
 t.test('a minimal config loads with the documented defaults and is frozen', async (t) => {
   const c = load(minimal())
-  t.same(c.server, { host: '0.0.0.0', port: 8080, trustProxy: false, realm: 'portcullis', requestTimeoutMs: 30_000, keepAliveTimeoutMs: 72_000, shutdownTimeoutMs: 10_000, bodyLimitBytes: 65_536, writeTimeoutMs: 30_000, requestBufferBytes: 67_108_864, workers: 1, tls: undefined, http2: false }, 'server defaults')
+  t.same(c.server, { host: '0.0.0.0', port: 8080, trustProxy: false, realm: 'portcullis', requestTimeoutMs: 30_000, keepAliveTimeoutMs: 72_000, shutdownTimeoutMs: 10_000, bodyLimitBytes: 65_536, writeTimeoutMs: 30_000, requestBufferBytes: 134_217_728, workers: 1, tls: undefined, http2: false }, 'server defaults')
   t.same(c.admin, { host: '127.0.0.1', port: 9090, token: '', allowedHosts: [] }, 'admin defaults')
   t.same(c.database, { url: '', listenUrl: '', dataDir: resolve('/srv/gw', 'data'), poolSize: 10, statementTimeoutMs: 5000, lockTimeoutMs: 2000 }, 'database defaults, dataDir resolved against baseDir')
   t.match(c.tokens, {

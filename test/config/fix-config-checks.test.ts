@@ -102,11 +102,11 @@ const rows: Row[] = [
   { name: 'dataDir with another scheme', edit: c => { c.database = { dataDir: 'idb://sessions' } }, paths: ['/database/dataDir'], match: /memory:\/\// },
   { name: 'dataDir file URL', edit: c => { c.database = { dataDir: 'file:///var/lib/portcullis' } }, paths: ['/database/dataDir'] },
   // bodies read whole (fix-slow-body-holds-upstream): a route's largest body must fit the process's budget
-  { name: 'maxBodyBytes above requestBufferBytes', edit: c => { c.routes[0].maxBodyBytes = 100_000_000 }, paths: ['/routes/0/maxBodyBytes'], match: /requestBuffering: false/ },
-  { name: 'maxBodyBytes above requestBufferBytes, streamed', edit: c => { c.routes[0].maxBodyBytes = 100_000_000; c.routes[0].requestBuffering = false }, paths: [] },
-  { name: 'maxBodyBytes within a raised requestBufferBytes', edit: c => { c.routes[0].maxBodyBytes = 100_000_000; c.server = { requestBufferBytes: 100_000_000 } }, paths: [] },
+  { name: 'maxBodyBytes above requestBufferBytes', edit: c => { c.routes[0].maxBodyBytes = 200_000_000 }, paths: ['/routes/0/maxBodyBytes'], match: /requestBuffering: false/ },
+  { name: 'maxBodyBytes above requestBufferBytes, streamed', edit: c => { c.routes[0].maxBodyBytes = 200_000_000; c.routes[0].requestBuffering = false }, paths: [] },
+  { name: 'maxBodyBytes within a raised requestBufferBytes', edit: c => { c.routes[0].maxBodyBytes = 200_000_000; c.server = { requestBufferBytes: 200_000_000 } }, paths: [] },
   { name: 'maxBodyBytes above a lowered requestBufferBytes', edit: c => { c.server = { requestBufferBytes: 1_048_576 } }, paths: ['/routes/0/maxBodyBytes'] },
-  { name: 'a WebSocket route\'s message cap is not a buffered body', edit: c => { c.routes[0].websocket = true; c.routes[0].maxBodyBytes = 100_000_000 }, paths: [] },
+  { name: 'a WebSocket route\'s message cap is not a buffered body', edit: c => { c.routes[0].websocket = true; c.routes[0].maxBodyBytes = 200_000_000 }, paths: [] },
   { name: 'requestBufferBytes below 64 KiB (and so below the default maxBodyBytes)', edit: c => { c.server = { requestBufferBytes: 1000 } }, paths: ['/server/requestBufferBytes', '/routes/0/maxBodyBytes'] },
   { name: 'requestBuffering not a boolean', edit: c => { c.routes[0].requestBuffering = 'yes' }, paths: ['/routes/0/requestBuffering'] },
 ]
