@@ -215,7 +215,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     // bare's CPU (allocations and copies). Small chunks — a trickle, a body in one-byte chunks —
     // are copied into a tail buffer grown by doubling instead: kept one by one, each would hold a
     // Buffer (~100 bytes of heap on an allocation of its own) per byte. What is counted is what is
-    // held: a kept chunk's bytes plus CHUNK_COST_BYTES, a tail's capacity plus the same once
+    // held: a kept chunk's bytes (or the buffer it is a slice of) plus CHUNK_COST_BYTES, a tail's
+    // capacity plus the same once
     const chunks: Buffer[] = []
     let length = 0
     let tail: Buffer | undefined
@@ -238,8 +239,10 @@ class Exchange implements Dispatcher.DispatchHandler {
       if (this.#done) { stop(); return }
       if (length + chunk.length > maxBytes) { stop(); this.#fail(payloadTooLarge()); return }
       if (chunk.length >= SMALL_CHUNK_BYTES) {
-        if (!budget.take(chunk.length + CHUNK_COST_BYTES)) { stop(); this.#fail(gatewayBusy()); return }
-        this.#heldBytes += chunk.length + CHUNK_COST_BYTES
+        // over HTTP/2 a chunk is a slice of the TLS read it came in (up to 16 KiB), which it keeps
+        const cost = Math.max(chunk.length, chunk.buffer.byteLength) + CHUNK_COST_BYTES
+        if (!budget.take(cost)) { stop(); this.#fail(gatewayBusy()); return }
+        this.#heldBytes += cost
         seal()
         chunks.push(chunk)
       } else {
