@@ -226,7 +226,7 @@ export async function explainRequest (runtime: Runtime, input: ExplainRequest, n
   }
   const headers = runtime.rewriter.request(msg.headers, facts)
   if (upgrade) for (const h of WS_HANDSHAKE) delete headers[h]
-  else transportHeaders(headers, method, msg.headers)
+  else transportHeaders(headers, method, msg.headers, passed.config.requestBuffering)
   const origin = upgrade ? upstream.origin.replace(/^http/, 'ws') : upstream.origin
   ex.upstream = { method, url: redactor.url(origin + upstream.path.map(target)), headers: redactor.flatten(headers) }
   ex.decision = { outcome: 'proxied', status: undefined, reason: state.reason, message: reasonText(state.reason) }

@@ -8,6 +8,8 @@ import type { ExplainRequest } from './explain.js'
 /** The request as the gateway would receive it: Node's header assembly, Fastify's routing of the gateway's own endpoints, and what undici writes itself. */
 
 export const GENERATED_REQUEST_ID = '<generated per request>'
+/** the Content-Length of a body without one that the gateway reads whole first (routes[].requestBuffering) */
+export const LENGTH_ONCE_READ = '<the body\'s length, read whole first>'
 export const CLAIMS_PLACEHOLDER = 'claims-given'
 // Fastify routes these before the catch-all proxy route (plugins/sessions.ts, plugins/jwks.ts);
 // `start` always opens the store, so the auth endpoints are always there
@@ -96,16 +98,17 @@ const EXPECTS_PAYLOAD = new Set(['POST', 'PUT', 'PATCH'])
 /**
  * What the upstream pool's HTTP client (undici) writes itself, after the rewriter: Connection
  * (close after a HEAD, which undici never reuses a socket for; keep-alive otherwise), and the
- * body's framing — a declared length as declared, a chunked body chunked, no body
+ * body's framing — a declared length as declared, a chunked body chunked (or, on a route that
+ * reads bodies whole, sent with its length: exchange.ts #readWhole), no body
  * `content-length: 0` only for methods that expect one (exchange.ts requestBody, client-h1.js).
  */
-export function transportHeaders (headers: OutgoingHttpHeaders, method: string, inbound: IncomingHttpHeaders): void {
+export function transportHeaders (headers: OutgoingHttpHeaders, method: string, inbound: IncomingHttpHeaders, buffered: boolean): void {
   const declared = inbound['content-length']
   const chunked = declared === undefined && inbound['transfer-encoding'] !== undefined
   delete headers['content-length']
   delete headers['transfer-encoding']
   headers.connection = method === 'HEAD' ? 'close' : 'keep-alive'
-  if (chunked) headers['transfer-encoding'] = 'chunked'
+  if (chunked) headers[buffered ? 'content-length' : 'transfer-encoding'] = buffered ? LENGTH_ONCE_READ : 'chunked'
   else if (declared !== undefined && Number(declared) > 0) headers['content-length'] = declared
   else if (EXPECTS_PAYLOAD.has(method)) headers['content-length'] = '0'
 }

@@ -7,6 +7,7 @@ import { stringify } from 'yaml'
 import { loadConfigText } from '../../src/config/load.js'
 import { explainRequest, offlineRuntime, type Explanation, type ExplainRequest } from '../../src/explain/explain.js'
 import { explainCommand, formatExplanation } from '../../src/explain/format.js'
+import { LENGTH_ONCE_READ } from '../../src/explain/request.js'
 import { baseConfig, goodClaims, makeKey, raw, signWith, startGateway } from '../fixtures/gateway.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { publicJwk, startJwksServer } from '../tokens/issuers/helpers.js'
@@ -234,6 +235,11 @@ t.test('granted: the exact upstream URL and headers a real gateway sends', async
 
     const predicted = Object.fromEntries(ex.upstream!.headers)
     const real: Record<string, unknown> = { ...got.headers }
+    // a chunked body on a route that reads bodies whole goes with its length, which explain (given no body) names
+    if (predicted['content-length'] === LENGTH_ONCE_READ) {
+      t.equal(real['content-length'], String(Buffer.byteLength(row.body ?? '')), `${row.name}: sent with the length of the body read whole`)
+      predicted['content-length'] = real['content-length'] as string
+    }
     t.same(Object.keys(predicted).sort(), Object.keys(real).sort(), `${row.name}: the same header names`)
     if (row.headers?.some(([n]) => n === 'X-Request-Id') === true) t.equal(predicted['x-request-id'], real['x-request-id'], `${row.name}: the client's request id`)
     else t.equal(predicted['x-request-id'], '<generated per request>', `${row.name}: a request id is generated`)
