@@ -116,7 +116,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   #retryable: boolean
   #controller: Dispatcher.DispatchController | undefined = undefined
   #headersTimer: NodeJS.Timeout | undefined = undefined
-  #budget: BodyBudget | undefined = undefined
   #writeTimer: NodeJS.Timeout | undefined = undefined
   /** response headers written to the client */
   #started = false
@@ -284,7 +283,6 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     // the client went away mid-body ('close' on the response reports it too)
     const onError = (): void => { stop(); if (!this.#done) this.#clientGone() }
-    this.#budget = budget
     req.on('data', onData)
     req.on('end', onEnd)
     req.on('error', onError)
@@ -293,7 +291,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   /** the buffered body's bytes leave the budget once the upstream has answered, or nothing will be sent */
   #release (): void {
     if (this.#heldBytes === 0) return
-    this.#budget?.give(this.#heldBytes)
+    // held only on a route that has a budget (start(): #readWhole)
+    this.#target.bodyBudget?.give(this.#heldBytes)
     this.#heldBytes = 0
   }
 
