@@ -38,46 +38,69 @@ export const BATCH_INTERVAL_MS = 5
 export const MAX_LOGGED_PATH_CHARS = 1024
 const capped = (path: string): string => path.length > MAX_LOGGED_PATH_CHARS ? path.slice(0, MAX_LOGGED_PATH_CHARS) + '…' : path
 
+/**
+ * Lines joined for one write: handed over when they fill MAX_PENDING_CHARS, else by the one
+ * timer, no sooner than BATCH_INTERVAL_MS after the write before (at the end of the turn when
+ * that is already past). One timer at most is armed: a write of a full batch leaves it armed,
+ * and when it fires it re-checks the real clock (a timer counts from the loop's cached clock,
+ * which a long turn leaves behind) and waits out the rest. Before, each full batch armed a
+ * timer of its own, the ones left over wrote a batch with room left 1–2 ms after a full one
+ * (the decision-log suite, once on Node 22), and when they were made to wait instead, each
+ * kept re-arming while full batches went on: timers without bound under load (~5 % of CPU
+ * per request, bench paired with 0dcf8d3; fix-log-batch-timers).
+ */
+export class LineBatch {
+  #pending = ''
+  #armed = false
+  #lastWriteAt = -Infinity
+  readonly #stream: { write: (s: string) => void }
+  constructor (stream: { write: (s: string) => void }) { this.#stream = stream }
+
+  add (line: string, now: number): void {
+    this.#pending += line
+    if (this.#pending.length >= MAX_PENDING_CHARS) this.flush()
+    else if (!this.#armed) this.#arm(this.#lastWriteAt + BATCH_INTERVAL_MS - now)
+  }
+
+  flush (): void {
+    if (this.#pending === '') return
+    this.#lastWriteAt = performance.now()
+    const lines = this.#pending
+    this.#pending = ''
+    this.#stream.write(lines)
+  }
+
+  #arm (waitMs: number): void {
+    this.#armed = true
+    if (waitMs <= 0) setImmediate(this.#due)
+    else setTimeout(this.#due, Math.ceil(waitMs)).unref()
+  }
+
+  readonly #due = (): void => {
+    this.#armed = false
+    if (this.#pending === '') return
+    const waitMs = this.#lastWriteAt + BATCH_INTERVAL_MS - performance.now()
+    if (waitMs > 0) this.#arm(waitMs)
+    else this.flush()
+  }
+}
+
 export default fp(async function accessLog (app, opts: { logger: Logger }) {
   const { logger } = opts
   if (!logger.isLevelEnabled('info')) return
   const stream = (logger as unknown as Record<symbol, { write: (s: string) => void }>)[pino.symbols.streamSym]
   if (stream === undefined) return
   const prefix = `{"level":30,"pid":${process.pid},"msg":"decision","time":`
-  let pending = ''
-  let scheduled = false
-  let lastFlushAt = -Infinity
-  const flush = (): void => {
-    scheduled = false
-    if (pending === '') return
-    lastFlushAt = performance.now()
-    const lines = pending
-    pending = ''
-    stream.write(lines)
-  }
-  // a timer counts from the event loop's cached clock, which a long turn leaves behind: it can
-  // fire sooner than asked by the real clock (a batch 1–2 ms after the one before, seen once on
-  // Node 22 under the test suite's load), so the time is checked again when it fires
-  const flushWhenDue = (): void => {
-    const waitMs = lastFlushAt + BATCH_INTERVAL_MS - performance.now()
-    if (waitMs > 0) setTimeout(flushWhenDue, Math.ceil(waitMs)).unref()
-    else flush()
-  }
-  const schedule = (now: number): void => {
-    scheduled = true
-    const waitMs = lastFlushAt + BATCH_INTERVAL_MS - now
-    if (waitMs <= 0) setImmediate(flush)
-    else setTimeout(flushWhenDue, Math.ceil(waitMs)).unref()
-  }
+  const batch = new LineBatch(stream)
   // the last lines reach the destination before the logger is flushed at shutdown
-  app.addHook('onClose', (_app, done) => { flush(); done() })
+  app.addHook('onClose', (_app, done) => { batch.flush(); done() })
 
   const line = (request: FastifyRequest, status: number, reason: string | undefined, now: number): void => {
     const auth = request.auth
     const url = request.url
     const q = url.indexOf('?')
     const sub = auth.token?.sub ?? auth.sub
-    pending += (
+    batch.add(
       prefix + Date.now() +
       ',"reqId":' + JSON.stringify(request.id) +
       ',"route":' + (auth.route === '' ? 'null' : JSON.stringify(auth.route)) +
@@ -88,10 +111,9 @@ export default fp(async function accessLog (app, opts: { logger: Logger }) {
       ',"method":"' + cappedMethod(request.method) + '"' +
       ',"path":' + JSON.stringify(q === -1 ? capped(url) : capped(url.slice(0, q))) +
       ',"status":' + status +
-      ',"ms":' + (Math.round((now - request.acceptedAt) * 100) / 100) + '}\n'
+      ',"ms":' + (Math.round((now - request.acceptedAt) * 100) / 100) + '}\n',
+      now
     )
-    if (pending.length >= MAX_PENDING_CHARS) flush()
-    else if (!scheduled) schedule(now)
   }
 
   // one line when the response is complete, or when the client went away first (status 499,
