@@ -20,13 +20,24 @@ const sink = (): { stream: Writable, writes: Written[] } => {
 }
 const turn = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
 
-/** the most timers alive at once among those created while `run` goes on (async_hooks sees unref'd ones too) */
+/**
+ * The most timers with one callback alive at once, among those created while `run` goes on
+ * (async_hooks sees unref'd timers too; grouping by callback leaves out the test runner's own)
+ */
 const mostTimersAlive = async (run: () => Promise<void>): Promise<number> => {
-  const alive = new Set<number>()
+  const alive = new Map<unknown, Set<number>>()
+  const callbackOf = new Map<number, unknown>()
   let most = 0
   const hook = createHook({
-    init (id, type) { if (type === 'Timeout') { alive.add(id); most = Math.max(most, alive.size) } },
-    destroy (id) { alive.delete(id) },
+    init (id, type, _trigger, resource) {
+      if (type !== 'Timeout') return
+      const callback = (resource as { _onTimeout?: unknown })._onTimeout
+      const group = alive.get(callback) ?? new Set()
+      alive.set(callback, group.add(id))
+      callbackOf.set(id, callback)
+      most = Math.max(most, group.size)
+    },
+    destroy (id) { alive.get(callbackOf.get(id))?.delete(id); callbackOf.delete(id) },
   })
   hook.enable()
   try { await run() } finally { hook.disable() }
